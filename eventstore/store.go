@@ -1,0 +1,520 @@
+package eventstore
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Store is the PostgreSQL event store.
+type Store struct {
+	pool *pgxpool.Pool
+	now  func() time.Time
+
+	// Transactions retried after a deadlock or serialization failure. Locking streams in a
+	// fixed order should keep this at zero; it is counted so that a regression shows.
+	txRetries atomic.Uint64
+	conflicts atomic.Uint64
+
+	// afterCommit hooks run after every committed append (in-process wake-ups).
+	afterCommit []func(AppendResult)
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithClock replaces the clock that stamps recorded-at times (tests).
+func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
+
+// WithAfterCommit registers fn to run after every committed append, on the appending
+// goroutine. It must be quick and must not block (signal a channel, do not do I/O).
+func WithAfterCommit(fn func(AppendResult)) Option {
+	return func(s *Store) { s.afterCommit = append(s.afterCommit, fn) }
+}
+
+// New returns a Store over pool.
+func New(pool *pgxpool.Pool, opts ...Option) *Store {
+	s := &Store{pool: pool, now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Pool returns the connection pool the store writes through.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Stats are the store's counters since it was created.
+type Stats struct {
+	// Conflicts counts appends refused with a ConcurrencyError.
+	Conflicts uint64
+	// TxRetries counts appends retried after a deadlock or serialization failure.
+	TxRetries uint64
+}
+
+// Stats returns the store's counters.
+func (s *Store) Stats() Stats {
+	return Stats{Conflicts: s.conflicts.Load(), TxRetries: s.txRetries.Load()}
+}
+
+// AppendOption changes one append.
+type AppendOption func(*appendOptions)
+
+type appendOptions struct {
+	inTx []func(context.Context, pgx.Tx) error
+}
+
+// InTransaction runs fn inside the append's transaction after the events are written and
+// before commit; an error from fn aborts the whole append. It is how data that must be created
+// with the events (an identity row, an idempotency record) is kept atomic with them.
+func InTransaction(fn func(ctx context.Context, tx pgx.Tx) error) AppendOption {
+	return func(o *appendOptions) { o.inTx = append(o.inTx, fn) }
+}
+
+// maxTxAttempts bounds retries of deadlocks and serialization failures.
+const maxTxAttempts = 3
+
+// Append writes the events of every stream in appends in one transaction: all of them or none.
+// Each stream's version is checked against its expectation under a row lock; a mismatch is a
+// *ConcurrencyError. Streams are locked in stream-id order so that concurrent appends touching
+// the same streams in opposite orders cannot deadlock.
+func (s *Store) Append(ctx context.Context, appends []StreamAppend, opts ...AppendOption) (AppendResult, error) {
+	var o appendOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	batch, err := s.prepare(appends)
+	if err != nil {
+		return AppendResult{}, err
+	}
+	for attempt := 1; ; attempt++ {
+		res, err := s.appendOnce(ctx, batch, &o)
+		if err == nil {
+			for _, fn := range s.afterCommit {
+				fn(res)
+			}
+			return res, nil
+		}
+		var ce *ConcurrencyError
+		if errors.As(err, &ce) {
+			s.conflicts.Add(1)
+		}
+		if attempt < maxTxAttempts && isTransient(err) && ctx.Err() == nil {
+			s.txRetries.Add(1)
+			continue
+		}
+		return AppendResult{}, err
+	}
+}
+
+// preparedStream is a StreamAppend validated and encoded, ready to be written.
+type preparedStream struct {
+	streamID string
+	expected ExpectedVersion
+	events   []preparedEvent
+	snapshot []byte // canonical JSON or nil
+}
+
+type preparedEvent struct {
+	id            uuid.UUID
+	eventType     string
+	schemaVersion int
+	payload       []byte
+	metadata      []byte
+	recordedAt    time.Time
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidArgument}, args...)...)
+}
+
+// prepare refuses bad input before the database is touched and sorts streams into lock order.
+func (s *Store) prepare(appends []StreamAppend) ([]preparedStream, error) {
+	if len(appends) == 0 {
+		return nil, invalid("append needs at least one stream")
+	}
+	now := s.now().UTC().Truncate(time.Microsecond)
+	seenStream := make(map[string]bool, len(appends))
+	seenEvent := make(map[uuid.UUID]bool)
+	out := make([]preparedStream, 0, len(appends))
+	for _, a := range appends {
+		if a.StreamID == "" {
+			return nil, invalid("empty stream id")
+		}
+		if seenStream[a.StreamID] {
+			return nil, invalid("stream %q appears twice in one append", a.StreamID)
+		}
+		seenStream[a.StreamID] = true
+		if len(a.Events) == 0 {
+			return nil, invalid("stream %q: no events", a.StreamID)
+		}
+		if a.Expected.kind == expectExact && a.Expected.version < 0 {
+			return nil, invalid("stream %q: negative expected version %d", a.StreamID, a.Expected.version)
+		}
+		ps := preparedStream{streamID: a.StreamID, expected: a.Expected}
+		if a.Snapshot != nil {
+			if _, ok := a.Expected.known(); !ok {
+				return nil, invalid("stream %q: a snapshot needs an exact expected version", a.StreamID)
+			}
+			b, err := encodeJSON(a.Snapshot.State)
+			if err != nil {
+				return nil, invalid("stream %q: snapshot: %v", a.StreamID, err)
+			}
+			ps.snapshot = b
+		}
+		for _, e := range a.Events {
+			if e.Type == "" {
+				return nil, invalid("stream %q: event without a type", a.StreamID)
+			}
+			id := e.ID
+			if id == uuid.Nil {
+				var err error
+				if id, err = uuid.NewV7(); err != nil {
+					return nil, fmt.Errorf("eventstore: new event id: %w", err)
+				}
+			}
+			if seenEvent[id] {
+				return nil, invalid("event id %s appears twice in one append", id)
+			}
+			seenEvent[id] = true
+			payload, err := encodeJSON(e.Payload)
+			if err != nil {
+				return nil, invalid("stream %q: event %s payload: %v", a.StreamID, e.Type, err)
+			}
+			meta, err := encodeJSON(e.Metadata)
+			if err != nil {
+				return nil, invalid("stream %q: event %s metadata: %v", a.StreamID, e.Type, err)
+			}
+			ps.events = append(ps.events, preparedEvent{
+				id: id, eventType: e.Type, schemaVersion: e.SchemaVersion,
+				payload: payload, metadata: meta, recordedAt: now,
+			})
+		}
+		out = append(out, ps)
+	}
+	slices.SortFunc(out, func(a, b preparedStream) int { return cmp.Compare(a.streamID, b.streamID) })
+	return out, nil
+}
+
+// encodeJSON marshals v (raw JSON is taken as it is) into canonical JSON.
+func encodeJSON(v any) ([]byte, error) {
+	var raw []byte
+	switch x := v.(type) {
+	case json.RawMessage:
+		raw = x
+	case []byte:
+		raw = x
+	default:
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, err
+		}
+		raw = b
+	}
+	return CanonicalJSON(raw)
+}
+
+// lockStreams creates missing head rows and locks every head row, in the order of the input
+// (which prepare sorted). ON CONFLICT DO UPDATE takes the row lock and returns the newest
+// committed version even under READ COMMITTED, which a plain SELECT could not.
+const lockStreams = `
+INSERT INTO streams AS s (stream_id, version)
+SELECT id, 0 FROM unnest($1::text[]) WITH ORDINALITY AS t(id, ord) ORDER BY ord
+ON CONFLICT (stream_id) DO UPDATE SET version = s.version
+RETURNING stream_id, version, last_hash`
+
+const insertEvents = `
+INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version,
+                    payload, metadata, recorded_at, hash)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::int[],
+                     $6::jsonb[], $7::jsonb[], $8::timestamptz[], $9::bytea[])
+RETURNING global_position, transaction_id`
+
+const updateHeads = `
+UPDATE streams AS s
+SET version = u.version,
+    last_hash = u.hash,
+    snapshot = CASE WHEN u.snapshot IS NULL THEN s.snapshot ELSE u.snapshot END,
+    snapshot_version = CASE WHEN u.snapshot IS NULL THEN s.snapshot_version ELSE u.version END,
+    updated_at = now()
+FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::jsonb[]) AS u(stream_id, version, hash, snapshot)
+WHERE s.stream_id = u.stream_id`
+
+func (s *Store) appendOnce(ctx context.Context, batch []preparedStream, o *appendOptions) (res AppendResult, err error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return AppendResult{}, fmt.Errorf("eventstore: begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			// The append failed; rolling back is all that is left to do, and its own error
+			// (typically a dead connection) adds nothing the caller can act on.
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+		}
+	}()
+
+	ids := make([]string, len(batch))
+	for i, ps := range batch {
+		ids[i] = ps.streamID
+	}
+	type head struct {
+		version  int64
+		lastHash []byte
+	}
+	heads := make(map[string]head, len(batch))
+	rows, err := tx.Query(ctx, lockStreams, ids)
+	if err != nil {
+		return AppendResult{}, fmt.Errorf("eventstore: lock streams: %w", err)
+	}
+	for rows.Next() {
+		var id string
+		var h head
+		if err := rows.Scan(&id, &h.version, &h.lastHash); err != nil {
+			rows.Close()
+			return AppendResult{}, fmt.Errorf("eventstore: lock streams: %w", err)
+		}
+		heads[id] = h
+	}
+	if err := rows.Err(); err != nil {
+		return AppendResult{}, fmt.Errorf("eventstore: lock streams: %w", err)
+	}
+
+	n := 0
+	for _, ps := range batch {
+		n += len(ps.events)
+	}
+	var (
+		evStream  = make([]string, 0, n)
+		evVersion = make([]int64, 0, n)
+		evID      = make([]uuid.UUID, 0, n)
+		evType    = make([]string, 0, n)
+		evSchema  = make([]int32, 0, n)
+		evPayload = make([]string, 0, n)
+		evMeta    = make([]string, 0, n)
+		evAt      = make([]time.Time, 0, n)
+		evHash    = make([][]byte, 0, n)
+
+		hdStream  = make([]string, len(batch))
+		hdVersion = make([]int64, len(batch))
+		hdHash    = make([][]byte, len(batch))
+		hdSnap    = make([]*string, len(batch))
+	)
+	res.Streams = make([]StreamResult, len(batch))
+	for i, ps := range batch {
+		h := heads[ps.streamID]
+		if !ps.expected.matches(h.version) {
+			return AppendResult{}, &ConcurrencyError{StreamID: ps.streamID, Expected: ps.expected, Actual: h.version}
+		}
+		prev := h.lastHash
+		v := h.version
+		for _, e := range ps.events {
+			v++
+			hash := chainHash(prev, hashInput{
+				streamID: ps.streamID, version: v, id: e.id, eventType: e.eventType,
+				schemaVersion: e.schemaVersion, recordedAt: e.recordedAt, payload: e.payload, metadata: e.metadata,
+			})
+			evStream = append(evStream, ps.streamID)
+			evVersion = append(evVersion, v)
+			evID = append(evID, e.id)
+			evType = append(evType, e.eventType)
+			evSchema = append(evSchema, int32(e.schemaVersion))
+			evPayload = append(evPayload, string(e.payload))
+			evMeta = append(evMeta, string(e.metadata))
+			evAt = append(evAt, e.recordedAt)
+			evHash = append(evHash, hash)
+			prev = hash
+		}
+		hdStream[i], hdVersion[i], hdHash[i] = ps.streamID, v, prev
+		if ps.snapshot != nil {
+			snap := string(ps.snapshot)
+			hdSnap[i] = &snap
+		}
+		res.Streams[i] = StreamResult{StreamID: ps.streamID, FromVersion: h.version, ToVersion: v}
+	}
+
+	b := &pgx.Batch{}
+	b.Queue(insertEvents, evStream, evVersion, evID, evType, evSchema, evPayload, evMeta, evAt, evHash).
+		Query(func(rows pgx.Rows) error {
+			var pos int64
+			var txID uint64
+			_, err := pgx.ForEachRow(rows, []any{&pos, &txID}, func() error {
+				if pos > res.Checkpoint.Position {
+					res.Checkpoint = Checkpoint{TransactionID: txID, Position: pos}
+				}
+				return nil
+			})
+			return err
+		})
+	b.Queue(updateHeads, hdStream, hdVersion, hdHash, hdSnap)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		if isConstraint(err, "events_event_id_key") {
+			return AppendResult{}, fmt.Errorf("%w: %v", ErrDuplicateEvent, err)
+		}
+		return AppendResult{}, fmt.Errorf("eventstore: write events: %w", err)
+	}
+	for _, fn := range o.inTx {
+		if err := fn(ctx, tx); err != nil {
+			return AppendResult{}, err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return AppendResult{}, fmt.Errorf("eventstore: commit: %w", err)
+	}
+	return res, nil
+}
+
+// isTransient reports whether err is a deadlock or serialization failure, after which the
+// whole transaction can safely run again.
+func isTransient(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001")
+}
+
+func isConstraint(err error, name string) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == name
+}
+
+const eventColumns = `global_position, transaction_id, stream_id, stream_version, event_id,
+       event_type, schema_version, payload, metadata, recorded_at, hash`
+
+func scanEvent(row pgx.Row) (RecordedEvent, error) {
+	var e RecordedEvent
+	var schema int32
+	err := row.Scan(&e.Position, &e.TransactionID, &e.StreamID, &e.Version, &e.ID,
+		&e.Type, &schema, &e.Payload, &e.RawMetadata, &e.RecordedAt, &e.Hash)
+	if err != nil {
+		return RecordedEvent{}, err
+	}
+	e.SchemaVersion = int(schema)
+	if err := json.Unmarshal(e.RawMetadata, &e.Metadata); err != nil {
+		return RecordedEvent{}, fmt.Errorf("event %d metadata: %w", e.Position, err)
+	}
+	return e, nil
+}
+
+// Load returns the events of streamID with a version above after, in version order.
+func (s *Store) Load(ctx context.Context, streamID string, after int64) ([]RecordedEvent, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+eventColumns+` FROM events
+		WHERE stream_id = $1 AND stream_version > $2 ORDER BY stream_version`, streamID, after)
+	if err != nil {
+		return nil, fmt.Errorf("eventstore: load %q: %w", streamID, err)
+	}
+	evs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (RecordedEvent, error) { return scanEvent(r) })
+	if err != nil {
+		return nil, fmt.Errorf("eventstore: load %q: %w", streamID, err)
+	}
+	return evs, nil
+}
+
+// StreamState is what loading an aggregate needs: the newest snapshot and the events after it.
+type StreamState struct {
+	// Version is the stream's head version (0: no such stream).
+	Version int64
+	// Snapshot is the folded state at SnapshotVersion, or nil when there is none.
+	Snapshot        json.RawMessage
+	SnapshotVersion int64
+	// Events are the events after SnapshotVersion, in version order.
+	Events []RecordedEvent
+}
+
+// LoadState returns streamID's snapshot and the events after it, read in one statement so the
+// two agree.
+func (s *Store) LoadState(ctx context.Context, streamID string) (StreamState, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT s.version, s.snapshot, s.snapshot_version,
+		       e.global_position, e.transaction_id, e.stream_id, e.stream_version, e.event_id,
+		       e.event_type, e.schema_version, e.payload, e.metadata, e.recorded_at, e.hash
+		FROM streams s
+		LEFT JOIN events e ON e.stream_id = s.stream_id AND e.stream_version > s.snapshot_version
+		WHERE s.stream_id = $1
+		ORDER BY e.stream_version`, streamID)
+	if err != nil {
+		return StreamState{}, fmt.Errorf("eventstore: load state %q: %w", streamID, err)
+	}
+	defer rows.Close()
+	var st StreamState
+	for rows.Next() {
+		var (
+			pos, ver    *int64
+			txID        *uint64
+			sid, typ    *string
+			id          *uuid.UUID
+			schema      *int32
+			payload, md []byte
+			at          *time.Time
+			hash        []byte
+		)
+		if err := rows.Scan(&st.Version, &st.Snapshot, &st.SnapshotVersion,
+			&pos, &txID, &sid, &ver, &id, &typ, &schema, &payload, &md, &at, &hash); err != nil {
+			return StreamState{}, fmt.Errorf("eventstore: load state %q: %w", streamID, err)
+		}
+		if pos == nil {
+			continue // a head without events after the snapshot
+		}
+		e := RecordedEvent{Position: *pos, TransactionID: *txID, StreamID: *sid, Version: *ver, ID: *id,
+			Type: *typ, SchemaVersion: int(*schema), Payload: payload, RawMetadata: md, RecordedAt: *at, Hash: hash}
+		if err := json.Unmarshal(md, &e.Metadata); err != nil {
+			return StreamState{}, fmt.Errorf("eventstore: load state %q: event %d metadata: %w", streamID, e.Position, err)
+		}
+		st.Events = append(st.Events, e)
+	}
+	if err := rows.Err(); err != nil {
+		return StreamState{}, fmt.Errorf("eventstore: load state %q: %w", streamID, err)
+	}
+	if bytes.Equal(st.Snapshot, []byte("null")) {
+		st.Snapshot = nil
+	}
+	return st, nil
+}
+
+// Head returns the version of streamID: the number of events in it, 0 if it does not exist.
+func (s *Store) Head(ctx context.Context, streamID string) (int64, error) {
+	var v int64
+	err := s.pool.QueryRow(ctx, `SELECT version FROM streams WHERE stream_id = $1`, streamID).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("eventstore: head %q: %w", streamID, err)
+	}
+	return v, nil
+}
+
+// ReadLogSQL selects the next page of the global log after a checkpoint ($1, $2), at most $3
+// rows. Only transactions older than every running one are visible: a transaction that is
+// still open may commit events with a smaller transaction id than ones already committed, and
+// reading past it would skip them.
+const ReadLogSQL = `SELECT ` + eventColumns + ` FROM events
+WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)
+  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY transaction_id, global_position
+LIMIT $3`
+
+// ReadLog returns up to limit events of the global log after the checkpoint, in log order. An
+// empty page means the reader has caught up with every committed transaction below the fence.
+func (s *Store) ReadLog(ctx context.Context, after Checkpoint, limit int) ([]RecordedEvent, error) {
+	if limit <= 0 {
+		return nil, invalid("read log: limit %d must be positive", limit)
+	}
+	rows, err := s.pool.Query(ctx, ReadLogSQL, after.TransactionID, after.Position, limit)
+	if err != nil {
+		return nil, fmt.Errorf("eventstore: read log: %w", err)
+	}
+	evs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (RecordedEvent, error) { return scanEvent(r) })
+	if err != nil {
+		return nil, fmt.Errorf("eventstore: read log: %w", err)
+	}
+	return evs, nil
+}
