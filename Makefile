@@ -1,0 +1,48 @@
+# The ledger's developer commands. `make run` and `make test` find a PostgreSQL server or start
+# a throwaway one (.ci/postgres.sh); nothing else needs installing beyond Go.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+GO ?= go
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+BENCH_TIME ?= 10s
+
+.PHONY: all build run test lint bench loadtest db-stop clean
+
+all: build
+
+build:
+	$(GO) build -o bin/ledger ./cmd/ledger
+
+## run: migrate and serve the ledger on :8080 against LEDGER_DATABASE_URL / APP_POSTGRES_URL or a local server.
+run: build
+	url="$${LEDGER_DATABASE_URL:-$${APP_POSTGRES_URL:-}}"; \
+	[ -n "$$url" ] || url=$$(.ci/postgres.sh url LEDGER_DATABASE_URL); \
+	APP_POSTGRES_URL="$$url" ./bin/ledger serve
+
+## test: every test, with the race detector, against a real PostgreSQL.
+test:
+	url=$$(.ci/postgres.sh url LEDGER_TEST_DATABASE_URL); \
+	LEDGER_TEST_DATABASE_URL="$$url" $(GO) test -race -count=1 -timeout 30m ./...
+
+## lint: go vet and staticcheck (fetched through the module proxy on first use).
+lint:
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+## bench: event store benchmarks, next to pgbench running the same SQL on the same server.
+bench: build
+	url=$$(.ci/postgres.sh url LEDGER_TEST_DATABASE_URL); \
+	db="ledger_bench_$$$$"; base="$${url%/*}"; query=""; [[ "$$url" == *\?* ]] && query="?$${url#*\?}"; \
+	psql "$$url" -qc "CREATE DATABASE $$db"; \
+	trap 'psql "$$url" -qc "DROP DATABASE IF EXISTS $$db WITH (FORCE)"' EXIT; \
+	./bin/ledger migrate --database-url "$$base/$$db$$query" >/dev/null; \
+	echo "== pgbench: the append SQL, 16 clients, $(BENCH_TIME)"; \
+	pgbench -n -M prepared -c 16 -j 2 -T $${BENCH_TIME%s} -f eventstore/testdata/append.pgbench "$$base/$$db$$query" | grep -E 'tps|latency average'; \
+	echo "== go benchmarks"; \
+	LEDGER_TEST_DATABASE_URL="$$url" $(GO) test -run '^$$' -bench . -benchtime $(BENCH_TIME) ./eventstore/
+
+db-stop:
+	.ci/postgres.sh stop
+
+clean:
+	rm -rf bin

@@ -1,0 +1,114 @@
+package app
+
+import (
+	"context"
+
+	"github.com/google/uuid"
+
+	"github.com/ledger/ledger/domain"
+	"github.com/ledger/ledger/eventstore"
+)
+
+// Buy debits the account with the item's catalog price and records the purchase.
+func (a *App) Buy(ctx context.Context, accountID uuid.UUID, item string) (Result, error) {
+	catalog, err := a.Catalog(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	if _, err := catalog.Price(item); err != nil {
+		return Result{}, err // refused before loading anything
+	}
+	var res Result
+	err = a.retry(ctx, func() error {
+		acc, err := a.loadAccount(ctx, accountID)
+		if err != nil {
+			return err
+		}
+		events, err := acc.Buy(item, catalog)
+		if err != nil {
+			return err
+		}
+		r, err := a.appendDecided(ctx, acc, acc.Username, events...)
+		res = resultOf(r, accountID)
+		return err
+	})
+	return res, err
+}
+
+// Grant adds coins to the account of toUser, by an admin, for a reason.
+func (a *App) Grant(ctx context.Context, admin, toUser string, amount domain.Coins, reason string) (Result, error) {
+	id, err := a.AccountID(ctx, toUser)
+	if err != nil {
+		return Result{}, err
+	}
+	var res Result
+	err = a.retry(ctx, func() error {
+		acc, err := a.loadAccount(ctx, id)
+		if err != nil {
+			return err
+		}
+		events, err := acc.Grant(amount, reason, admin)
+		if err != nil {
+			return err
+		}
+		r, err := a.appendDecided(ctx, acc, admin, events...)
+		res = resultOf(r, id)
+		return err
+	})
+	return res, err
+}
+
+// Transfer moves amount from the sender's account to toUser's in one atomic two-stream append.
+// The sender's version is exact (its balance check depends on it); the recipient's is "any", so
+// a popular recipient never makes senders retry.
+func (a *App) Transfer(ctx context.Context, fromID uuid.UUID, toUser string, amount domain.Coins) (Result, error) {
+	toID, err := a.AccountID(ctx, toUser)
+	if err != nil {
+		return Result{}, err
+	}
+	if toID == fromID {
+		return Result{}, domain.ErrSelfTransfer
+	}
+	transferID, err := uuid.NewV7()
+	if err != nil {
+		return Result{}, err
+	}
+	var res Result
+	err = a.retry(ctx, func() error {
+		acc, err := a.loadAccount(ctx, fromID)
+		if err != nil {
+			return err
+		}
+		sent, received, err := acc.Send(domain.AccountRef{ID: toID, Username: toUser}, amount, transferID)
+		if err != nil {
+			return err
+		}
+		after := acc.Clone()
+		if err := after.Apply(sent); err != nil {
+			return err
+		}
+		md := metadata(ctx, acc.Username)
+		md.CorrelationID = transferID.String()
+		r, err := a.store.Append(ctx, []eventstore.StreamAppend{
+			{StreamID: domain.StreamID(fromID), Expected: eventstore.Exactly(acc.Version),
+				Events: toEventData(md, sent), Snapshot: &eventstore.Snapshot{State: after}},
+			{StreamID: domain.StreamID(toID), Expected: eventstore.Any(), Events: toEventData(md, received)},
+		})
+		res = resultOf(r, fromID, toID)
+		return err
+	})
+	return res, err
+}
+
+// appendDecided appends events decided on acc at acc's version, with the folded state as the
+// new snapshot.
+func (a *App) appendDecided(ctx context.Context, acc *domain.Account, actor string, events ...domain.Event) (eventstore.AppendResult, error) {
+	after := acc.Clone()
+	if err := after.ApplyAll(events); err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	return a.store.Append(ctx, []eventstore.StreamAppend{{
+		StreamID: domain.StreamID(acc.ID), Expected: eventstore.Exactly(acc.Version),
+		Events: toEventData(metadata(ctx, actor), events...), Snapshot: &eventstore.Snapshot{State: after},
+	}})
+}

@@ -1,0 +1,213 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/ledger/ledger/domain"
+)
+
+// Info is an account as /api/info shows it.
+type Info struct {
+	Coins     int64
+	Inventory []Holding
+	Received  []Transfer
+	Sent      []Transfer
+	// Version is the account's stream version the answer reflects.
+	Version int64
+}
+
+// Holding is a count of one item owned.
+type Holding struct {
+	Item     string
+	Quantity int64
+}
+
+// Transfer is one coin transfer seen from one side: Counterpart is the other party.
+type Transfer struct {
+	Counterpart string
+	Amount      int64
+}
+
+// infoSQL reads, in one statement (one snapshot), the account's stream head, and each read
+// model with the stream version its projector has applied for the account. History rows count
+// only once this account's half is applied, so a half-projected transfer never shows on one
+// side early.
+const infoSQL = `
+SELECT COALESCE(st.version, 0),
+       COALESCE(hb.version, 0), COALESCE(b.coins, 0),
+       COALESCE(hi.version, 0),
+       COALESCE((SELECT json_agg(json_build_array(i.item, i.quantity) ORDER BY i.item)
+                 FROM inventory_v1 i WHERE i.account_id = $1), '[]'),
+       COALESCE(hh.version, 0),
+       COALESCE((SELECT json_agg(json_build_array(h.from_id = $1, CASE WHEN h.from_id = $1 THEN h.to_username ELSE h.from_username END, h.amount) ORDER BY h.position, h.transfer_id)
+                 FROM history_v1 h
+                 WHERE (h.from_id = $1 AND h.from_version <= COALESCE(hh.version, 0))
+                    OR (h.to_id = $1 AND h.to_version <= COALESCE(hh.version, 0))), '[]')
+FROM (SELECT 1) one
+LEFT JOIN streams st ON st.stream_id = $2
+LEFT JOIN projection_heads hb ON hb.consumer_group = 'balance_v1' AND hb.account_id = $1
+LEFT JOIN balance_v1 b ON b.account_id = $1
+LEFT JOIN projection_heads hi ON hi.consumer_group = 'inventory_v1' AND hi.account_id = $1
+LEFT JOIN projection_heads hh ON hh.consumer_group = 'history_v1' AND hh.account_id = $1`
+
+// readModels is one read of infoSQL.
+type readModels struct {
+	head                  int64
+	balV, invV, histV     int64
+	coins                 int64
+	inventoryRaw, histRaw []byte
+}
+
+func (r *readModels) current() bool {
+	return r.balV >= r.head && r.invV >= r.head && r.histV >= r.head
+}
+
+func (a *App) readModels(ctx context.Context, id uuid.UUID) (*readModels, error) {
+	r := &readModels{}
+	err := a.pool.QueryRow(ctx, infoSQL, id, domain.StreamID(id)).
+		Scan(&r.head, &r.balV, &r.coins, &r.invV, &r.inventoryRaw, &r.histV, &r.histRaw)
+	if err != nil {
+		return nil, fmt.Errorf("read info of %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// Info returns the account's balance, inventory and coin history. It never answers with
+// anything older than the account's stream head at the time of the call: every command that
+// returned before the call is visible.
+func (a *App) Info(ctx context.Context, accountID uuid.UUID) (Info, error) {
+	wake := a.wake.C()
+	r, err := a.readModels(ctx, accountID)
+	if err != nil {
+		return Info{}, err
+	}
+	if r.head == 0 {
+		return Info{}, fmt.Errorf("%w: %s", domain.ErrUnknownAccount, accountID)
+	}
+	if r.current() {
+		a.stats.readFresh.Add(1)
+		return r.info()
+	}
+	// Behind: wait for the projectors' wake-ups (not a sleep loop), up to ReadWait.
+	deadline := time.NewTimer(a.cfg.ReadWait)
+	defer deadline.Stop()
+	head := r.head
+	for {
+		select {
+		case <-ctx.Done():
+			return Info{}, ctx.Err()
+		case <-deadline.C:
+			a.stats.readFolded.Add(1)
+			return a.foldNewest(ctx, accountID, r)
+		case <-wake:
+		}
+		wake = a.wake.C()
+		next, err := a.readModels(ctx, accountID)
+		if err != nil {
+			return Info{}, err
+		}
+		if next.head < head {
+			return Info{}, errors.New("stream head moved backwards")
+		}
+		r = next
+		if r.current() {
+			a.stats.readAfterWait.Add(1)
+			return r.info()
+		}
+	}
+}
+
+func (r *readModels) info() (Info, error) {
+	in := Info{Coins: r.coins, Version: r.head, Inventory: []Holding{}, Received: []Transfer{}, Sent: []Transfer{}}
+	var invRows [][]json.RawMessage
+	if err := json.Unmarshal(r.inventoryRaw, &invRows); err != nil {
+		return Info{}, fmt.Errorf("decode inventory: %w", err)
+	}
+	for _, row := range invRows {
+		var h Holding
+		if len(row) != 2 || json.Unmarshal(row[0], &h.Item) != nil || json.Unmarshal(row[1], &h.Quantity) != nil {
+			return Info{}, fmt.Errorf("decode inventory row %s", row)
+		}
+		in.Inventory = append(in.Inventory, h)
+	}
+	var histRows [][]json.RawMessage
+	if err := json.Unmarshal(r.histRaw, &histRows); err != nil {
+		return Info{}, fmt.Errorf("decode history: %w", err)
+	}
+	for _, row := range histRows {
+		var sent bool
+		var t Transfer
+		if len(row) != 3 || json.Unmarshal(row[0], &sent) != nil || json.Unmarshal(row[1], &t.Counterpart) != nil ||
+			json.Unmarshal(row[2], &t.Amount) != nil {
+			return Info{}, fmt.Errorf("decode history row %s", row)
+		}
+		if sent {
+			in.Sent = append(in.Sent, t)
+		} else {
+			in.Received = append(in.Received, t)
+		}
+	}
+	return in, nil
+}
+
+// foldNewest completes lagging read models from the account's own events: each read model
+// gets the events after the version it has applied. The event store is the truth; the read
+// models are a cache.
+func (a *App) foldNewest(ctx context.Context, id uuid.UUID, r *readModels) (Info, error) {
+	in, err := r.info()
+	if err != nil {
+		return Info{}, err
+	}
+	from := min(r.balV, r.invV, r.histV)
+	events, err := a.store.Load(ctx, domain.StreamID(id), from)
+	if err != nil {
+		return Info{}, err
+	}
+	items := make(map[string]int64, len(in.Inventory))
+	for _, h := range in.Inventory {
+		items[h.Item] = h.Quantity
+	}
+	for _, e := range events {
+		ev, err := domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+		if err != nil {
+			return Info{}, err
+		}
+		if e.Version > r.balV {
+			switch ev := ev.(type) {
+			case domain.CoinsGranted:
+				in.Coins += int64(ev.Amount)
+			case domain.CoinsReceived:
+				in.Coins += int64(ev.Amount)
+			case domain.CoinsSent:
+				in.Coins -= int64(ev.Amount)
+			case domain.ItemPurchased:
+				in.Coins -= int64(ev.Price) * ev.Quantity
+			}
+		}
+		if p, ok := ev.(domain.ItemPurchased); ok && e.Version > r.invV {
+			items[p.Item] += p.Quantity
+		}
+		if e.Version > r.histV {
+			switch ev := ev.(type) {
+			case domain.CoinsSent:
+				in.Sent = append(in.Sent, Transfer{Counterpart: ev.To.Username, Amount: int64(ev.Amount)})
+			case domain.CoinsReceived:
+				in.Received = append(in.Received, Transfer{Counterpart: ev.From.Username, Amount: int64(ev.Amount)})
+			}
+		}
+		in.Version = max(in.Version, e.Version)
+	}
+	in.Inventory = in.Inventory[:0]
+	for item, q := range items {
+		in.Inventory = append(in.Inventory, Holding{Item: item, Quantity: q})
+	}
+	sort.Slice(in.Inventory, func(i, j int) bool { return in.Inventory[i].Item < in.Inventory[j].Item })
+	return in, nil
+}
