@@ -31,6 +31,9 @@ type Config struct {
 	// RestartBackoff is the first pause before a failed projection tries again; it doubles up
 	// to a minute (default 1s).
 	RestartBackoff time.Duration
+	// BeforeApply, when set, runs before each event is applied; an error fails that attempt.
+	// It is for fault drills and tests: it lets them make a projector fail on chosen events.
+	BeforeApply func(group string, e Envelope) error
 }
 
 func (c *Config) defaults() {
@@ -62,9 +65,6 @@ type Runner struct {
 	wake *Signal
 
 	states map[string]*projectorState
-
-	// hooks for tests: fault injection before an event is applied.
-	beforeApply func(group string, e Envelope) error
 }
 
 // projectorState is the in-memory state of one projection version.
@@ -283,8 +283,8 @@ func (h *handler) apply(ctx context.Context, env Envelope) error {
 		return fmt.Errorf("subscriber transaction is %T, want pgx", wtx)
 	}
 	tx := ptx.Tx
-	if h.r.beforeApply != nil {
-		if err := h.r.beforeApply(h.p.Group(), env); err != nil {
+	if h.r.cfg.BeforeApply != nil {
+		if err := h.r.cfg.BeforeApply(h.p.Group(), env); err != nil {
 			return err
 		}
 	}
