@@ -13,11 +13,12 @@ all: build
 build:
 	$(GO) build -o bin/ledger ./cmd/ledger
 
-## run: migrate and serve the ledger on :8080 against LEDGER_DATABASE_URL / APP_POSTGRES_URL or a local server.
+## run: migrate and serve the ledger on :8080 against APP_POSTGRES_URL / LEDGER_DATABASE_URL, or
+## the database "ledger" on a local server (created if missing; a throwaway cluster if none runs).
 run: build
-	url="$${LEDGER_DATABASE_URL:-$${APP_POSTGRES_URL:-}}"; \
-	[ -n "$$url" ] || url=$$(.ci/postgres.sh url LEDGER_DATABASE_URL); \
-	APP_POSTGRES_URL="$$url" ./bin/ledger serve
+	url="$${APP_POSTGRES_URL:-$${LEDGER_DATABASE_URL:-}}"; \
+	[ -n "$$url" ] || url=$$(.ci/postgres.sh url LEDGER_DATABASE_URL ledger); \
+	APP_POSTGRES_URL="$$url" ./bin/ledger serve --create-database
 
 ## test: every test, with the race detector, against a real PostgreSQL.
 test:

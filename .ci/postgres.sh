@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Finds or starts the PostgreSQL server the ledger runs and tests against.
 #
-#   .ci/postgres.sh url VAR   print a server URL: $VAR when set; else a server answering on
+#   .ci/postgres.sh url VAR [DB]  print a server URL: $VAR when set; else a server answering on
 #                             127.0.0.1:5432; else a throwaway cluster in .data/pg started with
 #                             this machine's PostgreSQL binaries; else explain how to get one.
+#                             DB (default postgres) names the database in a URL built here.
 #   .ci/postgres.sh stop      stop the throwaway cluster if it runs.
 #
 # LEDGER_LOCAL_CLUSTER=1 skips the probe of 127.0.0.1:5432 and always uses the throwaway cluster.
@@ -75,16 +76,17 @@ start_cluster() {
 			-o "-p $port -k $data -c listen_addresses=127.0.0.1 -c max_connections=300 -c idle_in_transaction_session_timeout=60s" \
 			start >/dev/null || { say "pg_ctl start failed; see $data/pg.log"; exit 1; }
 	fi
-	echo "postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable"
+	echo "postgres://postgres@127.0.0.1:$port/$db?sslmode=disable"
 }
 
 case "${1:-}" in
 url)
 	var="${2:-LEDGER_DATABASE_URL}"
+	db="${3:-postgres}"
 	if [ -n "${!var:-}" ]; then
 		echo "${!var}"
 	elif [ "${LEDGER_LOCAL_CLUSTER:-}" != 1 ] && answers 127.0.0.1 5432; then
-		echo "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+		echo "postgres://postgres@127.0.0.1:5432/$db?sslmode=disable"
 	else
 		start_cluster
 	fi

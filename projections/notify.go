@@ -73,17 +73,19 @@ func (n *Notifier) listen(ctx context.Context) {
 }
 
 func (n *Notifier) listenOnce(ctx context.Context) error {
-	conn, err := n.pool.Acquire(ctx)
+	pooled, err := n.pool.Acquire(ctx)
 	if err != nil {
 		return err
 	}
-	// A listening connection must not go back to the pool with LISTEN still active.
-	defer conn.Hijack().Close(context.Background())
+	// A listening connection must not go back to the pool with LISTEN still active: take it
+	// out of the pool for good.
+	conn := pooled.Hijack()
+	defer conn.Close(context.WithoutCancel(ctx))
 	if _, err := conn.Exec(ctx, "LISTEN "+NotifyChannel); err != nil {
 		return err
 	}
 	for {
-		note, err := conn.Conn().WaitForNotification(ctx)
+		note, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			return err
 		}

@@ -24,7 +24,10 @@ type command struct {
 
 func commands() []command {
 	return []command{
+		{"serve", "run the HTTP API and the projectors", runServe},
 		{"migrate", "apply the database migrations and exit", runMigrate},
+		{"token", "mint an access token offline with the signing key", runToken},
+		{"seed", "create employees in bulk and write the load tool's user and token files", runSeed},
 	}
 }
 

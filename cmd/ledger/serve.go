@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ledger/ledger/eventstore"
+	"github.com/ledger/ledger/httpapi"
+	"github.com/ledger/ledger/internal/app"
+	"github.com/ledger/ledger/internal/auth"
+	"github.com/ledger/ledger/migrations"
+	"github.com/ledger/ledger/projections"
+)
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var cfg serveConfig
+	fs := newFlagSet("serve", stderr)
+	cfg.bind(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := cfg.validate(); err != nil {
+		fmt.Fprintf(stderr, "ledger serve: invalid configuration:\n%v\n", err)
+		return errUsage
+	}
+	level, _ := cfg.level()
+	log := newLogger(stderr, level)
+	svc, err := startService(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	if svc.addr != "" {
+		fmt.Fprintf(stdout, "ledger listening on http://%s\n", svc.addr)
+	}
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err := <-svc.failed:
+		log.Error("server failed", "err", err)
+		_ = svc.Close()
+		return err
+	}
+	return svc.Close()
+}
+
+// service is a running ledger: HTTP API and projectors over one pool.
+type service struct {
+	cfg    serveConfig
+	log    *slog.Logger
+	pool   *pgxpool.Pool
+	http   *http.Server
+	addr   string
+	failed chan error
+
+	stopBackground context.CancelFunc
+	background     sync.WaitGroup
+}
+
+func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *service, err error) {
+	if cfg.CreateDatabase {
+		if err := ensureDatabase(ctx, cfg.DatabaseURL, log); err != nil {
+			return nil, err
+		}
+	}
+	v, err := migrations.Apply(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("database migrated", "version", v)
+
+	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("database URL: %w", err)
+	}
+	pcfg.MaxConns = int32(cfg.DBMaxConns)
+	// A transaction left open stalls every xid-fenced reader; never let one linger.
+	pcfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "60000"
+	pcfg.ConnConfig.RuntimeParams["application_name"] = "ledger"
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("database pool: %w", err)
+	}
+	svc := &service{cfg: cfg, log: log, pool: pool, failed: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			_ = svc.Close()
+		}
+	}()
+
+	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
+	svc.stopBackground = stop
+	wake := projections.NewSignal()
+	notifier := projections.NewNotifier(pool, wake, log)
+	svc.goBackground(func() { notifier.Run(bg) })
+	store := eventstore.New(pool, eventstore.WithAfterCommit(func(eventstore.AppendResult) {
+		wake.Notify()
+		notifier.Publish()
+	}))
+	runner := projections.NewRunner(pool, wake, log, projections.Config{}, projections.All()...)
+	if cfg.RunProjectors {
+		svc.goBackground(func() { _ = runner.Run(bg) })
+	}
+	if !cfg.RunAPI {
+		return svc, nil
+	}
+
+	priv, pub, err := auth.LoadOrCreateKeys(cfg.SigningKeyFile, cfg.VerificationKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	api := httpapi.New(httpapi.Deps{
+		Ledger:    app.New(store, wake, app.Config{}),
+		Passwords: auth.NewHasher(max(1, runtime.NumCPU()-1)),
+		Issuer:    auth.NewIssuer(priv, tokenIssuer, tokenAudience, cfg.TokenTTL),
+		Verifier:  auth.NewVerifier(pub, tokenIssuer, tokenAudience, 100_000),
+		Admins:    cfg.admins(),
+		Ready: func(ctx context.Context) error {
+			if err := pool.Ping(ctx); err != nil {
+				return errors.New("database unreachable")
+			}
+			if cfg.RunProjectors && !runner.Running() {
+				return errors.New("projectors not running")
+			}
+			return nil
+		},
+		Log: log,
+	})
+	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)))
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	svc.addr = ln.Addr().String()
+	svc.http = &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	go func() {
+		if err := svc.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			svc.failed <- err
+		}
+	}()
+	return svc, nil
+}
+
+func (s *service) goBackground(fn func()) {
+	s.background.Add(1)
+	go func() {
+		defer s.background.Done()
+		fn()
+	}()
+}
+
+// Close stops accepting requests, finishes those in flight, stops the projectors after their
+// current batch, and closes the pool.
+func (s *service) Close() error {
+	var errs []error
+	if s.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+		if err := s.http.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+		}
+		cancel()
+	}
+	if s.stopBackground != nil {
+		s.stopBackground()
+	}
+	s.background.Wait()
+	s.pool.Close()
+	return errors.Join(errs...)
+}
+
+// ensureDatabase creates the URL's database when it does not exist, connecting to the same
+// server's postgres database to do it.
+func ensureDatabase(ctx context.Context, url string, log *slog.Logger) error {
+	conn, err := pgx.Connect(ctx, url)
+	if err == nil {
+		return conn.Close(ctx)
+	}
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "3D000" { // invalid_catalog_name
+		return fmt.Errorf("connect to database: %w", err)
+	}
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return err
+	}
+	name := cfg.Database
+	cfg.Database = "postgres"
+	admin, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("connect to create database %q: %w", name, err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		if errors.As(err, &pe) && pe.Code == "42P04" { // created meanwhile
+			return nil
+		}
+		return fmt.Errorf("create database %q: %w", name, err)
+	}
+	log.Info("database created", "database", name)
+	return nil
+}

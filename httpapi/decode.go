@@ -1,0 +1,101 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// maxBody is the largest request body read; a larger one is refused whole.
+const maxBody = 64 << 10
+
+// fields reads a JSON object body into its raw fields. Unknown fields are tolerated; types are
+// checked field by field, so that each problem gets a message that names it.
+func fields(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return nil, fmt.Errorf("%w: request body larger than %d bytes", errBadRequest, maxBody)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: cannot read request body", errBadRequest)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, fmt.Errorf("%w: request body is empty; a JSON object is required", errBadRequest)
+	}
+	if !utf8.Valid(body) {
+		return nil, fmt.Errorf("%w: request body is not valid UTF-8", errBadRequest)
+	}
+	var obj map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&obj); err != nil {
+		return nil, fmt.Errorf("%w: request body is not a JSON object: %s", errBadRequest, describeJSONError(err))
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: request body has data after the JSON object", errBadRequest)
+	}
+	if obj == nil {
+		return nil, fmt.Errorf("%w: request body must be a JSON object, not null", errBadRequest)
+	}
+	return obj, nil
+}
+
+func describeJSONError(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("syntax error at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		return "expected an object, got " + typ.Value
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "unexpected end of input"
+	}
+	return "malformed JSON"
+}
+
+// stringField returns a required string field.
+func stringField(obj map[string]json.RawMessage, name string) (string, error) {
+	raw, ok := obj[name]
+	if !ok || isNull(raw) {
+		return "", fmt.Errorf("%w: %s is required", errBadRequest, name)
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", fmt.Errorf("%w: %s must be a string", errBadRequest, name)
+	}
+	return s, nil
+}
+
+// intField returns a required integer field: a JSON number without fraction or exponent that
+// fits in 64 bits. A string holding digits is refused: clients must send numbers.
+func intField(obj map[string]json.RawMessage, name string) (int64, error) {
+	raw, ok := obj[name]
+	if !ok || isNull(raw) {
+		return 0, fmt.Errorf("%w: %s is required", errBadRequest, name)
+	}
+	lit := strings.TrimSpace(string(raw))
+	if lit == "" || !(lit[0] == '-' || (lit[0] >= '0' && lit[0] <= '9')) {
+		return 0, fmt.Errorf("%w: %s must be an integer", errBadRequest, name)
+	}
+	if strings.ContainsAny(lit, ".eE") {
+		if f, err := strconv.ParseFloat(lit, 64); err == nil && f == math.Trunc(f) && math.Abs(f) < 1<<53 {
+			return int64(f), nil // 5.0 and 1e2 are integers spelled as floats
+		}
+		return 0, fmt.Errorf("%w: %s must be an integer", errBadRequest, name)
+	}
+	n, err := strconv.ParseInt(lit, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s is out of range", errBadRequest, name)
+	}
+	return n, nil
+}
+
+func isNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }

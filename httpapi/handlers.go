@@ -1,0 +1,253 @@
+package httpapi
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
+
+	"github.com/ledger/ledger/domain"
+	"github.com/ledger/ledger/internal/auth"
+)
+
+func errorf(kind error, format string, args ...any) error {
+	return fmt.Errorf("%w: %s", kind, fmt.Sprintf(format, args...))
+}
+
+// handleAuth logs an employee in, creating the employee (with the welcome allowance) on the
+// first call for a username.
+func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
+	obj, err := fields(w, r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	username, err := stringField(obj, "username")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	password, err := stringField(obj, "password")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := domain.ValidateUsername(username); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if password == "" || len(password) > maxPasswordBytes {
+		s.writeError(w, r, errorf(errBadRequest, "password must be 1 to %d bytes", maxPasswordBytes))
+		return
+	}
+	if err := s.login(r, username, password); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	token, err := s.Issuer.Issue(username, s.Admins[username])
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Token string `json:"token"`
+	}{token})
+}
+
+var errBadCredentials = errorf(errUnauthorized, "wrong username or password")
+
+func (s *Server) login(r *http.Request, username, password string) error {
+	ctx := r.Context()
+	id, err := s.Ledger.LookupIdentity(ctx, username)
+	if errors.Is(err, domain.ErrUnknownAccount) {
+		hash, err := s.Passwords.Hash(ctx, password)
+		if err != nil {
+			return err
+		}
+		_, _, err = s.Ledger.OpenAccount(ctx, username, hash)
+		if !errors.Is(err, domain.ErrAccountExists) {
+			return err // created (nil), or failed
+		}
+		// Someone registered the name a moment ago: this is a login against their password.
+		id, err = s.Ledger.LookupIdentity(ctx, username)
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.Passwords.Verify(ctx, id.PasswordHash, password); err != nil {
+		if errors.Is(err, auth.ErrPasswordMismatch) {
+			return errBadCredentials
+		}
+		return err
+	}
+	return nil
+}
+
+func (s *Server) account(r *http.Request) (uuid.UUID, error) {
+	id, err := s.Ledger.AccountID(r.Context(), claimsOf(r).Username)
+	if errors.Is(err, domain.ErrUnknownAccount) {
+		// A valid token for an employee this ledger does not know (a restored database).
+		return uuid.Nil, errorf(errUnauthorized, "unknown employee")
+	}
+	return id, err
+}
+
+type infoResponse struct {
+	Coins       int64           `json:"coins"`
+	Inventory   []inventoryItem `json:"inventory"`
+	CoinHistory coinHistory     `json:"coinHistory"`
+}
+
+type inventoryItem struct {
+	Type     string `json:"type"`
+	Quantity int64  `json:"quantity"`
+}
+
+type coinHistory struct {
+	Received []receivedEntry `json:"received"`
+	Sent     []sentEntry     `json:"sent"`
+}
+
+type receivedEntry struct {
+	FromUser string `json:"fromUser"`
+	Amount   int64  `json:"amount"`
+}
+
+type sentEntry struct {
+	ToUser string `json:"toUser"`
+	Amount int64  `json:"amount"`
+}
+
+func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
+	id, err := s.account(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	in, err := s.Ledger.Info(r.Context(), id)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	resp := infoResponse{Coins: in.Coins, Inventory: make([]inventoryItem, 0, len(in.Inventory)),
+		CoinHistory: coinHistory{Received: make([]receivedEntry, 0, len(in.Received)), Sent: make([]sentEntry, 0, len(in.Sent))}}
+	for _, h := range in.Inventory {
+		resp.Inventory = append(resp.Inventory, inventoryItem{Type: h.Item, Quantity: h.Quantity})
+	}
+	for _, t := range in.Received {
+		resp.CoinHistory.Received = append(resp.CoinHistory.Received, receivedEntry{FromUser: t.Counterpart, Amount: t.Amount})
+	}
+	for _, t := range in.Sent {
+		resp.CoinHistory.Sent = append(resp.CoinHistory.Sent, sentEntry{ToUser: t.Counterpart, Amount: t.Amount})
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) handleSendCoin(w http.ResponseWriter, r *http.Request) {
+	obj, err := fields(w, r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	toUser, err := stringField(obj, "toUser")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	n, err := intField(obj, "amount")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	amount, err := domain.PositiveAmount(n)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if toUser == claimsOf(r).Username {
+		s.writeError(w, r, domain.ErrSelfTransfer)
+		return
+	}
+	if err := domain.ValidateUsername(toUser); err != nil {
+		s.writeError(w, r, fmt.Errorf("%w: recipient %v", domain.ErrUnknownAccount, err))
+		return
+	}
+	from, err := s.account(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if _, err := s.Ledger.Transfer(r.Context(), from, toUser, amount); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Server) handleBuy(w http.ResponseWriter, r *http.Request) {
+	item := chi.URLParam(r, "item")
+	id, err := s.account(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if _, err := s.Ledger.Buy(r.Context(), id, item); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// handleGrant lets an admin add coins to an employee's account.
+func (s *Server) handleGrant(w http.ResponseWriter, r *http.Request) {
+	c := claimsOf(r)
+	if !c.Admin {
+		s.writeError(w, r, errorf(errForbidden, "granting coins needs the admin role"))
+		return
+	}
+	obj, err := fields(w, r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	toUser, err := stringField(obj, "toUser")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	n, err := intField(obj, "amount")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	reason, err := stringField(obj, "reason")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	amount, err := domain.PositiveAmount(n)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if _, err := s.Ledger.Grant(r.Context(), c.Username, toUser, amount, reason); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	if err := s.Ready(r.Context()); err != nil {
+		s.log.WarnContext(r.Context(), "not ready", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}

@@ -1,0 +1,209 @@
+// Package httpapi serves the merch-shop HTTP contract (auth, info, sendCoin, buy) and the
+// ledger's additions (admin grant, health, readiness, the OpenAPI document) over chi. It
+// decodes and validates input, authenticates bearer tokens, calls the application layer, and
+// maps every error to a status in one place; clients never see internal details.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
+
+	"github.com/ledger/ledger/domain"
+	"github.com/ledger/ledger/internal/app"
+	"github.com/ledger/ledger/internal/auth"
+)
+
+// Ledger is what the API needs of the application layer.
+type Ledger interface {
+	LookupIdentity(ctx context.Context, username string) (app.Identity, error)
+	OpenAccount(ctx context.Context, username, passwordHash string) (uuid.UUID, app.Result, error)
+	AccountID(ctx context.Context, username string) (uuid.UUID, error)
+	Info(ctx context.Context, accountID uuid.UUID) (app.Info, error)
+	Buy(ctx context.Context, accountID uuid.UUID, item string) (app.Result, error)
+	Transfer(ctx context.Context, fromID uuid.UUID, toUser string, amount domain.Coins) (app.Result, error)
+	Grant(ctx context.Context, admin, toUser string, amount domain.Coins, reason string) (app.Result, error)
+}
+
+// Passwords hashes and checks passwords.
+type Passwords interface {
+	Hash(ctx context.Context, password string) (string, error)
+	Verify(ctx context.Context, encoded, password string) error
+}
+
+// TokenIssuer mints access tokens.
+type TokenIssuer interface {
+	Issue(username string, admin bool) (string, error)
+}
+
+// TokenVerifier checks access tokens.
+type TokenVerifier interface {
+	Verify(token string) (auth.Claims, error)
+}
+
+var (
+	_ Ledger        = (*app.App)(nil)
+	_ Passwords     = (*auth.Hasher)(nil)
+	_ TokenIssuer   = (*auth.Issuer)(nil)
+	_ TokenVerifier = (*auth.Verifier)(nil)
+)
+
+// Deps are the server's collaborators.
+type Deps struct {
+	Ledger    Ledger
+	Passwords Passwords
+	Issuer    TokenIssuer
+	Verifier  TokenVerifier
+	// Admins are the usernames whose tokens carry the admin role.
+	Admins map[string]bool
+	// Ready reports whether the service can serve (database reachable, projectors running).
+	Ready func(ctx context.Context) error
+	Log   *slog.Logger
+}
+
+// Server is the HTTP API.
+type Server struct {
+	Deps
+	log    *slog.Logger
+	router chi.Router
+}
+
+// maxPasswordBytes bounds the work one login can ask of the password hasher.
+const maxPasswordBytes = 256
+
+// New returns the API's handler.
+func New(d Deps) *Server {
+	s := &Server{Deps: d, log: d.Log}
+	r := chi.NewRouter()
+	r.Use(s.requestID, s.recoverer, s.accessLog)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) { s.writeError(w, r, errNotFound) })
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusMethodNotAllowed, errorBody{Errors: "method not allowed"})
+	})
+
+	r.Post("/api/auth", s.handleAuth)
+	r.Get("/api/health", s.handleHealth)
+	r.Get("/api/ready", s.handleReady)
+	r.Get("/api/openapi.yaml", handleOpenAPI)
+	r.Group(func(r chi.Router) {
+		r.Use(s.authenticate)
+		r.Get("/api/info", s.handleInfo)
+		r.Post("/api/sendCoin", s.handleSendCoin)
+		r.Get("/api/buy/{item}", s.handleBuy)
+		r.Post("/api/admin/grant", s.handleGrant)
+	})
+	s.router = r
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v) // the client went away: nothing left to tell it
+}
+
+type ctxKey int
+
+const (
+	keyRequestID ctxKey = iota
+	keyClaims
+)
+
+// RequestIDFrom returns the request id of ctx, for log handlers.
+func RequestIDFrom(ctx context.Context) string {
+	id, _ := ctx.Value(keyRequestID).(string)
+	return id
+}
+
+// requestID takes a sane X-Request-ID from the client or makes one, and puts it on the
+// response, the context (so every log line of the request carries it) and the events.
+func (s *Server) requestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-ID")
+		if len(id) == 0 || len(id) > 64 || strings.IndexFunc(id, func(c rune) bool { return c > unicode.MaxASCII || !unicode.IsPrint(c) }) >= 0 {
+			id = uuid.Must(uuid.NewV7()).String()
+		}
+		w.Header().Set("X-Request-ID", id)
+		ctx := context.WithValue(r.Context(), keyRequestID, id)
+		ctx = app.WithRequest(ctx, app.RequestContext{RequestID: id})
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.ErrorContext(r.Context(), "panic serving request", "panic", v, "stack", string(debug.Stack()))
+				writeJSON(w, http.StatusInternalServerError, errorBody{Errors: "internal error"})
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (sr *statusRecorder) WriteHeader(code int) {
+	sr.code = code
+	sr.ResponseWriter.WriteHeader(code)
+}
+
+// accessLog logs every request at debug level, and client errors at info, with the route
+// pattern (not the raw path) so log lines group by endpoint.
+func (s *Server) accessLog(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		level := slog.LevelDebug
+		if rec.code >= 400 && rec.code < 500 {
+			level = slog.LevelInfo
+		}
+		if !s.log.Enabled(r.Context(), level) {
+			return
+		}
+		route := chi.RouteContext(r.Context()).RoutePattern()
+		s.log.Log(r.Context(), level, "request", "method", r.Method, "route", route,
+			"status", rec.code, "duration_ms", float64(time.Since(start).Microseconds())/1000)
+	})
+}
+
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := r.Header.Get("Authorization")
+		token, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok || strings.TrimSpace(token) == "" {
+			s.writeError(w, r, errorf(errUnauthorized, "missing bearer token"))
+			return
+		}
+		claims, err := s.Verifier.Verify(strings.TrimSpace(token))
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), keyClaims, claims)))
+	})
+}
+
+func claimsOf(r *http.Request) auth.Claims {
+	c, _ := r.Context().Value(keyClaims).(auth.Claims)
+	return c
+}
