@@ -19,15 +19,15 @@ const (
 // serveConfig is everything `ledger serve` is configured with: environment variables in the
 // company's style, each overridable by a flag.
 type serveConfig struct {
-	Host, DatabaseURL                    string
-	Port                                 int
-	SigningKeyFile, VerificationKeyFile  string
-	TokenTTL                             time.Duration
-	AdminUsers                           string
+	Host, DatabaseURL                     string
+	Port                                  int
+	SigningKeyFile, VerificationKeyFile   string
+	TokenTTL                              time.Duration
+	AdminUsers                            string
 	RunAPI, RunProjectors, CreateDatabase bool
-	LogLevel                             string
-	DBMaxConns                           int
-	ShutdownTimeout                      time.Duration
+	LogLevel                              string
+	DBMaxConns                            int
+	ShutdownTimeout                       time.Duration
 }
 
 func envInt(name string, def int) int {
