@@ -69,9 +69,13 @@ func (a *Account) Clone() *Account {
 }
 
 // Apply folds one event into the account and advances its version. It refuses events that do
-// not belong (wrong first event, another account's transfer half, arithmetic out of range)
-// instead of folding them into a wrong balance.
+// not belong (wrong first event, another account's transfer half, a negative amount,
+// arithmetic out of range, a balance below zero) instead of folding them into a wrong
+// balance; a refused event leaves the account exactly as it was.
 func (a *Account) Apply(e Event) error {
+	if e == nil {
+		return fmt.Errorf("%w: nil event at version %d", ErrCorruptHistory, a.Version+1)
+	}
 	if !a.Opened() {
 		o, ok := e.(AccountOpened)
 		if !ok {
@@ -81,55 +85,75 @@ func (a *Account) Apply(e Event) error {
 		a.Version = 1
 		return nil
 	}
-	var err error
-	switch e := e.(type) {
-	case AccountOpened:
-		return fmt.Errorf("%w: %s at version %d", ErrCorruptHistory, TypeAccountOpened, a.Version+1)
-	case CoinsGranted:
-		if a.Balance, err = a.Balance.Add(e.Amount); err == nil {
-			a.Granted, err = a.Granted.Add(e.Amount)
-		}
-	case CoinsSent:
-		if e.From.ID != a.ID {
-			return fmt.Errorf("%w: %s of account %s in stream of %s", ErrCorruptHistory, TypeCoinsSent, e.From.ID, a.ID)
-		}
-		if a.Balance, err = a.Balance.Sub(e.Amount); err == nil {
-			a.Sent, err = a.Sent.Add(e.Amount)
-		}
-	case CoinsReceived:
-		if e.To.ID != a.ID {
-			return fmt.Errorf("%w: %s for account %s in stream of %s", ErrCorruptHistory, TypeCoinsReceived, e.To.ID, a.ID)
-		}
-		if a.Balance, err = a.Balance.Add(e.Amount); err == nil {
-			a.Received, err = a.Received.Add(e.Amount)
-		}
-	case ItemPurchased:
-		var cost Coins
-		if e.Quantity <= 0 || e.Price < 0 {
-			return fmt.Errorf("%w: %s of %d at %d", ErrCorruptHistory, TypeItemPurchased, e.Quantity, e.Price)
-		}
-		if cost, err = e.Price.Times(e.Quantity); err == nil {
-			if a.Balance, err = a.Balance.Sub(cost); err == nil {
-				a.Spent, err = a.Spent.Add(cost)
-			}
-		}
-		if err == nil {
-			if a.Items == nil {
-				a.Items = make(map[string]int64)
-			}
-			a.Items[e.Item] += e.Quantity
-		}
-	default:
-		return fmt.Errorf("%w: unknown event %T", ErrCorruptHistory, e)
-	}
+	next, err := a.fold(e)
 	if err != nil {
 		return fmt.Errorf("%w: %s at version %d: %v", ErrCorruptHistory, e.EventType(), a.Version+1, err)
 	}
-	if a.Balance < 0 {
-		return fmt.Errorf("%w: balance %d after %s at version %d", ErrCorruptHistory, a.Balance, e.EventType(), a.Version+1)
-	}
-	a.Version++
+	next.Version++
+	*a = *next
 	return nil
+}
+
+// fold returns the state after e, computed on a copy so that a refusal changes nothing.
+func (a *Account) fold(e Event) (*Account, error) {
+	n := a.Clone()
+	var err error
+	switch e := e.(type) {
+	case AccountOpened:
+		return nil, fmt.Errorf("the account is already open")
+	case CoinsGranted:
+		if e.Amount <= 0 {
+			return nil, fmt.Errorf("amount %d is not positive", e.Amount)
+		}
+		if n.Balance, err = n.Balance.Add(e.Amount); err == nil {
+			n.Granted, err = n.Granted.Add(e.Amount)
+		}
+	case CoinsSent:
+		if e.From.ID != a.ID {
+			return nil, fmt.Errorf("sent by account %s, not this one", e.From.ID)
+		}
+		if e.Amount <= 0 {
+			return nil, fmt.Errorf("amount %d is not positive", e.Amount)
+		}
+		if n.Balance, err = n.Balance.Sub(e.Amount); err == nil {
+			n.Sent, err = n.Sent.Add(e.Amount)
+		}
+	case CoinsReceived:
+		if e.To.ID != a.ID {
+			return nil, fmt.Errorf("received by account %s, not this one", e.To.ID)
+		}
+		if e.Amount <= 0 {
+			return nil, fmt.Errorf("amount %d is not positive", e.Amount)
+		}
+		if n.Balance, err = n.Balance.Add(e.Amount); err == nil {
+			n.Received, err = n.Received.Add(e.Amount)
+		}
+	case ItemPurchased:
+		if e.Quantity <= 0 || e.Price < 0 {
+			return nil, fmt.Errorf("%d at %d is not a purchase", e.Quantity, e.Price)
+		}
+		var cost Coins
+		if cost, err = e.Price.Times(e.Quantity); err == nil {
+			if n.Balance, err = n.Balance.Sub(cost); err == nil {
+				n.Spent, err = n.Spent.Add(cost)
+			}
+		}
+		if err == nil {
+			if n.Items == nil {
+				n.Items = make(map[string]int64)
+			}
+			n.Items[e.Item] += e.Quantity
+		}
+	default:
+		return nil, fmt.Errorf("unknown event %T", e)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if n.Balance < 0 {
+		return nil, fmt.Errorf("balance would be %d", n.Balance)
+	}
+	return n, nil
 }
 
 // ApplyAll folds events in order.

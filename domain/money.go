@@ -44,10 +44,10 @@ func (c Coins) Add(d Coins) (Coins, error) {
 
 // Sub returns c-d, or ErrAmountOverflow instead of wrapping around.
 func (c Coins) Sub(d Coins) (Coins, error) {
-	if d == math.MinInt64 {
+	if (d < 0 && c > math.MaxInt64+d) || (d > 0 && c < math.MinInt64+d) {
 		return 0, fmt.Errorf("%w: %d - %d", ErrAmountOverflow, c, d)
 	}
-	return c.Add(-d)
+	return c - d, nil
 }
 
 // Times returns c*n for n >= 0, or ErrAmountOverflow instead of wrapping around.
