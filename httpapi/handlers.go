@@ -62,13 +62,13 @@ func (s *Server) login(r *http.Request, username, password string) error {
 	ctx := r.Context()
 	id, err := s.Ledger.LookupIdentity(ctx, username)
 	if errors.Is(err, domain.ErrUnknownAccount) {
-		hash, err := s.Passwords.Hash(ctx, password)
-		if err != nil {
-			return err
+		hash, herr := s.Passwords.Hash(ctx, password)
+		if herr != nil {
+			return herr
 		}
-		_, _, err = s.Ledger.OpenAccount(ctx, username, hash)
-		if !errors.Is(err, domain.ErrAccountExists) {
-			return err // created (nil), or failed
+		_, _, oerr := s.Ledger.OpenAccount(ctx, username, hash)
+		if !errors.Is(oerr, domain.ErrAccountExists) {
+			return oerr // created (nil), or failed
 		}
 		// Someone registered the name a moment ago: this is a login against their password.
 		id, err = s.Ledger.LookupIdentity(ctx, username)

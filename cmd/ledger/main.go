@@ -28,6 +28,7 @@ func commands() []command {
 		{"migrate", "apply the database migrations and exit", runMigrate},
 		{"token", "mint an access token offline with the signing key", runToken},
 		{"seed", "create employees in bulk and write the load tool's user and token files", runSeed},
+		{"probe", "GET a URL and exit 0 on 200 (container health checks)", runProbe},
 	}
 }
 
