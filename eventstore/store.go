@@ -225,9 +225,25 @@ func encodeJSON(v any) ([]byte, error) {
 	return CanonicalJSON(raw)
 }
 
-// lockStreams creates missing head rows and locks every head row, in the order of the input
-// (which prepare sorted). ON CONFLICT DO UPDATE takes the row lock and returns the newest
-// committed version even under READ COMMITTED, which a plain SELECT could not.
+// lockStreamKeys serialises the appends to each stream with transaction-scoped advisory locks,
+// taken in key order (so two appends touching the same streams in opposite orders cannot
+// deadlock) and, crucially, before the transaction has an xid: advisory locks do not assign
+// one, while the first row write or row lock does. So an append gets its xid only once it holds
+// all of its streams, and every later append to one of them gets a larger xid. That makes each
+// stream's versions ascend in the readers' (transaction_id, global_position) order; with row
+// locks alone, an append could take its xid locking one stream, wait for another, and write
+// that stream's next version under an xid smaller than the previous version's.
+const lockStreamKeys = `
+SELECT count(pg_advisory_xact_lock(` + advisoryClass + `, k))
+FROM (SELECT DISTINCT hashtext(id) AS k FROM unnest($1::text[]) AS id ORDER BY k) keys`
+
+// advisoryClass is the first key of the stream locks, keeping them apart from other advisory
+// locks (migrations, rebuilds).
+const advisoryClass = "1279607885" // "LEDM"
+
+// lockStreams creates missing head rows and locks every head row. ON CONFLICT DO UPDATE takes
+// the row lock and returns the newest committed version even under READ COMMITTED, which a
+// plain SELECT could not.
 const lockStreams = `
 INSERT INTO streams AS s (stream_id, version)
 SELECT id, 0 FROM unnest($1::text[]) WITH ORDINALITY AS t(id, ord) ORDER BY ord
@@ -273,20 +289,18 @@ func (s *Store) appendOnce(ctx context.Context, batch []preparedStream, o *appen
 		lastHash []byte
 	}
 	heads := make(map[string]head, len(batch))
-	rows, err := tx.Query(ctx, lockStreams, ids)
-	if err != nil {
-		return AppendResult{}, fmt.Errorf("eventstore: lock streams: %w", err)
-	}
-	for rows.Next() {
+	locks := &pgx.Batch{}
+	locks.Queue(lockStreamKeys, ids)
+	locks.Queue(lockStreams, ids).Query(func(rows pgx.Rows) error {
 		var id string
 		var h head
-		if err := rows.Scan(&id, &h.version, &h.lastHash); err != nil {
-			rows.Close()
-			return AppendResult{}, fmt.Errorf("eventstore: lock streams: %w", err)
-		}
-		heads[id] = h
-	}
-	if err := rows.Err(); err != nil {
+		_, err := pgx.ForEachRow(rows, []any{&id, &h.version, &h.lastHash}, func() error {
+			heads[id] = h
+			return nil
+		})
+		return err
+	})
+	if err := tx.SendBatch(ctx, locks).Close(); err != nil {
 		return AppendResult{}, fmt.Errorf("eventstore: lock streams: %w", err)
 	}
 

@@ -47,6 +47,31 @@ func appendOne(t *testing.T, s *eventstore.Store, stream string, exp eventstore.
 	return res
 }
 
+// readUntil reads the log after cp until it has returned want events. The fence is
+// cluster-wide: any transaction on the server (another test's, in another database) holds it
+// back for a moment, so an empty page means "nothing readable yet", not "end of log".
+func readUntil(t *testing.T, s *eventstore.Store, cp eventstore.Checkpoint, pageSize, want int) []eventstore.RecordedEvent {
+	t.Helper()
+	var out []eventstore.RecordedEvent
+	deadline := time.Now().Add(20 * time.Second)
+	for len(out) < want {
+		page, err := s.ReadLog(context.Background(), cp, pageSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("read %d events of %d", len(out), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		out = append(out, page...)
+		cp = page[len(page)-1].Checkpoint()
+	}
+	return out
+}
+
 func count(t *testing.T, q string, args ...any) int64 {
 	t.Helper()
 	var n int64
@@ -353,14 +378,16 @@ func TestReadLogWaitsForOutOfOrderCommit(t *testing.T) {
 	s := newStore(t)
 	ctx := context.Background()
 	base := appendOne(t, s, "warmup", eventstore.NoStream(), ev("E", 0))
-	page, err := s.ReadLog(ctx, eventstore.Checkpoint{}, 100)
-	if err != nil || len(page) != 1 {
-		t.Fatalf("warm-up read: %v %v", page, err)
-	}
+	page := readUntil(t, s, eventstore.Checkpoint{}, 100, 1)
 	cp := page[0].Checkpoint()
 
 	inT1 := make(chan struct{})
 	releaseT1 := make(chan struct{})
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(releaseT1) }) }
+	// The fence is server-wide: a transaction left open by a failing test would stall every
+	// reader of every test database, so it is released whatever happens.
+	t.Cleanup(release)
 	t1Done := make(chan error, 1)
 	go func() {
 		_, err := s.Append(ctx, []eventstore.StreamAppend{{StreamID: "t1", Expected: eventstore.NoStream(), Events: []eventstore.EventData{ev("T1", 1)}}},
@@ -379,7 +406,7 @@ func TestReadLogWaitsForOutOfOrderCommit(t *testing.T) {
 
 	// T2 has committed, but T1 (older transaction) is open: the reader sees nothing.
 	for range 3 {
-		page, err = s.ReadLog(ctx, cp, 100)
+		page, err := s.ReadLog(ctx, cp, 100)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -387,14 +414,11 @@ func TestReadLogWaitsForOutOfOrderCommit(t *testing.T) {
 			t.Fatalf("read %d events past an open older transaction: first %s", len(page), page[0].Type)
 		}
 	}
-	close(releaseT1)
+	release()
 	if err := <-t1Done; err != nil {
 		t.Fatal(err)
 	}
-	page, err = s.ReadLog(ctx, cp, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
+	page = readUntil(t, s, cp, 100, 2)
 	if len(page) != 2 || page[0].Type != "T1" || page[1].Type != "T2" {
 		types := []string{}
 		for _, e := range page {
@@ -408,7 +432,7 @@ func TestReadLogWaitsForOutOfOrderCommit(t *testing.T) {
 		t.Fatalf("T1's position %d, T2's %d: the test did not commit out of order", page[0].Position, page[1].Position)
 	}
 	// And from T1's checkpoint only T2 remains.
-	page, _ = s.ReadLog(ctx, page[0].Checkpoint(), 100)
+	page = readUntil(t, s, page[0].Checkpoint(), 100, 1)
 	if len(page) != 1 || page[0].Type != "T2" {
 		t.Fatalf("resume from T1: %v", page)
 	}
@@ -422,20 +446,14 @@ func TestReadLogPages(t *testing.T) {
 	}
 	var cp eventstore.Checkpoint
 	var seen []int64
-	for {
-		page, err := s.ReadLog(ctx, cp, 7)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(page) == 0 {
-			break
-		}
-		for _, e := range page {
-			var p amount
-			_ = json.Unmarshal(e.Payload, &p)
-			seen = append(seen, p.Amount)
-			cp = e.Checkpoint()
-		}
+	for _, e := range readUntil(t, s, cp, 7, 25) {
+		var p amount
+		_ = json.Unmarshal(e.Payload, &p)
+		seen = append(seen, p.Amount)
+		cp = e.Checkpoint()
+	}
+	if page, _ := s.ReadLog(ctx, cp, 7); len(page) != 0 {
+		t.Fatalf("%d events after the last one", len(page))
 	}
 	if len(seen) != 25 {
 		t.Fatalf("read %d events, want 25", len(seen))
@@ -587,4 +605,49 @@ func sameJSON(got []byte, want string) bool {
 	a, err1 := eventstore.CanonicalJSON(got)
 	b, err2 := eventstore.CanonicalJSON([]byte(want))
 	return err1 == nil && err2 == nil && string(a) == string(b)
+}
+
+// In log order every stream's versions must come ascending: a reader that applies a stream's
+// events in log order (every projector) depends on it. Transactions get their xid at their
+// first write or row lock, possibly before they wait for another stream's lock, so this only
+// holds because appends take their stream locks before they have an xid.
+func TestLogOrderKeepsEveryStreamInVersionOrder(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	const accounts = 6
+	for i := range accounts {
+		appendOne(t, s, fmt.Sprint("acc-", i), eventstore.NoStream(), ev("Opened", 0))
+	}
+	var wg sync.WaitGroup
+	for w := range 24 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 60 {
+				a, b := (w+i)%accounts, (w+2*i+1)%accounts
+				if a == b {
+					b = (b + 1) % accounts
+				}
+				_, err := s.Append(ctx, []eventstore.StreamAppend{
+					{StreamID: fmt.Sprint("acc-", a), Expected: eventstore.Any(), Events: []eventstore.EventData{ev("Sent", 1)}},
+					{StreamID: fmt.Sprint("acc-", b), Expected: eventstore.Any(), Events: []eventstore.EventData{ev("Received", 1)}},
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	last := map[string]int64{}
+	for _, e := range readUntil(t, s, eventstore.Checkpoint{}, 500, accounts+24*60*2) {
+		if e.Version != last[e.StreamID]+1 {
+			t.Fatalf("log order has %s version %d after version %d", e.StreamID, e.Version, last[e.StreamID])
+		}
+		last[e.StreamID] = e.Version
+	}
+	if n := len(last); n != accounts {
+		t.Fatalf("read %d streams", n)
+	}
 }

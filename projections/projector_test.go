@@ -278,6 +278,9 @@ func TestProjectorWaitsForOutOfOrderCommit(t *testing.T) {
 	w.waitCaughtUp()
 
 	inT1, release, t1done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	var releaseOnce sync.Once
+	releaseT1 := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(releaseT1) // never leave the server-wide fence held by a failed test
 	go func() {
 		_, err := w.store.Append(context.Background(), []eventstore.StreamAppend{{StreamID: domain.StreamID(w.users["early"]),
 			Expected: eventstore.Exactly(2), Events: data(domain.CoinsGranted{Amount: 5, Reason: "t1"})}},
@@ -295,7 +298,7 @@ func TestProjectorWaitsForOutOfOrderCommit(t *testing.T) {
 	if lateV != 2 {
 		t.Fatalf("the projector applied T2 (version %d) while the older T1 was still open", lateV)
 	}
-	close(release)
+	releaseT1()
 	if err := <-t1done; err != nil {
 		t.Fatal(err)
 	}

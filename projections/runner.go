@@ -232,6 +232,11 @@ type handler struct {
 
 func (h *handler) handle(msg *message.Message) error {
 	ctx := msg.Context()
+	if err := ctx.Err(); err != nil {
+		// The subscriber has stopped waiting for this message (deadline or stop) and may be
+		// committing its transaction right now: touching the transaction would race it.
+		return err
+	}
 	env, err := decodeEnvelope(msg)
 	if err == nil {
 		err = h.apply(ctx, env)

@@ -71,7 +71,10 @@ func Create(ctx context.Context, prefix string) (*Database, error) {
 		db.Drop()
 		return nil, err
 	}
-	pcfg.MaxConns = 40
+	pcfg.MaxConns = 16 // packages run in parallel on one shared server
+	// The xid fence is server-wide: a transaction a broken test leaves open would stall the
+	// readers of every test database. End such a transaction instead.
+	pcfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "30000"
 	db.Pool, err = pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		db.Drop()
