@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -99,3 +100,19 @@ func intField(obj map[string]json.RawMessage, name string) (int64, error) {
 }
 
 func isNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }
+
+// onlyFields refuses fields other than the allowed ones, naming them: the contract makes
+// unknown fields on sendCoin a 400, so a client's typo never passes silently.
+func onlyFields(obj map[string]json.RawMessage, allowed ...string) error {
+	var unknown []string
+	for k := range obj {
+		if !slices.Contains(allowed, k) {
+			unknown = append(unknown, strconv.Quote(k))
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	return fmt.Errorf("%w: unknown field %s; allowed: %s", errBadRequest, strings.Join(unknown, ", "), strings.Join(allowed, ", "))
+}

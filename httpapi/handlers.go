@@ -151,6 +151,10 @@ func (s *Server) handleSendCoin(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if err := onlyFields(obj, "toUser", "amount"); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	toUser, err := stringField(obj, "toUser")
 	if err != nil {
 		s.writeError(w, r, err)
@@ -209,6 +213,10 @@ func (s *Server) handleGrant(w http.ResponseWriter, r *http.Request) {
 	}
 	obj, err := fields(w, r)
 	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := onlyFields(obj, "toUser", "amount", "reason"); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

@@ -51,6 +51,7 @@ type App struct {
 
 	users   userCache
 	catalog catalogCache
+	locks   *accountLocks
 
 	stats counters
 }
@@ -66,7 +67,7 @@ func New(store *eventstore.Store, wake Waker, cfg Config) *App {
 	if cfg.CatalogTTL <= 0 {
 		cfg.CatalogTTL = 5 * time.Second
 	}
-	a := &App{store: store, pool: store.Pool(), wake: wake, cfg: cfg}
+	a := &App{store: store, pool: store.Pool(), wake: wake, cfg: cfg, locks: newAccountLocks()}
 	a.users.m = make(map[string]uuid.UUID)
 	return a
 }
@@ -140,10 +141,15 @@ func (a *App) loadAccount(ctx context.Context, id uuid.UUID) (*domain.Account, e
 	return acc, nil
 }
 
-// retry runs attempt until it succeeds, fails with anything but a concurrency conflict, or has
+// retry runs attempt, holding the accounts' in-process locks, until it succeeds, fails with anything but a concurrency conflict, or has
 // run MaxAttempts times; between attempts it sleeps a jittered, growing pause.
-func (a *App) retry(ctx context.Context, attempt func() error) error {
+func (a *App) retry(ctx context.Context, accounts []uuid.UUID, attempt func() error) error {
 	a.stats.commands.Add(1)
+	unlock, err := a.locks.lock(ctx, accounts...)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	for n := 1; ; n++ {
 		err := attempt()
 		var ce *eventstore.ConcurrencyError

@@ -19,7 +19,7 @@ func (a *App) Buy(ctx context.Context, accountID uuid.UUID, item string) (Result
 		return Result{}, err // refused before loading anything
 	}
 	var res Result
-	err = a.retry(ctx, func() error {
+	err = a.retry(ctx, []uuid.UUID{accountID}, func() error {
 		acc, err := a.loadAccount(ctx, accountID)
 		if err != nil {
 			return err
@@ -42,7 +42,7 @@ func (a *App) Grant(ctx context.Context, admin, toUser string, amount domain.Coi
 		return Result{}, err
 	}
 	var res Result
-	err = a.retry(ctx, func() error {
+	err = a.retry(ctx, []uuid.UUID{id}, func() error {
 		acc, err := a.loadAccount(ctx, id)
 		if err != nil {
 			return err
@@ -74,7 +74,7 @@ func (a *App) Transfer(ctx context.Context, fromID uuid.UUID, toUser string, amo
 		return Result{}, err
 	}
 	var res Result
-	err = a.retry(ctx, func() error {
+	err = a.retry(ctx, []uuid.UUID{fromID, toID}, func() error {
 		acc, err := a.loadAccount(ctx, fromID)
 		if err != nil {
 			return err
