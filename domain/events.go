@@ -114,3 +114,20 @@ func decode[T Event](payload []byte) (Event, error) {
 	err := json.Unmarshal(payload, &v)
 	return v, err
 }
+
+// BalanceChange is how e moves its account's balance: the rule that the balance read model and
+// a reader folding an account's newest events share. Events reach them already validated by
+// the aggregate, so the arithmetic is not checked again here.
+func BalanceChange(e Event) Coins {
+	switch e := e.(type) {
+	case CoinsGranted:
+		return e.Amount
+	case CoinsReceived:
+		return e.Amount
+	case CoinsSent:
+		return -e.Amount
+	case ItemPurchased:
+		return -e.Price * Coins(e.Quantity)
+	}
+	return 0
+}

@@ -202,3 +202,21 @@ func TestMoneyConstants(t *testing.T) {
 		t.Errorf("MaxBalance × 9e6 overflows: %v", err)
 	}
 }
+
+func TestBalanceChange(t *testing.T) {
+	cases := []struct {
+		e    Event
+		want Coins
+	}{
+		{AccountOpened{}, 0},
+		{CoinsGranted{Amount: 7}, 7},
+		{CoinsReceived{Amount: 5}, 5},
+		{CoinsSent{Amount: 3}, -3},
+		{ItemPurchased{Item: "pen", Price: 10, Quantity: 2}, -20},
+	}
+	for _, c := range cases {
+		if got := BalanceChange(c.e); got != c.want {
+			t.Errorf("BalanceChange(%T) = %d, want %d", c.e, got, c.want)
+		}
+	}
+}

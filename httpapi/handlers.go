@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -146,21 +147,7 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleSendCoin(w http.ResponseWriter, r *http.Request) {
-	obj, err := fields(w, r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if err := onlyFields(obj, "toUser", "amount"); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	toUser, err := stringField(obj, "toUser")
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	n, err := intField(obj, "amount")
+	_, toUser, n, err := moveRequest(w, r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -190,6 +177,28 @@ func (s *Server) handleSendCoin(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
+// moveRequest reads a body that moves coins to someone: only toUser, amount and the extra
+// fields allowed, toUser a string, amount an integer. Checking the amount's range is left to
+// the caller, after any fields of its own.
+func moveRequest(w http.ResponseWriter, r *http.Request, extra ...string) (map[string]json.RawMessage, string, int64, error) {
+	obj, err := fields(w, r)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	if err := onlyFields(obj, append([]string{"toUser", "amount"}, extra...)...); err != nil {
+		return nil, "", 0, err
+	}
+	toUser, err := stringField(obj, "toUser")
+	if err != nil {
+		return nil, "", 0, err
+	}
+	n, err := intField(obj, "amount")
+	if err != nil {
+		return nil, "", 0, err
+	}
+	return obj, toUser, n, nil
+}
+
 func (s *Server) handleBuy(w http.ResponseWriter, r *http.Request) {
 	item := chi.URLParam(r, "item")
 	id, err := s.account(r)
@@ -211,21 +220,7 @@ func (s *Server) handleGrant(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errorf(errForbidden, "granting coins needs the admin role"))
 		return
 	}
-	obj, err := fields(w, r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if err := onlyFields(obj, "toUser", "amount", "reason"); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	toUser, err := stringField(obj, "toUser")
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	n, err := intField(obj, "amount")
+	obj, toUser, n, err := moveRequest(w, r, "reason")
 	if err != nil {
 		s.writeError(w, r, err)
 		return

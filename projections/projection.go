@@ -116,20 +116,12 @@ func Balance() Projection {
 }
 
 func writeBalance(table string, e Envelope) (string, []any) {
-	var delta domain.Coins
-	switch ev := e.Event.(type) {
-	case domain.AccountOpened:
+	if ev, ok := e.Event.(domain.AccountOpened); ok {
 		return `INSERT INTO ` + table + ` (account_id, username, coins) SELECT $2::uuid, $4::text, 0 FROM ok
 		        ON CONFLICT (account_id) DO NOTHING`, []any{ev.Username}
-	case domain.CoinsGranted:
-		delta = ev.Amount
-	case domain.CoinsReceived:
-		delta = ev.Amount
-	case domain.CoinsSent:
-		delta = -ev.Amount
-	case domain.ItemPurchased:
-		delta = -ev.Price * domain.Coins(ev.Quantity)
-	default:
+	}
+	delta := domain.BalanceChange(e.Event)
+	if delta == 0 {
 		return "", nil
 	}
 	return `UPDATE ` + table + ` AS b SET coins = b.coins + $4::bigint FROM ok WHERE b.account_id = $2::uuid`, []any{int64(delta)}

@@ -180,16 +180,7 @@ func (a *App) foldNewest(ctx context.Context, id uuid.UUID, r *readModels) (Info
 			return Info{}, err
 		}
 		if e.Version > r.balV {
-			switch ev := ev.(type) {
-			case domain.CoinsGranted:
-				in.Coins += int64(ev.Amount)
-			case domain.CoinsReceived:
-				in.Coins += int64(ev.Amount)
-			case domain.CoinsSent:
-				in.Coins -= int64(ev.Amount)
-			case domain.ItemPurchased:
-				in.Coins -= int64(ev.Price) * ev.Quantity
-			}
+			in.Coins += int64(domain.BalanceChange(ev))
 		}
 		if p, ok := ev.(domain.ItemPurchased); ok && e.Version > r.invV {
 			items[p.Item] += p.Quantity
