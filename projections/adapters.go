@@ -1,9 +1,11 @@
 package projections
 
 import (
+	"cmp"
 	stdsql "database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -20,13 +22,9 @@ const topic = "events"
 
 // Message metadata keys set by the schema adapter.
 const (
-	mdStream        = "stream_id"
-	mdVersion       = "stream_version"
-	mdType          = "event_type"
-	mdSchema        = "schema_version"
-	mdPosition      = "global_position"
-	mdTransactionID = "transaction_id"
-	mdRecordedAt    = "recorded_at"
+	mdFirstPosition = "first_position"
+	mdLastPosition  = "last_position"
+	mdEvents        = "events"
 )
 
 // eventsSchema is a watermill-sql SchemaAdapter that reads the event store's own events table,
@@ -40,6 +38,24 @@ type eventsSchema struct {
 	pollGen atomic.Pointer[<-chan struct{}]
 	// stopping makes every further poll read nothing, so the batch in flight is the last.
 	stopping atomic.Bool
+	// current is the batch of the message in flight. The subscriber handles one message per
+	// poll and polls again only once it is acked or abandoned, so the adapter hands the events
+	// it has already decoded to the handler in process instead of encoding them again.
+	current atomic.Pointer[pendingBatch]
+}
+
+type pendingBatch struct {
+	id     string // the message's UUID
+	events []logEvent
+}
+
+// batch returns the events of the message with the given UUID.
+func (s *eventsSchema) batch(id string) ([]logEvent, bool) {
+	b := s.current.Load()
+	if b == nil || b.id != id {
+		return nil, false
+	}
+	return b.events, true
 }
 
 var _ wsql.SchemaAdapter = (*eventsSchema)(nil)
@@ -49,7 +65,8 @@ func (s *eventsSchema) InsertQuery(wsql.InsertQueryParams) (wsql.Query, error) {
 }
 
 // SelectQuery locks the consumer group's checkpoint row (one subscriber per group at a time)
-// and reads the next batch after it.
+// and reads the next batch after it as one row of arrays, in binary, so that a batch is one
+// message and is applied by one statement instead of one round trip per event.
 func (s *eventsSchema) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error) {
 	ch := s.wake.C()
 	s.pollGen.Store(&ch)
@@ -61,43 +78,72 @@ func (s *eventsSchema) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error)
 		Query: `
 WITH cp AS (
     SELECT transaction_id, position FROM projection_checkpoints WHERE consumer_group = $1 FOR UPDATE
+), batch AS (
+    SELECT e.global_position, e.transaction_id, e.event_id, e.stream_id, e.stream_version,
+           e.event_type, e.schema_version, e.payload, e.recorded_at
+    FROM events e
+    WHERE (e.transaction_id, e.global_position) > ((SELECT transaction_id FROM cp), (SELECT position FROM cp))
+      AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY e.transaction_id, e.global_position
+    LIMIT ` + strconv.Itoa(limit) + `
 )
-SELECT e.global_position, e.transaction_id, e.event_id, e.stream_id, e.stream_version,
-       e.event_type, e.schema_version, e.payload, e.recorded_at
-FROM cp, events e
-WHERE (e.transaction_id, e.global_position) > (cp.transaction_id, cp.position)
-  AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY e.transaction_id, e.global_position
-LIMIT ` + strconv.Itoa(limit),
+SELECT count(*), array_agg(b.global_position), array_agg(b.transaction_id::text::bigint), array_agg(b.event_id),
+       array_agg(b.stream_id), array_agg(b.stream_version), array_agg(b.event_type),
+       array_agg(b.schema_version), array_agg(b.payload), array_agg(b.recorded_at)
+FROM batch b`,
 		Args: []any{p.ConsumerGroup},
 	}, nil
 }
 
+// UnmarshalMessage turns a poll's row into one batch message; an empty poll is no message.
 func (s *eventsSchema) UnmarshalMessage(p wsql.UnmarshalMessageParams) (wsql.Row, error) {
 	var (
-		pos, version int64
-		txID         uint64
-		id           uuid.UUID
-		stream, typ  string
-		schema       int32
-		payload      []byte
-		at           time.Time
+		n                    int
+		positions, txs, vers []int64
+		ids                  []uuid.UUID
+		streams, types       []string
+		schemas              []int32
+		payloads             [][]byte
+		recordedAt           []time.Time
 	)
-	if err := p.Row.Scan(&pos, &txID, &id, &stream, &version, &typ, &schema, &payload, &at); err != nil {
-		return wsql.Row{}, fmt.Errorf("projections: scan event: %w", err)
+	if err := p.Row.Scan(&n, &positions, &txs, &ids, &streams, &vers, &types, &schemas, &payloads, &recordedAt); err != nil {
+		return wsql.Row{}, fmt.Errorf("projections: scan batch: %w", err)
 	}
-	msg := message.NewMessage(id.String(), payload)
+	if n == 0 {
+		return wsql.Row{}, stdsql.ErrNoRows
+	}
+	for _, l := range []int{len(positions), len(txs), len(ids), len(streams), len(vers), len(types), len(schemas), len(payloads), len(recordedAt)} {
+		if l != n {
+			return wsql.Row{}, fmt.Errorf("projections: batch of %d events has a column of %d", n, l)
+		}
+	}
+	events := make([]logEvent, n)
+	for i := range events {
+		events[i] = logEvent{Position: positions[i], TransactionID: uint64(txs[i]), ID: ids[i], Stream: streams[i],
+			Version: vers[i], Type: types[i], SchemaVersion: int(schemas[i]), Payload: payloads[i], RecordedAt: recordedAt[i]}
+	}
+	// The aggregates see the rows in the subquery's order; sorting again costs nothing when it
+	// holds and keeps the log order when it would not.
+	if !slices.IsSortedFunc(events, logOrder) {
+		slices.SortFunc(events, logOrder)
+	}
+	first, last := events[0], events[n-1]
+	msg := message.NewMessage(first.ID.String(), nil)
 	msg.Metadata = message.Metadata{
-		mdStream:        stream,
-		mdVersion:       strconv.FormatInt(version, 10),
-		mdType:          typ,
-		mdSchema:        strconv.Itoa(int(schema)),
-		mdPosition:      strconv.FormatInt(pos, 10),
-		mdTransactionID: strconv.FormatUint(txID, 10),
-		mdRecordedAt:    at.UTC().Format(time.RFC3339Nano),
+		mdFirstPosition: strconv.FormatInt(first.Position, 10),
+		mdLastPosition:  strconv.FormatInt(last.Position, 10),
+		mdEvents:        strconv.Itoa(n),
 	}
-	return wsql.Row{Offset: pos, UUID: id[:], Payload: payload, Msg: msg,
-		ExtraData: map[string]any{"transaction_id": txID}}, nil
+	s.current.Store(&pendingBatch{id: msg.UUID, events: events})
+	return wsql.Row{Offset: last.Position, UUID: first.ID[:], Msg: msg,
+		ExtraData: map[string]any{"transaction_id": last.TransactionID}}, nil
+}
+
+func logOrder(a, b logEvent) int {
+	if c := cmp.Compare(a.TransactionID, b.TransactionID); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Position, b.Position)
 }
 
 func (s *eventsSchema) SchemaInitializingQueries(wsql.SchemaInitializingQueriesParams) ([]wsql.Query, error) {

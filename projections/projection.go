@@ -1,19 +1,20 @@
 // Package projections builds the read models that queries are served from (balances,
 // inventories, coin history) out of the event log, asynchronously. Each projection version is
 // a watermill consumer group fed by a watermill-sql subscriber reading the event store's own
-// table in xid-fenced order. Every read-model write runs in the subscriber's poll transaction,
-// inside a savepoint per event, behind a per-account version guard: the checkpoint moves with
+// table in xid-fenced order; one watermill message is one batch of consecutive events, applied
+// by one set-based statement. Every read-model write runs in the subscriber's poll transaction,
+// inside a savepoint per message, behind a per-account version guard: the checkpoint moves with
 // the data, a redelivered event is never applied twice, and a missing one stops the projection
 // instead of being skipped.
 package projections
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 
 	"github.com/ledger/ledger/domain"
@@ -29,35 +30,31 @@ type Envelope struct {
 	Event         domain.Event
 }
 
-func decodeEnvelope(msg *message.Message) (Envelope, error) {
-	md := msg.Metadata
-	var env Envelope
-	var err error
-	stream := md.Get(mdStream)
-	id, ok := strings.CutPrefix(stream, "account-")
+// logEvent is one event of a batch, as the schema adapter read it.
+type logEvent struct {
+	Position      int64
+	TransactionID uint64
+	ID            uuid.UUID
+	Stream        string
+	Version       int64
+	Type          string
+	SchemaVersion int
+	Payload       []byte
+	RecordedAt    time.Time
+}
+
+// envelope decodes one event of a batch.
+func (l logEvent) envelope() (Envelope, error) {
+	env := Envelope{Position: l.Position, TransactionID: l.TransactionID, Version: l.Version, RecordedAt: l.RecordedAt}
+	id, ok := strings.CutPrefix(l.Stream, "account-")
 	if !ok {
-		return env, fmt.Errorf("stream %q is not an account stream", stream)
+		return env, fmt.Errorf("stream %q is not an account stream", l.Stream)
 	}
+	var err error
 	if env.AccountID, err = uuid.Parse(id); err != nil {
-		return env, fmt.Errorf("stream %q: %w", stream, err)
+		return env, fmt.Errorf("stream %q: %w", l.Stream, err)
 	}
-	if env.Version, err = strconv.ParseInt(md.Get(mdVersion), 10, 64); err != nil {
-		return env, fmt.Errorf("version: %w", err)
-	}
-	if env.Position, err = strconv.ParseInt(md.Get(mdPosition), 10, 64); err != nil {
-		return env, fmt.Errorf("position: %w", err)
-	}
-	if env.TransactionID, err = strconv.ParseUint(md.Get(mdTransactionID), 10, 64); err != nil {
-		return env, fmt.Errorf("transaction id: %w", err)
-	}
-	if env.RecordedAt, err = time.Parse(time.RFC3339Nano, md.Get(mdRecordedAt)); err != nil {
-		return env, fmt.Errorf("recorded at: %w", err)
-	}
-	schema, err := strconv.Atoi(md.Get(mdSchema))
-	if err != nil {
-		return env, fmt.Errorf("schema version: %w", err)
-	}
-	if env.Event, err = domain.DecodeEvent(md.Get(mdType), schema, msg.Payload); err != nil {
+	if env.Event, err = domain.DecodeEvent(l.Type, l.SchemaVersion, l.Payload); err != nil {
 		return env, err
 	}
 	return env, nil
@@ -70,98 +67,192 @@ type Projection struct {
 	// Version is the read model's schema version; each version has its own tables and
 	// consumer group, so a new one can be built beside the old.
 	Version int
-	// write returns the statement that applies one event, as the body of a CTE that may only
-	// touch rows when the version guard passed (select FROM ok); "" means the event only
-	// advances the guard. Its own parameters start at $4.
-	write func(table string, e Envelope) (sql string, args []any)
-	// table is the read model's main table at this version.
-	table string
+	// record is the column list, after account_id and version, of the per-event records the
+	// write reads; row returns an event's record, whose JSON names are those columns.
+	record string
+	row    func(e Envelope) any
+	// write holds the data-modifying CTEs that apply a batch: they read "applied", the batch's
+	// records of the accounts whose version guard passed, and must apply the records of one
+	// account in version order or, as here, as sums that do not depend on the order.
+	write string
 }
 
 // Group is the projection version's consumer group, e.g. "balance_v1".
 func (p Projection) Group() string { return p.Name + "_v" + strconv.Itoa(p.Version) }
 
-// guardSQL advances projection_heads for ($1 group, $2 account) to version $3 only when $3 is
-// the next version; the returned row says whether it did and what the version was before.
-const guardSQL = `WITH prior AS (
-    SELECT version FROM projection_heads WHERE consumer_group = $1 AND account_id = $2
+// key is the part of every record the version guard reads.
+type key struct {
+	Account uuid.UUID `json:"account_id"`
+	Version int64     `json:"version"`
+}
+
+func keyOf(e Envelope) key { return key{Account: e.AccountID, Version: e.Version} }
+
+// guardSQL applies a batch of events ($2, a JSON array of records; $3, its accounts) for the
+// consumer group $1.
+// Per account it keeps the events after the version projection_heads holds ("fresh"; older
+// ones are redeliveries), and advances the head only when they are exactly the next versions
+// with no hole. The write sees the fresh records of those accounts as "applied"; an account
+// whose events do not follow on its head is reported back, untouched, and the caller rolls the
+// whole batch back: a gap is an error, never a skip.
+const guardSQL = `WITH ev AS (
+    SELECT * FROM jsonb_to_recordset($2::jsonb) AS r(account_id uuid, version bigint, %s)
+), prior AS (
+    SELECT h.account_id, h.version FROM projection_heads h
+    WHERE h.consumer_group = $1 AND h.account_id = ANY ($3::uuid[])
+), fresh AS (
+    SELECT ev.* FROM ev LEFT JOIN prior p USING (account_id) WHERE ev.version > COALESCE(p.version, 0)
+), span AS (
+    SELECT f.account_id, min(f.version) AS first, max(f.version) AS last, count(*) AS n,
+           COALESCE(max(p.version), 0) AS prior
+    FROM fresh f LEFT JOIN prior p USING (account_id) GROUP BY f.account_id
+), next AS (
+    SELECT * FROM span WHERE first = prior + 1 AND last - first + 1 = n
 ), ins AS (
     INSERT INTO projection_heads (consumer_group, account_id, version)
-    SELECT $1::text, $2::uuid, $3::bigint WHERE $3::bigint = 1
-    ON CONFLICT DO NOTHING RETURNING 1
+    SELECT $1, account_id, last FROM next WHERE prior = 0
+    ON CONFLICT DO NOTHING RETURNING account_id
 ), upd AS (
-    UPDATE projection_heads SET version = $3::bigint
-    WHERE consumer_group = $1 AND account_id = $2 AND version = $3::bigint - 1 AND $3::bigint > 1
-    RETURNING 1
+    UPDATE projection_heads h SET version = n.last FROM next n
+    WHERE h.consumer_group = $1 AND h.account_id = n.account_id AND n.prior > 0 AND h.version = n.prior
+    RETURNING h.account_id
 ), ok AS (
-    SELECT 1 FROM ins UNION ALL SELECT 1 FROM upd
-)`
+    SELECT account_id FROM ins UNION ALL SELECT account_id FROM upd
+), applied AS (
+    SELECT fresh.* FROM fresh JOIN ok USING (account_id)
+), %s
+SELECT (SELECT count(*) FROM ev) - (SELECT count(*) FROM fresh),
+       (SELECT count(*) FROM applied),
+       (SELECT json_agg(json_build_object('account', s.account_id, 'first', s.first, 'last', s.last, 'prior', s.prior))
+        FROM span s WHERE s.account_id NOT IN (SELECT account_id FROM ok))`
 
-const guardResult = `
-SELECT EXISTS (SELECT 1 FROM ok), COALESCE((SELECT version FROM prior), 0)`
+// batchSQL is the projection's statement applying a batch of events.
+func (p Projection) batchSQL() string { return fmt.Sprintf(guardSQL, p.record, p.write) }
 
-// statement returns the guarded statement applying e, and its arguments.
-func (p Projection) statement(e Envelope) (string, []any) {
-	args := []any{p.Group(), e.AccountID, e.Version}
-	body, extra := p.write(p.table, e)
-	if body == "" {
-		return guardSQL + guardResult, args
+// args returns batchSQL's arguments for a batch: the records as a JSON array, and the
+// batch's accounts.
+func (p Projection) args(events []Envelope) ([]any, error) {
+	rows := make([]any, len(events))
+	accounts := make([]uuid.UUID, 0, len(events))
+	seen := make(map[uuid.UUID]struct{}, len(events))
+	for i, e := range events {
+		rows[i] = p.row(e)
+		if _, ok := seen[e.AccountID]; !ok {
+			seen[e.AccountID] = struct{}{}
+			accounts = append(accounts, e.AccountID)
+		}
 	}
-	return guardSQL + ", w AS (" + body + ")" + guardResult, append(args, extra...)
+	records, err := json.Marshal(rows)
+	if err != nil {
+		return nil, fmt.Errorf("encode records: %w", err)
+	}
+	return []any{p.Group(), records, accounts}, nil
 }
 
 // Balance keeps each account's coins.
 func Balance() Projection {
-	return Projection{Name: "balance", Version: 1, table: "balance_v1", write: writeBalance}
+	return Projection{Name: "balance", Version: 1, record: "delta bigint, username text", row: balanceRow,
+		// An account opened in this batch is inserted with the sum of its batch; the others
+		// are updated by theirs. (One statement cannot insert a row and then update it.)
+		write: `opened AS (
+    INSERT INTO balance_v1 (account_id, username, coins)
+    SELECT account_id, max(username), sum(delta) FROM applied GROUP BY account_id HAVING count(username) > 0
+    ON CONFLICT (account_id) DO NOTHING
+), moved AS (
+    UPDATE balance_v1 b SET coins = b.coins + d.delta
+    FROM (SELECT account_id, sum(delta) AS delta FROM applied GROUP BY account_id
+          HAVING count(username) = 0 AND sum(delta) <> 0) d
+    WHERE b.account_id = d.account_id
+)`}
 }
 
-func writeBalance(table string, e Envelope) (string, []any) {
+type balanceRecord struct {
+	key
+	Delta    int64  `json:"delta"`
+	Username string `json:"username,omitempty"`
+}
+
+func balanceRow(e Envelope) any {
+	r := balanceRecord{key: keyOf(e), Delta: int64(domain.BalanceChange(e.Event))}
 	if ev, ok := e.Event.(domain.AccountOpened); ok {
-		return `INSERT INTO ` + table + ` (account_id, username, coins) SELECT $2::uuid, $4::text, 0 FROM ok
-		        ON CONFLICT (account_id) DO NOTHING`, []any{ev.Username}
+		r.Username = ev.Username
 	}
-	delta := domain.BalanceChange(e.Event)
-	if delta == 0 {
-		return "", nil
-	}
-	return `UPDATE ` + table + ` AS b SET coins = b.coins + $4::bigint FROM ok WHERE b.account_id = $2::uuid`, []any{int64(delta)}
+	return r
 }
 
 // Inventory keeps each account's count of every item bought.
 func Inventory() Projection {
-	return Projection{Name: "inventory", Version: 1, table: "inventory_v1", write: writeInventory}
+	return Projection{Name: "inventory", Version: 1, record: "item text, quantity bigint", row: inventoryRow,
+		write: `bought AS (
+    INSERT INTO inventory_v1 AS i (account_id, item, quantity)
+    SELECT account_id, item, sum(quantity) FROM applied WHERE item IS NOT NULL GROUP BY account_id, item
+    ON CONFLICT (account_id, item) DO UPDATE SET quantity = i.quantity + excluded.quantity
+)`}
 }
 
-func writeInventory(table string, e Envelope) (string, []any) {
-	ev, ok := e.Event.(domain.ItemPurchased)
-	if !ok {
-		return "", nil
+type inventoryRecord struct {
+	key
+	Item     string `json:"item,omitempty"`
+	Quantity int64  `json:"quantity,omitempty"`
+}
+
+func inventoryRow(e Envelope) any {
+	r := inventoryRecord{key: keyOf(e)}
+	if ev, ok := e.Event.(domain.ItemPurchased); ok {
+		r.Item, r.Quantity = ev.Item, ev.Quantity
 	}
-	return `INSERT INTO ` + table + ` AS i (account_id, item, quantity) SELECT $2::uuid, $4::text, $5::bigint FROM ok
-	        ON CONFLICT (account_id, item) DO UPDATE SET quantity = i.quantity + excluded.quantity`,
-		[]any{ev.Item, ev.Quantity}
+	return r
 }
 
-// History keeps one row per transfer, filled in from both halves.
+// History keeps one row per transfer, filled in from both halves: each party's stream version
+// is set when its half is applied.
 func History() Projection {
-	return Projection{Name: "history", Version: 1, table: "history_v1", write: writeHistory}
+	return Projection{Name: "history", Version: 1, row: historyRow,
+		record: `side text, transfer_id uuid, from_id uuid, from_username text, to_id uuid, to_username text,
+                 amount bigint, at timestamptz, position bigint`,
+		write: `moved AS (
+    INSERT INTO history_v1 AS h (transfer_id, from_id, from_username, to_id, to_username, amount, at, position, from_version, to_version)
+    SELECT transfer_id, (array_agg(from_id))[1], (array_agg(from_username))[1], (array_agg(to_id))[1],
+           (array_agg(to_username))[1], max(amount), min(at), min(position),
+           max(version) FILTER (WHERE side = 'from'), max(version) FILTER (WHERE side = 'to')
+    FROM applied WHERE side IS NOT NULL GROUP BY transfer_id
+    ON CONFLICT (transfer_id) DO UPDATE SET
+        from_version = COALESCE(h.from_version, excluded.from_version),
+        to_version = COALESCE(h.to_version, excluded.to_version)
+)`}
 }
 
-func writeHistory(table string, e Envelope) (string, []any) {
+type historyRecord struct {
+	key
+	Side string `json:"side,omitempty"`
+	*transferRecord
+}
+
+type transferRecord struct {
+	TransferID   uuid.UUID `json:"transfer_id"`
+	FromID       uuid.UUID `json:"from_id"`
+	FromUsername string    `json:"from_username"`
+	ToID         uuid.UUID `json:"to_id"`
+	ToUsername   string    `json:"to_username"`
+	Amount       int64     `json:"amount"`
+	At           time.Time `json:"at"`
+	Position     int64     `json:"position"`
+}
+
+func historyRow(e Envelope) any {
+	r := historyRecord{key: keyOf(e)}
 	var t domain.CoinsSent
-	side := ""
 	switch ev := e.Event.(type) {
 	case domain.CoinsSent:
-		t, side = ev, "from_version"
+		t, r.Side = ev, "from"
 	case domain.CoinsReceived:
-		t, side = domain.CoinsSent(ev), "to_version"
+		t, r.Side = domain.CoinsSent(ev), "to"
 	default:
-		return "", nil
+		return r
 	}
-	return `INSERT INTO ` + table + ` AS h (transfer_id, from_id, from_username, to_id, to_username, amount, at, position, ` + side + `)
-	        SELECT $4::uuid, $5::uuid, $6::text, $7::uuid, $8::text, $9::bigint, $10::timestamptz, $11::bigint, $3::bigint FROM ok
-	        ON CONFLICT (transfer_id) DO UPDATE SET ` + side + ` = excluded.` + side,
-		[]any{t.TransferID, t.From.ID, t.From.Username, t.To.ID, t.To.Username, int64(t.Amount), e.RecordedAt, e.Position}
+	r.transferRecord = &transferRecord{TransferID: t.TransferID, FromID: t.From.ID, FromUsername: t.From.Username,
+		ToID: t.To.ID, ToUsername: t.To.Username, Amount: int64(t.Amount), At: e.RecordedAt, Position: e.Position}
+	return r
 }
 
 // All returns the projections the ledger serves reads from.

@@ -241,15 +241,15 @@ func TestStopMidBatchAndResume(t *testing.T) {
 	w := newWorld(t)
 	w.traffic(200)
 	var seen atomic.Int64
-	var stopOnce sync.Once
 	stopped := make(chan struct{})
-	var stop func()
-	_, stop = w.runner(projections.Config{BatchSize: 100, BeforeApply: func(group string, e projections.Envelope) error {
+	stopFn := make(chan func(), 1) // the hook may run before w.runner has returned stop
+	_, stop := w.runner(projections.Config{BatchSize: 100, BeforeApply: func(group string, e projections.Envelope) error {
 		if group == "balance_v1" && seen.Add(1) == 150 {
-			stopOnce.Do(func() { go func() { stop(); close(stopped) }() })
+			go func() { (<-stopFn)(); close(stopped) }()
 		}
 		return nil
 	}})
+	stopFn <- stop
 	<-stopped
 	var cp int64
 	if err := db.Pool.QueryRow(context.Background(), `SELECT position FROM projection_checkpoints WHERE consumer_group = 'balance_v1'`).Scan(&cp); err != nil {
