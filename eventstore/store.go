@@ -29,6 +29,8 @@ type Store struct {
 
 	// afterCommit hooks run after every committed append (in-process wake-ups).
 	afterCommit []func(AppendResult)
+
+	group committer
 }
 
 // Option configures a Store.
@@ -46,6 +48,9 @@ func WithAfterCommit(fn func(AppendResult)) Option {
 // New returns a Store over pool.
 func New(pool *pgxpool.Pool, opts ...Option) *Store {
 	s := &Store{pool: pool, now: time.Now}
+	s.group.s = s
+	s.group.slots = make(chan struct{}, defaultGroupWriters)
+	s.group.size = defaultGroupSize
 	for _, o := range opts {
 		o(s)
 	}
@@ -61,11 +66,14 @@ type Stats struct {
 	Conflicts uint64
 	// TxRetries counts appends retried after a deadlock or serialization failure.
 	TxRetries uint64
+	// Groups counts group transactions and GroupedAppends the appends they carried.
+	Groups, GroupedAppends uint64
 }
 
 // Stats returns the store's counters.
 func (s *Store) Stats() Stats {
-	return Stats{Conflicts: s.conflicts.Load(), TxRetries: s.txRetries.Load()}
+	return Stats{Conflicts: s.conflicts.Load(), TxRetries: s.txRetries.Load(),
+		Groups: s.group.groups.Load(), GroupedAppends: s.group.grouped.Load()}
 }
 
 // AppendOption changes one append.
@@ -86,9 +94,14 @@ func InTransaction(fn func(ctx context.Context, tx pgx.Tx) error) AppendOption {
 const maxTxAttempts = 3
 
 // Append writes the events of every stream in appends in one transaction: all of them or none.
-// Each stream's version is checked against its expectation under a row lock; a mismatch is a
-// *ConcurrencyError. Streams are locked in stream-id order so that concurrent appends touching
-// the same streams in opposite orders cannot deadlock.
+// Each stream's version is checked against its expectation under a lock; a mismatch is a
+// *ConcurrencyError. Streams are locked in key order so that concurrent appends touching the
+// same streams in opposite orders cannot deadlock.
+//
+// Concurrent appends share transactions (group commit): while one group is being written, the
+// appends that arrive queue up, and the next group takes them all. Each append keeps its own
+// outcome: one whose expectation fails gets its *ConcurrencyError and writes nothing, without
+// failing the others. An append with InTransaction hooks is written alone.
 func (s *Store) Append(ctx context.Context, appends []StreamAppend, opts ...AppendOption) (AppendResult, error) {
 	var o appendOptions
 	for _, opt := range opts {
@@ -98,23 +111,46 @@ func (s *Store) Append(ctx context.Context, appends []StreamAppend, opts ...Appe
 	if err != nil {
 		return AppendResult{}, err
 	}
+	req := &request{ctx: ctx, batch: batch, done: make(chan struct{})}
+	if len(o.inTx) > 0 {
+		s.writeAlone(ctx, req, o.inTx)
+	} else {
+		s.group.submit(req)
+	}
+	if req.err != nil {
+		return AppendResult{}, req.err
+	}
+	return req.res, nil
+}
+
+// request is one Append on its way through a group.
+type request struct {
+	ctx   context.Context
+	batch []preparedStream
+	res   AppendResult
+	err   error
+	done  chan struct{} // closed once res or err is set
+}
+
+func (r *request) finish(res AppendResult, err error) {
+	r.res, r.err = res, err
+	close(r.done)
+}
+
+// writeAlone writes one append in a transaction of its own, retrying deadlocks and
+// serialization failures.
+func (s *Store) writeAlone(ctx context.Context, req *request, inTx []func(context.Context, pgx.Tx) error) {
 	for attempt := 1; ; attempt++ {
-		res, err := s.appendOnce(ctx, batch, &o)
+		err := s.writeGroup(ctx, []*request{req}, inTx)
 		if err == nil {
-			for _, fn := range s.afterCommit {
-				fn(res)
-			}
-			return res, nil
-		}
-		var ce *ConcurrencyError
-		if errors.As(err, &ce) {
-			s.conflicts.Add(1)
+			return
 		}
 		if attempt < maxTxAttempts && isTransient(err) && ctx.Err() == nil {
 			s.txRetries.Add(1)
 			continue
 		}
-		return AppendResult{}, err
+		req.finish(AppendResult{}, err)
+		return
 	}
 }
 
@@ -255,22 +291,26 @@ INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_vers
                     payload, metadata, recorded_at, hash)
 SELECT * FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::int[],
                      $6::jsonb[], $7::jsonb[], $8::timestamptz[], $9::bytea[])
-RETURNING global_position, transaction_id`
+RETURNING stream_id, stream_version, global_position, transaction_id`
 
 const updateHeads = `
 UPDATE streams AS s
 SET version = u.version,
     last_hash = u.hash,
     snapshot = CASE WHEN u.snapshot IS NULL THEN s.snapshot ELSE u.snapshot END,
-    snapshot_version = CASE WHEN u.snapshot IS NULL THEN s.snapshot_version ELSE u.version END,
+    snapshot_version = CASE WHEN u.snapshot IS NULL THEN s.snapshot_version ELSE u.snapshot_version END,
     updated_at = now()
-FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::jsonb[]) AS u(stream_id, version, hash, snapshot)
+FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::jsonb[], $5::bigint[]) AS u(stream_id, version, hash, snapshot, snapshot_version)
 WHERE s.stream_id = u.stream_id`
 
-func (s *Store) appendOnce(ctx context.Context, batch []preparedStream, o *appendOptions) (res AppendResult, err error) {
+// writeGroup writes the requests in one transaction and finishes each of them: with its
+// result, or with its *ConcurrencyError when its expectations do not hold (it then writes
+// nothing and the others go on). Any other failure leaves every request unfinished and is
+// returned; nothing was written.
+func (s *Store) writeGroup(ctx context.Context, reqs []*request, inTx []func(context.Context, pgx.Tx) error) (err error) {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
-		return AppendResult{}, fmt.Errorf("eventstore: begin: %w", err)
+		return fmt.Errorf("eventstore: begin: %w", err)
 	}
 	defer func() {
 		if err != nil {
@@ -280,15 +320,15 @@ func (s *Store) appendOnce(ctx context.Context, batch []preparedStream, o *appen
 		}
 	}()
 
-	ids := make([]string, len(batch))
-	for i, ps := range batch {
-		ids[i] = ps.streamID
+	var ids []string
+	for _, r := range reqs {
+		for _, ps := range r.batch {
+			ids = append(ids, ps.streamID)
+		}
 	}
-	type head struct {
-		version  int64
-		lastHash []byte
-	}
-	heads := make(map[string]head, len(batch))
+	slices.Sort(ids) // one row per stream: several appends of a group may share a stream
+	ids = slices.Compact(ids)
+	heads := make(map[string]head, len(ids))
 	locks := &pgx.Batch{}
 	locks.Queue(lockStreamKeys, ids)
 	locks.Queue(lockStreams, ids).Query(func(rows pgx.Rows) error {
@@ -301,91 +341,87 @@ func (s *Store) appendOnce(ctx context.Context, batch []preparedStream, o *appen
 		return err
 	})
 	if err := tx.SendBatch(ctx, locks).Close(); err != nil {
-		return AppendResult{}, fmt.Errorf("eventstore: lock streams: %w", err)
+		return fmt.Errorf("eventstore: lock streams: %w", err)
 	}
 
-	n := 0
-	for _, ps := range batch {
-		n += len(ps.events)
+	w := newGroupWrite(len(ids))
+	accepted := make([]*request, 0, len(reqs))
+	results := make([]AppendResult, 0, len(reqs))
+	var refused []*request
+	var conflicts []error
+	for _, r := range reqs {
+		res, cerr := w.add(heads, r.batch)
+		if cerr != nil {
+			refused, conflicts = append(refused, r), append(conflicts, cerr)
+			continue
+		}
+		accepted = append(accepted, r)
+		results = append(results, res)
 	}
-	var (
-		evStream  = make([]string, 0, n)
-		evVersion = make([]int64, 0, n)
-		evID      = make([]uuid.UUID, 0, n)
-		evType    = make([]string, 0, n)
-		evSchema  = make([]int32, 0, n)
-		evPayload = make([]string, 0, n)
-		evMeta    = make([]string, 0, n)
-		evAt      = make([]time.Time, 0, n)
-		evHash    = make([][]byte, 0, n)
-
-		hdStream  = make([]string, len(batch))
-		hdVersion = make([]int64, len(batch))
-		hdHash    = make([][]byte, len(batch))
-		hdSnap    = make([]*string, len(batch))
-	)
-	res.Streams = make([]StreamResult, len(batch))
-	for i, ps := range batch {
-		h := heads[ps.streamID]
-		if !ps.expected.matches(h.version) {
-			return AppendResult{}, &ConcurrencyError{StreamID: ps.streamID, Expected: ps.expected, Actual: h.version}
+	// Requests are finished only once the outcome is final: a group that fails is written
+	// again, and its refusals are decided again.
+	finishRefused := func() {
+		for i, r := range refused {
+			s.conflicts.Add(1)
+			r.finish(AppendResult{}, conflicts[i])
 		}
-		prev := h.lastHash
-		v := h.version
-		for _, e := range ps.events {
-			v++
-			hash := chainHash(prev, hashInput{
-				streamID: ps.streamID, version: v, id: e.id, eventType: e.eventType,
-				schemaVersion: e.schemaVersion, recordedAt: e.recordedAt, payload: e.payload, metadata: e.metadata,
-			})
-			evStream = append(evStream, ps.streamID)
-			evVersion = append(evVersion, v)
-			evID = append(evID, e.id)
-			evType = append(evType, e.eventType)
-			evSchema = append(evSchema, int32(e.schemaVersion))
-			evPayload = append(evPayload, string(e.payload))
-			evMeta = append(evMeta, string(e.metadata))
-			evAt = append(evAt, e.recordedAt)
-			evHash = append(evHash, hash)
-			prev = hash
+	}
+	if len(accepted) == 0 {
+		if err := tx.Rollback(ctx); err != nil {
+			return fmt.Errorf("eventstore: rollback: %w", err)
 		}
-		hdStream[i], hdVersion[i], hdHash[i] = ps.streamID, v, prev
-		if ps.snapshot != nil {
-			snap := string(ps.snapshot)
-			hdSnap[i] = &snap
-		}
-		res.Streams[i] = StreamResult{StreamID: ps.streamID, FromVersion: h.version, ToVersion: v}
+		finishRefused()
+		return nil
 	}
 
+	type key struct {
+		stream  string
+		version int64
+	}
+	positions := make(map[key]Checkpoint, len(w.evStream))
 	b := &pgx.Batch{}
-	b.Queue(insertEvents, evStream, evVersion, evID, evType, evSchema, evPayload, evMeta, evAt, evHash).
+	b.Queue(insertEvents, w.evStream, w.evVersion, w.evID, w.evType, w.evSchema, w.evPayload, w.evMeta, w.evAt, w.evHash).
 		Query(func(rows pgx.Rows) error {
-			var pos int64
-			var txID uint64
-			_, err := pgx.ForEachRow(rows, []any{&pos, &txID}, func() error {
-				if pos > res.Checkpoint.Position {
-					res.Checkpoint = Checkpoint{TransactionID: txID, Position: pos}
-				}
+			var k key
+			var cp Checkpoint
+			_, err := pgx.ForEachRow(rows, []any{&k.stream, &k.version, &cp.Position, &cp.TransactionID}, func() error {
+				positions[k] = cp
 				return nil
 			})
 			return err
 		})
-	b.Queue(updateHeads, hdStream, hdVersion, hdHash, hdSnap)
+	hd := w.headArrays()
+	b.Queue(updateHeads, hd.stream, hd.version, hd.hash, hd.snapshot, hd.snapshotVersion)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		if isConstraint(err, "events_event_id_key") {
-			return AppendResult{}, fmt.Errorf("%w: %v", ErrDuplicateEvent, err)
+			return fmt.Errorf("%w: %v", ErrDuplicateEvent, err)
 		}
-		return AppendResult{}, fmt.Errorf("eventstore: write events: %w", err)
+		return fmt.Errorf("eventstore: write events: %w", err)
 	}
-	for _, fn := range o.inTx {
+	for _, fn := range inTx {
 		if err := fn(ctx, tx); err != nil {
-			return AppendResult{}, err
+			return err
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return AppendResult{}, fmt.Errorf("eventstore: commit: %w", err)
+		return fmt.Errorf("eventstore: commit: %w", err)
 	}
-	return res, nil
+	finishRefused()
+	for i, r := range accepted {
+		res := results[i]
+		for _, sr := range res.Streams {
+			for v := sr.FromVersion + 1; v <= sr.ToVersion; v++ {
+				if cp := positions[key{sr.StreamID, v}]; cp.Position > res.Checkpoint.Position {
+					res.Checkpoint = cp
+				}
+			}
+		}
+		for _, fn := range s.afterCommit {
+			fn(res)
+		}
+		r.finish(res, nil)
+	}
+	return nil
 }
 
 // isTransient reports whether err is a deadlock or serialization failure, after which the

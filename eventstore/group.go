@@ -1,0 +1,224 @@
+package eventstore
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Group commit defaults: how many group transactions may be in flight at once, and the most
+// appends one of them takes.
+const (
+	defaultGroupWriters = 4
+	defaultGroupSize    = 64
+	// groupTimeout bounds one group transaction. A group is not tied to any one caller's
+	// context: a caller that goes away must not abort the appends of the others.
+	groupTimeout = 10 * time.Second
+)
+
+// WithGroupCommit sets how many group transactions may be in flight at once (writers) and
+// the most appends one of them writes (size).
+func WithGroupCommit(writers, size int) Option {
+	return func(s *Store) {
+		s.group.slots = make(chan struct{}, max(1, writers))
+		s.group.size = max(1, size)
+	}
+}
+
+// committer groups concurrent appends into shared transactions. There is no background
+// goroutine: an append queues itself, and whichever caller gets a writer slot writes the
+// queue's head as one group. Under low load a group holds one append; under high load the
+// appends that arrive while a group is written all go into the next one.
+type committer struct {
+	s     *Store
+	slots chan struct{}
+	size  int
+
+	mu    sync.Mutex
+	queue []*request
+
+	groups, grouped atomic.Uint64
+}
+
+func (c *committer) submit(r *request) {
+	c.mu.Lock()
+	c.queue = append(c.queue, r)
+	c.mu.Unlock()
+	for {
+		select {
+		case <-r.done:
+			return
+		default:
+		}
+		select {
+		case <-r.done:
+			return
+		case c.slots <- struct{}{}:
+			group := c.take()
+			if len(group) > 0 {
+				c.write(group)
+			}
+			<-c.slots
+			if len(group) == 0 {
+				<-r.done // the queue is empty, so ours is in a group being written
+				return
+			}
+		}
+	}
+}
+
+// take removes up to size appends from the queue, finishing those whose caller has gone.
+func (c *committer) take() []*request {
+	c.mu.Lock()
+	n := min(len(c.queue), c.size)
+	taken := slices.Clone(c.queue[:n])
+	c.queue = slices.Delete(c.queue, 0, n)
+	c.mu.Unlock()
+	group := taken[:0]
+	for _, r := range taken {
+		if err := r.ctx.Err(); err != nil {
+			r.finish(AppendResult{}, err)
+			continue
+		}
+		group = append(group, r)
+	}
+	return group
+}
+
+// write writes a group, retrying deadlocks and serialization failures. If the group fails
+// otherwise, each append is written alone, so that one bad append fails only itself.
+func (c *committer) write(group []*request) {
+	c.groups.Add(1)
+	c.grouped.Add(uint64(len(group)))
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(group[0].ctx), groupTimeout)
+	defer cancel()
+	for attempt := 1; ; attempt++ {
+		err := c.s.writeGroup(ctx, group, nil)
+		if err == nil {
+			return
+		}
+		if attempt < maxTxAttempts && isTransient(err) {
+			c.s.txRetries.Add(1)
+			continue
+		}
+		if len(group) == 1 {
+			group[0].finish(AppendResult{}, err)
+			return
+		}
+		for _, r := range group {
+			c.s.writeAlone(ctx, r, nil)
+		}
+		return
+	}
+}
+
+// head is a stream's newest version and hash, as locked or as a group has moved it.
+type head struct {
+	version  int64
+	lastHash []byte
+}
+
+// groupWrite accumulates the rows a group transaction writes.
+type groupWrite struct {
+	evStream  []string
+	evVersion []int64
+	evID      []uuid.UUID
+	evType    []string
+	evSchema  []int32
+	evPayload []string
+	evMeta    []string
+	evAt      []time.Time
+	evHash    [][]byte
+
+	final map[string]*finalHead
+}
+
+// finalHead is what a group leaves on a stream's head row.
+type finalHead struct {
+	version         int64
+	hash            []byte
+	snapshot        *string
+	snapshotVersion int64
+}
+
+func newGroupWrite(streams int) *groupWrite {
+	return &groupWrite{final: make(map[string]*finalHead, streams)}
+}
+
+// add checks an append's expectations against heads and, when they all hold, adds its events
+// (chained onto each stream's hash) and moves heads on; otherwise it changes nothing and
+// returns the *ConcurrencyError.
+func (w *groupWrite) add(heads map[string]head, batch []preparedStream) (AppendResult, error) {
+	for _, ps := range batch {
+		if h := heads[ps.streamID]; !ps.expected.matches(h.version) {
+			return AppendResult{}, &ConcurrencyError{StreamID: ps.streamID, Expected: ps.expected, Actual: h.version}
+		}
+	}
+	res := AppendResult{Streams: make([]StreamResult, len(batch))}
+	for i, ps := range batch {
+		h := heads[ps.streamID]
+		prev, v := h.lastHash, h.version
+		for _, e := range ps.events {
+			v++
+			hash := chainHash(prev, hashInput{
+				streamID: ps.streamID, version: v, id: e.id, eventType: e.eventType,
+				schemaVersion: e.schemaVersion, recordedAt: e.recordedAt, payload: e.payload, metadata: e.metadata,
+			})
+			w.evStream = append(w.evStream, ps.streamID)
+			w.evVersion = append(w.evVersion, v)
+			w.evID = append(w.evID, e.id)
+			w.evType = append(w.evType, e.eventType)
+			w.evSchema = append(w.evSchema, int32(e.schemaVersion))
+			w.evPayload = append(w.evPayload, string(e.payload))
+			w.evMeta = append(w.evMeta, string(e.metadata))
+			w.evAt = append(w.evAt, e.recordedAt)
+			w.evHash = append(w.evHash, hash)
+			prev = hash
+		}
+		heads[ps.streamID] = head{version: v, lastHash: prev}
+		f := w.final[ps.streamID]
+		if f == nil {
+			f = &finalHead{}
+			w.final[ps.streamID] = f
+		}
+		f.version, f.hash = v, prev
+		if ps.snapshot != nil {
+			snap := string(ps.snapshot)
+			f.snapshot, f.snapshotVersion = &snap, v
+		}
+		res.Streams[i] = StreamResult{StreamID: ps.streamID, FromVersion: h.version, ToVersion: v}
+	}
+	return res, nil
+}
+
+type headArrays struct {
+	stream          []string
+	version         []int64
+	hash            [][]byte
+	snapshot        []*string
+	snapshotVersion []int64
+}
+
+// headArrays returns one row per stream the group wrote, in stream order.
+func (w *groupWrite) headArrays() headArrays {
+	var a headArrays
+	for _, id := range slices.Sorted(func(yield func(string) bool) {
+		for id := range w.final {
+			if !yield(id) {
+				return
+			}
+		}
+	}) {
+		f := w.final[id]
+		a.stream = append(a.stream, id)
+		a.version = append(a.version, f.version)
+		a.hash = append(a.hash, f.hash)
+		a.snapshot = append(a.snapshot, f.snapshot)
+		a.snapshotVersion = append(a.snapshotVersion, f.snapshotVersion)
+	}
+	return a
+}
