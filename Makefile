@@ -42,6 +42,27 @@ bench: build
 	echo "== go benchmarks"; \
 	LEDGER_TEST_DATABASE_URL="$$url" $(GO) test -run '^$$' -bench . -benchtime $(BENCH_TIME) ./eventstore/
 
+## loadtest: the load tool's PROFILE (default sla) at a constant arrival rate. By default it
+## starts bin/ledger on a fresh database (on the server make run uses), seeds the employees, and
+## stops the server and drops the database afterwards. LOADTEST_TARGET=http://host:port loads a
+## running ledger instead (LOADTEST_FLAGS then names its database and signing key, or seed files).
+## The report is printed; the JSON result goes to loadtest/results/.
+PROFILE ?= sla
+LOADTEST_TARGET ?=
+LOADTEST_FLAGS ?=
+loadtest: build
+	$(GO) build -o bin/loadtest ./loadtest
+	mkdir -p loadtest/results
+	out="loadtest/results/$(PROFILE)-$$(date +%Y%m%d-%H%M%S).json"; \
+	if [ -n "$(LOADTEST_TARGET)" ]; then \
+		./bin/loadtest --profile "$(PROFILE)" --target "$(LOADTEST_TARGET)" --out "$$out" $(LOADTEST_FLAGS); \
+	else \
+		url="$${APP_POSTGRES_URL:-$${LEDGER_DATABASE_URL:-}}"; \
+		[ -n "$$url" ] || url=$$(.ci/postgres.sh url LEDGER_DATABASE_URL postgres); \
+		./bin/loadtest --profile "$(PROFILE)" --server-bin bin/ledger --database-url "$$url" --fresh-database \
+			--out "$$out" $(LOADTEST_FLAGS); \
+	fi
+
 db-stop:
 	.ci/postgres.sh stop
 

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Phase is one stretch of constant-rate load and what it measured.
+type Phase struct {
+	Number     int     `json:"number"`
+	TargetRate float64 `json:"target_rate"`
+	DurationS  float64 `json:"duration_s"`
+	// ElapsedS runs from the first scheduled request until the last answer arrived.
+	ElapsedS  float64 `json:"elapsed_s"`
+	Scheduled int64   `json:"scheduled"`
+	Sent      int64   `json:"sent"`
+	// Dropped requests were due while max-in-flight requests were outstanding; they count
+	// as errors.
+	Dropped int64      `json:"dropped"`
+	Ops     []OpReport `json:"ops"`
+	Total   OpReport   `json:"total"`
+	// ErrorRate is (errors + dropped) / scheduled.
+	ErrorRate float64 `json:"error_rate"`
+	// StartDelay is how late the generator sent requests after their scheduled time: large
+	// values mean the load tool itself was short of CPU (the latency includes this delay).
+	StartDelay Latency     `json:"start_delay"`
+	Lag        *LagReport  `json:"projection_lag,omitempty"`
+	Server     *ProcReport `json:"server,omitempty"`
+	Generator  *ProcReport `json:"generator"`
+	Held       bool        `json:"held"`
+	Verdict    string      `json:"verdict"`
+}
+
+// phaseRecorder collects a phase's results from the request goroutines.
+type phaseRecorder struct {
+	ops        [numOps]opRecorder
+	startDelay durations
+	dropped    atomic.Int64
+	done       atomic.Int64
+	failed     atomic.Int64
+	lag        lagRecorder
+}
+
+// runner holds what every phase of a run shares.
+type runner struct {
+	api       *api
+	workload  workload
+	rng       *rand.Rand
+	lag       *lagProber // nil: not measured
+	serverPID int        // 0: not watched
+	maxFlight int
+	timeout   time.Duration
+	p99       time.Duration
+	maxErr    float64
+	progress  io.Writer
+}
+
+// runPhase drives rate requests per second for d on an open-loop schedule and reports.
+func (r *runner) runPhase(ctx context.Context, number int, rate float64, d time.Duration) Phase {
+	s := newSchedule(rate, d)
+	rec := &phaseRecorder{}
+	var server *procWatch
+	if r.serverPID > 0 {
+		server = watchProc(r.serverPID)
+	}
+	self := watchProc(os.Getpid())
+	var inFlight, sent atomic.Int64
+	var wg sync.WaitGroup
+
+	fmt.Fprintf(r.progress, "phase %d: %g req/s for %s (%d requests)\n", number, rate, d, s.total)
+	stopProgress := r.reportProgress(number, &sent, rec, &inFlight)
+	start := time.Now()
+	fire := func(_ int64, at time.Time) {
+		q := r.workload.next(r.rng) // drawn even when dropped: the sequence stays reproducible
+		if inFlight.Load() >= int64(r.maxFlight) {
+			rec.dropped.Add(1)
+			return
+		}
+		inFlight.Add(1)
+		sent.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer inFlight.Add(-1)
+			rec.startDelay.add(time.Since(at))
+			// Requests outlive an interrupt by at most the timeout, so that what was sent
+			// is accounted for.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.timeout)
+			status, message, err := r.api.do(rctx, q)
+			cancel()
+			answered := time.Now()
+			o, key := classify(q.op, status, message, err)
+			rec.ops[q.op].record(o, answered.Sub(at), key)
+			rec.done.Add(1)
+			if o == outError {
+				rec.failed.Add(1)
+			}
+			if r.lag != nil && o == outOK && q.op != opInfo {
+				if q.op == opSend {
+					r.lag.committed(ctx, &rec.lag, answered, q.user, q.to)
+				} else {
+					r.lag.committed(ctx, &rec.lag, answered, q.user)
+				}
+			}
+		}()
+	}
+	dispatch(ctx, realClock{}, start, s, fire)
+	wg.Wait()
+	elapsed := time.Since(start)
+	stopProgress()
+
+	ph := Phase{
+		Number: number, TargetRate: rate, DurationS: d.Seconds(), ElapsedS: round2(elapsed.Seconds()),
+		Scheduled: s.total, Sent: sent.Load(), Dropped: rec.dropped.Load(),
+		StartDelay: rec.startDelay.summary(),
+	}
+	all := make([]*opRecorder, numOps)
+	for o := range numOps {
+		all[o] = &rec.ops[o]
+		ph.Ops = append(ph.Ops, reportOps(o.String(), elapsed, &rec.ops[o]))
+	}
+	ph.Total = reportOps("all", elapsed, all...)
+	if ph.Scheduled > 0 {
+		ph.ErrorRate = float64(ph.Total.Errors+ph.Dropped) / float64(ph.Scheduled)
+	}
+	if r.lag != nil {
+		ph.Lag = rec.lag.report(r.lag)
+	}
+	if server != nil {
+		ph.Server = server.stop()
+	}
+	ph.Generator = self.stop()
+	ph.Held, ph.Verdict = verdict(ph, r.p99, r.maxErr, ctx.Err() != nil)
+	return ph
+}
+
+// verdict decides whether a phase held the service-level objective: every scheduled request
+// sent, p99 latency (from the scheduled time) at most p99, and at most maxErr of the requests
+// failed.
+func verdict(ph Phase, p99 time.Duration, maxErr float64, interrupted bool) (bool, string) {
+	limit := ms(p99)
+	switch {
+	case interrupted:
+		return false, "interrupted"
+	case ph.Total.Requests == 0:
+		return false, "no request answered"
+	case ph.ErrorRate > maxErr:
+		return false, fmt.Sprintf("missed: %s of requests failed, above %s", percent(ph.ErrorRate), percent(maxErr))
+	case ph.Total.Latency.P99Ms > limit:
+		return false, fmt.Sprintf("missed: p99 %.1f ms, above %.0f ms", ph.Total.Latency.P99Ms, limit)
+	}
+	return true, fmt.Sprintf("held: p99 %.1f ms ≤ %.0f ms, %s failed ≤ %s", ph.Total.Latency.P99Ms, limit, percent(ph.ErrorRate), percent(maxErr))
+}
+
+func percent(f float64) string {
+	return fmt.Sprintf("%.3f%%", math.Round(f*1e5)/1e3)
+}
+
+// reportProgress prints a line every ten seconds while a phase runs; the returned function
+// stops it.
+func (r *runner) reportProgress(number int, sent *atomic.Int64, rec *phaseRecorder, inFlight *atomic.Int64) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(done)
+		for (realClock{}).Sleep(ctx, 10*time.Second) {
+			fmt.Fprintf(r.progress, "phase %d: %4.0fs sent %d, answered %d, failed %d, in flight %d, dropped %d\n",
+				number, time.Since(start).Seconds(), sent.Load(), rec.done.Load(), rec.failed.Load(), inFlight.Load(), rec.dropped.Load())
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
