@@ -67,6 +67,10 @@ type Projection struct {
 	// Version is the read model's schema version; each version has its own tables and
 	// consumer group, so a new one can be built beside the old.
 	Version int
+	// table is the read model's main table at this version.
+	table string
+	// build returns a builder that folds the read model in memory, for rebuilds.
+	build func() builder
 	// record is the column list, after account_id and version, of the per-event records the
 	// write reads; row returns an event's record, whose JSON names are those columns.
 	record string
@@ -151,7 +155,7 @@ func (p Projection) args(events []Envelope) ([]any, error) {
 
 // Balance keeps each account's coins.
 func Balance() Projection {
-	return Projection{Name: "balance", Version: 1, record: "delta bigint, username text", row: balanceRow,
+	return Projection{Name: "balance", Version: 1, table: "balance_v1", build: newBalanceBuilder("balance_v1", false), record: "delta bigint, username text", row: balanceRow,
 		// An account opened in this batch is inserted with the sum of its batch; the others
 		// are updated by theirs. (One statement cannot insert a row and then update it.)
 		write: `opened AS (
@@ -182,7 +186,7 @@ func balanceRow(e Envelope) any {
 
 // Inventory keeps each account's count of every item bought.
 func Inventory() Projection {
-	return Projection{Name: "inventory", Version: 1, record: "item text, quantity bigint", row: inventoryRow,
+	return Projection{Name: "inventory", Version: 1, table: "inventory_v1", build: newInventoryBuilder, record: "item text, quantity bigint", row: inventoryRow,
 		write: `bought AS (
     INSERT INTO inventory_v1 AS i (account_id, item, quantity)
     SELECT account_id, item, sum(quantity) FROM applied WHERE item IS NOT NULL GROUP BY account_id, item
@@ -207,7 +211,7 @@ func inventoryRow(e Envelope) any {
 // History keeps one row per transfer, filled in from both halves: each party's stream version
 // is set when its half is applied.
 func History() Projection {
-	return Projection{Name: "history", Version: 1, row: historyRow,
+	return Projection{Name: "history", Version: 1, table: "history_v1", build: newHistoryBuilder, row: historyRow,
 		record: `side text, transfer_id uuid, from_id uuid, from_username text, to_id uuid, to_username text,
                  amount bigint, at timestamptz, position bigint`,
 		write: `moved AS (
@@ -255,5 +259,73 @@ func historyRow(e Envelope) any {
 	return r
 }
 
-// All returns the projections the ledger serves reads from.
+// BalanceV2 keeps each account's coins and its totals received, sent and spent: the schema
+// change that version 2 ships, built from history by a rebuild.
+func BalanceV2() Projection {
+	return Projection{Name: "balance", Version: 2, table: "balance_v2", build: newBalanceBuilder("balance_v2", true), row: balanceV2Row,
+		record: "delta bigint, username text, received bigint, sent bigint, spent bigint",
+		write: `opened AS (
+    INSERT INTO balance_v2 (account_id, username, coins, received, sent, spent)
+    SELECT account_id, max(username), sum(delta), sum(received), sum(sent), sum(spent)
+    FROM applied GROUP BY account_id HAVING count(username) > 0
+    ON CONFLICT (account_id) DO NOTHING
+), moved AS (
+    UPDATE balance_v2 b SET coins = b.coins + d.delta, received = b.received + d.received,
+                            sent = b.sent + d.sent, spent = b.spent + d.spent
+    FROM (SELECT account_id, sum(delta) AS delta, sum(received) AS received, sum(sent) AS sent, sum(spent) AS spent
+          FROM applied GROUP BY account_id HAVING count(username) = 0 AND sum(delta) <> 0) d
+    WHERE b.account_id = d.account_id
+)`}
+}
+
+type balanceV2Record struct {
+	balanceRecord
+	Received int64 `json:"received"`
+	Sent     int64 `json:"sent"`
+	Spent    int64 `json:"spent"`
+}
+
+func balanceV2Row(e Envelope) any {
+	r := balanceV2Record{balanceRecord: balanceRow(e).(balanceRecord)}
+	switch ev := e.Event.(type) {
+	case domain.CoinsReceived:
+		r.Received = int64(ev.Amount)
+	case domain.CoinsSent:
+		r.Sent = int64(ev.Amount)
+	case domain.ItemPurchased:
+		r.Spent = -r.Delta
+	}
+	return r
+}
+
+// All returns the first version of each projection: the set a fresh database serves reads
+// from, and what a runner that does not follow projection_versions runs.
 func All() []Projection { return []Projection{Balance(), Inventory(), History()} }
+
+// Versions returns every version of every projection the code knows, oldest first.
+func Versions() []Projection { return []Projection{Balance(), BalanceV2(), Inventory(), History()} }
+
+// Latest returns the newest version of the named projection.
+func Latest(name string) (Projection, bool) {
+	var latest Projection
+	found := false
+	for _, p := range Versions() {
+		if p.Name == name && (!found || p.Version > latest.Version) {
+			latest, found = p, true
+		}
+	}
+	return latest, found
+}
+
+// Lookup returns the named projection at version.
+func Lookup(name string, version int) (Projection, bool) {
+	for _, p := range Versions() {
+		if p.Name == name && p.Version == version {
+			return p, true
+		}
+	}
+	return Projection{}, false
+}
+
+// Table is the read model's main table at this version.
+func (p Projection) Table() string { return p.table }

@@ -34,6 +34,12 @@ type Config struct {
 	// RestartBackoff is the first pause before a failed projection tries again; it doubles up
 	// to a minute (default 1s).
 	RestartBackoff time.Duration
+	// Follow makes the runner run, of its projections, the version of each that
+	// projection_versions names, and follow that table as rebuilds switch it. Without it the
+	// runner runs exactly the projections it was given.
+	Follow bool
+	// FollowInterval is how often a following runner reads projection_versions (default 1s).
+	FollowInterval time.Duration
 	// BeforeApply, when set, runs before each event is applied; an error fails that attempt.
 	// It is for fault drills and tests: it lets them make a projector fail on chosen events.
 	BeforeApply func(group string, e Envelope) error
@@ -55,6 +61,9 @@ func (c *Config) defaults() {
 	if c.RestartBackoff <= 0 {
 		c.RestartBackoff = time.Second
 	}
+	if c.FollowInterval <= 0 {
+		c.FollowInterval = time.Second
+	}
 }
 
 // Runner runs projectors until its context ends.
@@ -68,6 +77,8 @@ type Runner struct {
 	wake *Signal
 
 	states map[string]*projectorState
+	// active is the set of groups the runner runs now.
+	active atomic.Pointer[map[string]bool]
 }
 
 // projectorState is the in-memory state of one projection version.
@@ -85,23 +96,31 @@ func NewRunner(pool *pgxpool.Pool, wake *Signal, log *slog.Logger, cfg Config, p
 	cfg.defaults()
 	r := &Runner{pool: pool, projections: projections, cfg: cfg, log: log, wake: wake,
 		states: make(map[string]*projectorState)}
+	all := make(map[string]bool, len(projections))
 	for _, p := range projections {
 		r.states[p.Group()] = &projectorState{}
+		all[p.Group()] = !cfg.Follow
 	}
+	r.active.Store(&all)
 	return r
 }
 
 // Wake returns the signal notified whenever the log or the read models move.
 func (r *Runner) Wake() *Signal { return r.wake }
 
-// Running reports whether every projector is running and none has failed.
+// Running reports whether every projector that should run is running and none has failed.
 func (r *Runner) Running() bool {
-	for _, st := range r.states {
-		if !st.running.Load() || st.failed.Load() {
+	n := 0
+	for g, on := range *r.active.Load() {
+		if !on {
+			continue
+		}
+		n++
+		if st := r.states[g]; !st.running.Load() || st.failed.Load() {
 			return false
 		}
 	}
-	return len(r.states) > 0
+	return n > 0
 }
 
 // Counters are one projection version's in-memory counters since start.
@@ -120,8 +139,11 @@ func (r *Runner) Counters(group string) Counters {
 		Running: st.running.Load(), Failed: st.failed.Load()}
 }
 
-// Run runs every projector until ctx ends; a projector that fails is restarted with backoff.
+// Run runs the projectors until ctx ends; a projector that fails is restarted with backoff.
 func (r *Runner) Run(ctx context.Context) error {
+	if r.cfg.Follow {
+		return r.follow(ctx)
+	}
 	var wg sync.WaitGroup
 	for _, p := range r.projections {
 		wg.Add(1)
@@ -132,6 +154,73 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// follow runs the active version of each projection, reading projection_versions every
+// FollowInterval: a switch starts the new version's projector and stops the old one's (it
+// drains its batch first).
+func (r *Runner) follow(ctx context.Context) error {
+	var wg sync.WaitGroup
+	running := make(map[string]context.CancelFunc)
+	defer func() {
+		for _, stop := range running {
+			stop()
+		}
+		wg.Wait()
+	}()
+	tick := time.NewTicker(r.cfg.FollowInterval)
+	defer tick.Stop()
+	for {
+		active, err := r.activeGroups(ctx)
+		if err != nil && ctx.Err() == nil {
+			r.log.Warn("projection versions not read; keeping the projectors as they are", "err", err)
+		}
+		if err == nil {
+			for _, p := range r.projections {
+				g := p.Group()
+				switch {
+				case active[g] && running[g] == nil:
+					pctx, stop := context.WithCancel(ctx)
+					running[g] = stop
+					wg.Go(func() { r.supervise(pctx, p) })
+				case !active[g] && running[g] != nil:
+					r.log.Info("projection version retired here", "projection", g)
+					running[g]()
+					delete(running, g)
+				}
+			}
+			r.active.Store(&active)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// activeGroups returns, for each of the runner's projections, whether its version is the
+// active one. A projection missing from projection_versions runs at version 1.
+func (r *Runner) activeGroups(ctx context.Context) (map[string]bool, error) {
+	rows, err := r.pool.Query(ctx, `SELECT name, active_version FROM projection_versions`)
+	if err != nil {
+		return nil, err
+	}
+	versions := make(map[string]int)
+	var name string
+	var v int
+	if _, err := pgx.ForEachRow(rows, []any{&name, &v}, func() error { versions[name] = v; return nil }); err != nil {
+		return nil, err
+	}
+	active := make(map[string]bool, len(r.projections))
+	for _, p := range r.projections {
+		want, ok := versions[p.Name]
+		if !ok {
+			want = 1
+		}
+		active[p.Group()] = p.Version == want
+	}
+	return active, nil
 }
 
 func (r *Runner) supervise(ctx context.Context, p Projection) {

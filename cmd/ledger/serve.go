@@ -109,7 +109,7 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 		wake.Notify()
 		notifier.Publish()
 	}))
-	runner := projections.NewRunner(pool, wake, log, projections.Config{}, projections.All()...)
+	runner := projections.NewRunner(pool, wake, log, projections.Config{Follow: true}, projections.Versions()...)
 	if cfg.RunProjectors {
 		svc.goBackground(func() { _ = runner.Run(bg) })
 	}

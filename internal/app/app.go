@@ -54,6 +54,7 @@ type App struct {
 	locks   *accountLocks
 
 	stats counters
+	reads atomic.Pointer[readSet] // the active projection versions' info query
 }
 
 // New returns an App over the store; wake is the projections' signal.

@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/ledger/ledger/domain"
+	"github.com/ledger/ledger/projections"
 )
 
 // Info is an account as /api/info shows it.
@@ -38,24 +40,62 @@ type Transfer struct {
 // infoSQL reads, in one statement (one snapshot), the account's stream head, and each read
 // model with the stream version its projector has applied for the account. History rows count
 // only once this account's half is applied, so a half-projected transfer never shows on one
-// side early.
+// side early. The read models are those of the active projection versions: %[1]s/%[2]s are the
+// balance table and group, %[3]s/%[4]s the inventory's, %[5]s/%[6]s the history's.
 const infoSQL = `
 SELECT COALESCE(st.version, 0),
        COALESCE(hb.version, 0), COALESCE(b.coins, 0),
        COALESCE(hi.version, 0),
        COALESCE((SELECT json_agg(json_build_array(i.item, i.quantity) ORDER BY i.item)
-                 FROM inventory_v1 i WHERE i.account_id = $1), '[]'),
+                 FROM %[3]s i WHERE i.account_id = $1), '[]'),
        COALESCE(hh.version, 0),
        COALESCE((SELECT json_agg(json_build_array(h.from_id = $1, CASE WHEN h.from_id = $1 THEN h.to_username ELSE h.from_username END, h.amount) ORDER BY h.position, h.transfer_id)
-                 FROM history_v1 h
+                 FROM %[5]s h
                  WHERE (h.from_id = $1 AND h.from_version <= COALESCE(hh.version, 0))
                     OR (h.to_id = $1 AND h.to_version <= COALESCE(hh.version, 0))), '[]')
 FROM (SELECT 1) one
 LEFT JOIN streams st ON st.stream_id = $2
-LEFT JOIN projection_heads hb ON hb.consumer_group = 'balance_v1' AND hb.account_id = $1
-LEFT JOIN balance_v1 b ON b.account_id = $1
-LEFT JOIN projection_heads hi ON hi.consumer_group = 'inventory_v1' AND hi.account_id = $1
-LEFT JOIN projection_heads hh ON hh.consumer_group = 'history_v1' AND hh.account_id = $1`
+LEFT JOIN projection_heads hb ON hb.consumer_group = '%[2]s' AND hb.account_id = $1
+LEFT JOIN %[1]s b ON b.account_id = $1
+LEFT JOIN projection_heads hi ON hi.consumer_group = '%[4]s' AND hi.account_id = $1
+LEFT JOIN projection_heads hh ON hh.consumer_group = '%[6]s' AND hh.account_id = $1`
+
+// readSetTTL is how long the active projection versions are trusted before being read again.
+// A rebuild keeps the old version's rows for longer than this after switching.
+const readSetTTL = 500 * time.Millisecond
+
+type readSet struct {
+	sql  string
+	read time.Time
+}
+
+// infoQuery returns infoSQL over the active projection versions.
+func (a *App) infoQuery(ctx context.Context) (string, error) {
+	if rs := a.reads.Load(); rs != nil && time.Since(rs.read) < readSetTTL {
+		return rs.sql, nil
+	}
+	rows, err := a.pool.Query(ctx, `SELECT name, active_version FROM projection_versions`)
+	if err != nil {
+		return "", fmt.Errorf("read projection versions: %w", err)
+	}
+	versions := map[string]int{"balance": 1, "inventory": 1, "history": 1}
+	var name string
+	var v int
+	if _, err := pgx.ForEachRow(rows, []any{&name, &v}, func() error { versions[name] = v; return nil }); err != nil {
+		return "", fmt.Errorf("read projection versions: %w", err)
+	}
+	var args []any
+	for _, n := range []string{"balance", "inventory", "history"} {
+		p, ok := projections.Lookup(n, versions[n])
+		if !ok {
+			return "", fmt.Errorf("projection %s v%d is active but this build does not know it", n, versions[n])
+		}
+		args = append(args, p.Table(), p.Group())
+	}
+	rs := &readSet{sql: fmt.Sprintf(infoSQL, args...), read: time.Now()}
+	a.reads.Store(rs)
+	return rs.sql, nil
+}
 
 // readModels is one read of infoSQL.
 type readModels struct {
@@ -70,8 +110,12 @@ func (r *readModels) current() bool {
 }
 
 func (a *App) readModels(ctx context.Context, id uuid.UUID) (*readModels, error) {
+	q, err := a.infoQuery(ctx)
+	if err != nil {
+		return nil, err
+	}
 	r := &readModels{}
-	err := a.pool.QueryRow(ctx, infoSQL, id, domain.StreamID(id)).
+	err = a.pool.QueryRow(ctx, q, id, domain.StreamID(id)).
 		Scan(&r.head, &r.balV, &r.coins, &r.invV, &r.inventoryRaw, &r.histV, &r.histRaw)
 	if err != nil {
 		return nil, fmt.Errorf("read info of %s: %w", id, err)

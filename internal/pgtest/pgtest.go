@@ -131,13 +131,14 @@ func Main(m *testing.M, prefix string, db **Database) int {
 	return m.Run()
 }
 
-// Reset empties every table the tests write to, keeping the schema and seeded reference data.
+// Reset empties every table the tests write to, keeping the schema and seeded reference data;
+// every projection is back at its first version.
 func (d *Database) Reset(t testing.TB) {
 	t.Helper()
 	ctx := context.Background()
 	var tables []string
 	rows, err := d.Pool.Query(ctx, `SELECT quote_ident(tablename) FROM pg_tables
-		WHERE schemaname = 'public' AND tablename NOT IN ('schema_version', 'catalog')`)
+		WHERE schemaname = 'public' AND tablename NOT IN ('schema_version', 'catalog', 'projection_versions')`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,6 +157,11 @@ func (d *Database) Reset(t testing.TB) {
 	}
 	defer conn.Release()
 	if _, err := conn.Exec(ctx, "SET session_replication_role = replica; TRUNCATE "+strings.Join(tables, ", ")+" RESTART IDENTITY; SET session_replication_role = DEFAULT"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `DO $$ BEGIN
+		IF to_regclass('projection_versions') IS NOT NULL THEN UPDATE projection_versions SET active_version = 1; END IF;
+	END $$`); err != nil {
 		t.Fatal(err)
 	}
 }

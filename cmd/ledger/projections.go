@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ledger/ledger/projections"
+)
+
+// runProjections runs the operators' subcommands.
+func runProjections(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	usage := func() {
+		fmt.Fprintln(stderr, "usage: ledger projections <status|rebuild> [flags]")
+		fmt.Fprintln(stderr, "\n  status          each projection: active version, checkpoint, events behind, lag, state")
+		fmt.Fprintln(stderr, "  rebuild NAME    build NAME's newest version beside the live one, switch reads to it, retire the old")
+		fmt.Fprintln(stderr, "\nRun 'ledger projections <command> -h' for its flags.")
+	}
+	if len(args) == 0 {
+		usage()
+		return errUsage
+	}
+	switch args[0] {
+	case "status":
+		return runProjectionsStatus(ctx, args[1:], stdout, stderr)
+	case "rebuild":
+		return runProjectionsRebuild(ctx, args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		usage()
+		return nil
+	}
+	fmt.Fprintf(stderr, "ledger projections: unknown command %q\n\n", args[0])
+	usage()
+	return errUsage
+}
+
+func runProjectionsStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("projections status", stderr)
+	dbURL := databaseURLFlag(fs)
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *dbURL == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "ledger projections status: need a database (APP_POSTGRES_URL or --database-url) and no arguments")
+		return errUsage
+	}
+	pool, err := auditPool(ctx, *dbURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	st, err := projections.Statuses(ctx, pool)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tVERSION\tCHECKPOINT\tBEHIND\tLAG\tSTATE")
+	for _, s := range st {
+		state := s.State
+		if s.LastError != "" {
+			state += ": " + s.LastError
+		}
+		fmt.Fprintf(tw, "%s\tv%d\t%s\t%d\t%dms\t%s\n", s.Name, s.ActiveVersion, s.Checkpoint, s.EventsBehind, s.LagMs, state)
+	}
+	return tw.Flush()
+}
+
+func runProjectionsRebuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("projections rebuild", stderr)
+	dbURL := databaseURLFlag(fs)
+	page := fs.Int("page-size", 20_000, "events per read of the log")
+	grace := fs.Duration("grace", 3*time.Second, "how long to keep projecting the new version after the switch, while serving processes take it over")
+	// Flags may come before or after the name.
+	var name string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		name, args = args[0], args[1:]
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if name == "" && fs.NArg() == 1 {
+		name = fs.Arg(0)
+	} else if fs.NArg() > 0 {
+		name = ""
+	}
+	if *dbURL == "" || name == "" || *page <= 0 {
+		fmt.Fprintln(stderr, "usage: ledger projections rebuild NAME [--page-size N] [--grace D] (NAME: balance, inventory or history; needs APP_POSTGRES_URL or --database-url)")
+		return errUsage
+	}
+	if _, ok := projections.Latest(name); !ok {
+		fmt.Fprintf(stderr, "ledger projections rebuild: no projection is named %q (balance, inventory, history)\n", name)
+		return errUsage
+	}
+	pool, err := auditPool(ctx, *dbURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	bar := newProgressBar(stderr)
+	rep, err := projections.Rebuild(ctx, pool, name, projections.RebuildOptions{
+		Log: log, PageSize: *page, Grace: *grace, Progress: bar.update,
+	})
+	bar.finish()
+	if errors.Is(err, projections.ErrNothingToRebuild) {
+		fmt.Fprintf(stdout, "%s: %v\n", name, err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s rebuilt: v%d -> v%d, %d events over %d accounts (%d rows) in %v (%.0f events/s); reads switched; v%d retired; total %v\n",
+		rep.Name, rep.From, rep.To, rep.Events, rep.Accounts, rep.Rows, rep.Build.Round(time.Millisecond),
+		rep.EventsPerSecond, rep.From, rep.Total.Round(time.Millisecond))
+	return nil
+}
+
+// progressBar draws a rebuild's progress on a terminal and logs plain lines otherwise.
+type progressBar struct {
+	w        io.Writer
+	terminal bool
+	phase    string
+	logged   int64 // the last tenth logged, on a non-terminal
+	drawn    bool
+}
+
+func newProgressBar(w io.Writer) *progressBar {
+	terminal := false
+	if f, ok := w.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			terminal = true
+		}
+	}
+	return &progressBar{w: w, terminal: terminal, logged: -1}
+}
+
+func (b *progressBar) update(p projections.RebuildProgress) {
+	if p.Phase != "building" {
+		if p.Phase != b.phase {
+			b.finish()
+			fmt.Fprintf(b.w, "%s (%v elapsed)\n", p.Phase, p.Elapsed.Round(time.Millisecond))
+		}
+		b.phase = p.Phase
+		return
+	}
+	b.phase = p.Phase
+	frac := 0.0
+	if p.Total > 0 {
+		frac = min(1, float64(p.Done)/float64(p.Total))
+	}
+	eta := "?"
+	if p.Rate > 0 {
+		eta = (time.Duration(float64(p.Total-p.Done)/p.Rate) * time.Second).Round(time.Second).String()
+	}
+	if b.terminal {
+		const width = 30
+		n := int(frac * width)
+		fmt.Fprintf(b.w, "\r[%s%s] %3.0f%% %d/%d events  %.0f events/s  ETA %s ",
+			strings.Repeat("#", n), strings.Repeat("-", width-n), frac*100, p.Done, p.Total, p.Rate, eta)
+		b.drawn = true
+		return
+	}
+	if tenth := int64(frac * 10); tenth > b.logged {
+		b.logged = tenth
+		fmt.Fprintf(b.w, "building: %d/%d events (%.0f%%), %.0f events/s, ETA %s\n", p.Done, p.Total, frac*100, p.Rate, eta)
+	}
+}
+
+func (b *progressBar) finish() {
+	if b.drawn {
+		fmt.Fprintln(b.w)
+		b.drawn = false
+	}
+}

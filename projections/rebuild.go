@@ -1,0 +1,358 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// ErrRebuildRunning means another rebuild of the same projection holds its lock.
+var ErrRebuildRunning = errors.New("projections: a rebuild of this projection is already running")
+
+// ErrNothingToRebuild means the projection's newest version is the one serving reads.
+var ErrNothingToRebuild = errors.New("projections: the newest version already serves reads")
+
+// rebuildLockClass keeps rebuild locks apart from other advisory locks ("LEDR").
+const rebuildLockClass = 1279607890
+
+// RebuildProgress is a rebuild's state, reported as it goes.
+type RebuildProgress struct {
+	Phase       string // "building", "catching up", "switching", "retiring", "done"
+	Done, Total int64  // events folded, and the log's size when the rebuild began
+	Rate        float64
+	Elapsed     time.Duration
+}
+
+// RebuildOptions tune a rebuild; zero values take the defaults.
+type RebuildOptions struct {
+	Log *slog.Logger
+	// Progress, when set, is called after every page of the build and on each phase change.
+	Progress func(RebuildProgress)
+	// PageSize is how many events one read of the log returns (default 20,000).
+	PageSize int
+	// CatchUpBehind is how close to the log's end the new version must be before reads
+	// switch to it (default 100 events).
+	CatchUpBehind int64
+	// Grace is how long the rebuild keeps projecting the new version after the switch, while
+	// the serving processes notice it and start their own projector (default 3s).
+	Grace time.Duration
+}
+
+// RebuildReport is what a finished rebuild did.
+type RebuildReport struct {
+	Name             string
+	From, To         int // versions
+	Events, Accounts int64
+	Rows             int64
+	Build, Total     time.Duration
+	EventsPerSecond  float64
+	Checkpoint       string
+}
+
+// Rebuild builds the newest version of the named projection beside the one serving reads:
+// it folds the whole log in memory, reading it in large pages through short transactions,
+// writes the read model with COPY in one transaction together with its checkpoint, lets a
+// projector catch up with what was appended meanwhile, switches reads to it atomically
+// (projection_versions), and retires the old version. The old version serves until the
+// switch; a crash before it leaves the old version serving and the rebuild restartable.
+func Rebuild(ctx context.Context, pool *pgxpool.Pool, name string, opt RebuildOptions) (RebuildReport, error) {
+	if opt.Log == nil {
+		opt.Log = slog.New(slog.DiscardHandler)
+	}
+	if opt.PageSize <= 0 {
+		opt.PageSize = 20_000
+	}
+	if opt.CatchUpBehind <= 0 {
+		opt.CatchUpBehind = 100
+	}
+	if opt.Grace <= 0 {
+		opt.Grace = 3 * time.Second
+	}
+	progress := func(p RebuildProgress) {
+		if opt.Progress != nil {
+			opt.Progress(p)
+		}
+	}
+	began := time.Now()
+	target, ok := Latest(name)
+	if !ok {
+		return RebuildReport{}, fmt.Errorf("projections: no projection is named %q", name)
+	}
+
+	// A session lock on a connection of its own: it goes with the process if it dies.
+	lockConn, err := pool.Acquire(ctx)
+	if err != nil {
+		return RebuildReport{}, fmt.Errorf("projections: rebuild lock: %w", err)
+	}
+	defer lockConn.Release()
+	var locked bool
+	if err := lockConn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext($2))`, rebuildLockClass, name).Scan(&locked); err != nil {
+		return RebuildReport{}, fmt.Errorf("projections: rebuild lock: %w", err)
+	}
+	if !locked {
+		return RebuildReport{}, fmt.Errorf("%w (%s)", ErrRebuildRunning, name)
+	}
+	defer func() {
+		_, _ = lockConn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1, hashtext($2))`, rebuildLockClass, name)
+	}()
+
+	active, err := activeVersion(ctx, pool, name)
+	if err != nil {
+		return RebuildReport{}, err
+	}
+	if active == target.Version {
+		return RebuildReport{}, fmt.Errorf("%w: %s v%d", ErrNothingToRebuild, name, active)
+	}
+	rep := RebuildReport{Name: name, From: active, To: target.Version}
+	log := opt.Log.With("projection", name, "from_version", active, "to_version", target.Version)
+	if err := setStatus(ctx, pool, target.Group(), "rebuilding"); err != nil {
+		return rep, err
+	}
+
+	// Build: fold the log up to the fence, in memory.
+	var total int64
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&total); err != nil {
+		return rep, fmt.Errorf("projections: count events: %w", err)
+	}
+	log.Info("rebuild started", "events", total)
+	b := target.build()
+	heads := make(headsBuilder)
+	var last struct {
+		tx  int64
+		pos int64
+	}
+	pages := make(chan []logEvent, 2)
+	readErr := make(chan error, 1)
+	readCtx, stopReading := context.WithCancel(ctx)
+	defer stopReading()
+	go func() { readErr <- readLog(readCtx, pool, opt.PageSize, pages) }()
+	buildBegan := time.Now()
+	for page := range pages {
+		for _, le := range page {
+			env, err := le.envelope()
+			if err != nil {
+				return rep, fmt.Errorf("projections: event at %d: %w", le.Position, err)
+			}
+			if err := heads.add(env); err != nil {
+				return rep, err
+			}
+			b.add(env)
+		}
+		lastEvent := page[len(page)-1]
+		last.tx, last.pos = int64(lastEvent.TransactionID), lastEvent.Position
+		rep.Events += int64(len(page))
+		elapsed := time.Since(buildBegan)
+		progress(RebuildProgress{Phase: "building", Done: rep.Events, Total: max(total, rep.Events),
+			Rate: float64(rep.Events) / elapsed.Seconds(), Elapsed: elapsed})
+	}
+	if err := <-readErr; err != nil {
+		return rep, err
+	}
+
+	// Write the read model, its heads and its checkpoint in one transaction.
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `TRUNCATE `+pgx.Identifier{target.table}.Sanitize()); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM projection_heads WHERE consumer_group = $1`, target.Group()); err != nil {
+			return err
+		}
+		rows, err := b.copyOut(ctx, tx)
+		if err != nil {
+			return fmt.Errorf("copy %s: %w", target.table, err)
+		}
+		rep.Rows = rows
+		if rep.Accounts, err = heads.copyOut(ctx, tx, target.Group()); err != nil {
+			return fmt.Errorf("copy heads: %w", err)
+		}
+		_, err = tx.Exec(ctx, `
+			INSERT INTO projection_checkpoints (consumer_group, transaction_id, position, updated_at)
+			VALUES ($1, $2::text::xid8, $3, now())
+			ON CONFLICT (consumer_group) DO UPDATE SET transaction_id = excluded.transaction_id,
+				position = excluded.position, updated_at = now()`,
+			target.Group(), strconv.FormatInt(last.tx, 10), last.pos)
+		return err
+	})
+	if err != nil {
+		return rep, fmt.Errorf("projections: write %s: %w", target.Group(), err)
+	}
+	rep.Build = time.Since(buildBegan)
+	rep.EventsPerSecond = float64(rep.Events) / rep.Build.Seconds()
+	rep.Checkpoint = fmt.Sprintf("%d:%d", last.tx, last.pos)
+	log.Info("rebuild built the read model", "events", rep.Events, "accounts", rep.Accounts, "rows", rep.Rows,
+		"took", rep.Build.Round(time.Millisecond), "events_per_second", int64(rep.EventsPerSecond))
+
+	// Catch up with what was appended meanwhile, with an ordinary projector.
+	progress(RebuildProgress{Phase: "catching up", Done: rep.Events, Total: rep.Events, Elapsed: time.Since(began)})
+	wake := NewSignal()
+	notifier := NewNotifier(pool, wake, opt.Log)
+	runCtx, stopRunner := context.WithCancel(context.WithoutCancel(ctx))
+	runner := NewRunner(pool, wake, opt.Log, Config{PollInterval: 100 * time.Millisecond}, target)
+	done := make(chan struct{}, 2)
+	go func() { notifier.Run(runCtx); done <- struct{}{} }()
+	go func() { _ = runner.Run(runCtx); done <- struct{}{} }()
+	stop := func() {
+		stopRunner()
+		<-done
+		<-done
+	}
+	for {
+		behind, err := eventsBehind(ctx, pool, target.Group())
+		if err != nil {
+			stop()
+			return rep, err
+		}
+		if behind <= opt.CatchUpBehind {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			stop()
+			return rep, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+
+	// Switch reads atomically; every process follows projection_versions.
+	progress(RebuildProgress{Phase: "switching", Done: rep.Events, Total: rep.Events, Elapsed: time.Since(began)})
+	old, _ := Lookup(name, active)
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `UPDATE projection_versions SET active_version = $2, switched_at = now() WHERE name = $1`,
+			name, target.Version); err != nil {
+			return err
+		}
+		if err := setStatusTx(ctx, tx, target.Group(), "live"); err != nil {
+			return err
+		}
+		return setStatusTx(ctx, tx, old.Group(), "retired")
+	})
+	if err != nil {
+		stop()
+		return rep, fmt.Errorf("projections: switch %s to v%d: %w", name, target.Version, err)
+	}
+	log.Info("reads switched", "version", target.Version)
+
+	// Keep projecting while the serving processes notice the switch, then retire the old
+	// version: its projectors stop, its rows go.
+	progress(RebuildProgress{Phase: "retiring", Done: rep.Events, Total: rep.Events, Elapsed: time.Since(began)})
+	select {
+	case <-ctx.Done():
+	case <-time.After(opt.Grace):
+	}
+	stop()
+	if old.table != "" {
+		err = pgx.BeginFunc(context.WithoutCancel(ctx), pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `TRUNCATE `+pgx.Identifier{old.table}.Sanitize()); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `DELETE FROM projection_heads WHERE consumer_group = $1`, old.Group()); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `DELETE FROM projection_checkpoints WHERE consumer_group = $1`, old.Group())
+			return err
+		})
+		if err != nil {
+			return rep, fmt.Errorf("projections: retire %s: %w", old.Group(), err)
+		}
+	}
+	rep.Total = time.Since(began)
+	progress(RebuildProgress{Phase: "done", Done: rep.Events, Total: rep.Events, Elapsed: rep.Total,
+		Rate: rep.EventsPerSecond})
+	log.Info("rebuild done", "took", rep.Total.Round(time.Millisecond))
+	return rep, nil
+}
+
+// readLog sends the log, below the fence, in pages of pageSize events, each read by a short
+// statement of its own; it closes pages at the end.
+func readLog(ctx context.Context, pool *pgxpool.Pool, pageSize int, pages chan<- []logEvent) error {
+	defer close(pages)
+	var afterTx, afterPos int64
+	for {
+		rows, err := pool.Query(ctx, `
+			SELECT global_position, transaction_id::text::bigint, stream_id, stream_version, event_type,
+			       schema_version, payload, recorded_at
+			FROM events
+			WHERE (transaction_id, global_position) > ($1::text::xid8, $2::bigint)
+			  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+			ORDER BY transaction_id, global_position
+			LIMIT $3`, strconv.FormatInt(afterTx, 10), afterPos, pageSize)
+		if err != nil {
+			return fmt.Errorf("projections: read the log: %w", err)
+		}
+		page := make([]logEvent, 0, pageSize)
+		var le logEvent
+		var tx int64
+		var schema int32
+		_, err = pgx.ForEachRow(rows, []any{&le.Position, &tx, &le.Stream, &le.Version, &le.Type, &schema, &le.Payload, &le.RecordedAt},
+			func() error {
+				le.TransactionID, le.SchemaVersion = uint64(tx), int(schema)
+				page = append(page, le)
+				le.Payload = nil // ForEachRow scans into the same variables: keep each payload
+				return nil
+			})
+		if err != nil {
+			return fmt.Errorf("projections: read the log: %w", err)
+		}
+		if len(page) == 0 {
+			return nil
+		}
+		select {
+		case pages <- page:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		last := page[len(page)-1]
+		afterTx, afterPos = int64(last.TransactionID), last.Position
+		if len(page) < pageSize {
+			return nil
+		}
+	}
+}
+
+func activeVersion(ctx context.Context, pool *pgxpool.Pool, name string) (int, error) {
+	var v int
+	err := pool.QueryRow(ctx, `SELECT active_version FROM projection_versions WHERE name = $1`, name).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 1, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("projections: active version of %s: %w", name, err)
+	}
+	return v, nil
+}
+
+// eventsBehind counts the events after the group's checkpoint.
+func eventsBehind(ctx context.Context, pool *pgxpool.Pool, group string) (int64, error) {
+	var n int64
+	err := pool.QueryRow(ctx, `
+		SELECT count(*) FROM events e
+		WHERE (e.transaction_id, e.global_position) >
+		      ((SELECT transaction_id FROM projection_checkpoints WHERE consumer_group = $1),
+		       (SELECT position FROM projection_checkpoints WHERE consumer_group = $1))`, group).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("projections: events behind %s: %w", group, err)
+	}
+	return n, nil
+}
+
+const upsertStatus = `
+INSERT INTO projection_status (consumer_group, state, updated_at) VALUES ($1, $2, now())
+ON CONFLICT (consumer_group) DO UPDATE SET state = excluded.state, updated_at = now()`
+
+func setStatus(ctx context.Context, pool *pgxpool.Pool, group, state string) error {
+	if _, err := pool.Exec(ctx, upsertStatus, group, state); err != nil {
+		return fmt.Errorf("projections: record %s as %s: %w", group, state, err)
+	}
+	return nil
+}
+
+func setStatusTx(ctx context.Context, tx pgx.Tx, group, state string) error {
+	_, err := tx.Exec(ctx, upsertStatus, group, state)
+	return err
+}
