@@ -205,3 +205,34 @@ func checkCaughtUp(b *testing.B, groups []string, accounts, perAccount int) {
 		}
 	}
 }
+
+// BenchmarkRebuild measures a rebuild of balance v2 from a backlog of LEDGER_BENCH_EVENTS
+// events (default 1,000,000) over up to 10,000 accounts: the in-memory fold of the log and the
+// COPY of the read model (events/s), and the whole rebuild through the switch.
+func BenchmarkRebuild(b *testing.B) {
+	total := catchUpEvents()
+	accounts := max(2, min(10_000, total/10)) &^ 1
+	perAccount := max(2, total/accounts)
+	buildBacklog(b, accounts, perAccount)
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var built, whole time.Duration
+	var events int64
+	for range b.N {
+		b.StopTimer()
+		if _, err := db.Pool.Exec(ctx, `UPDATE projection_versions SET active_version = 1 WHERE name = 'balance'`); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		rep, err := projections.Rebuild(ctx, db.Pool, "balance", projections.RebuildOptions{Log: log, Grace: time.Millisecond})
+		if err != nil {
+			b.Fatal(err)
+		}
+		built += rep.Build
+		whole += rep.Total
+		events += rep.Events
+	}
+	b.ReportMetric(float64(events)/built.Seconds(), "events/s")
+	b.Logf("%d events: built in %v (%.0f events/s), whole rebuild %v", events/int64(b.N),
+		(built / time.Duration(b.N)).Round(time.Millisecond), float64(events)/built.Seconds(), (whole / time.Duration(b.N)).Round(time.Millisecond))
+}

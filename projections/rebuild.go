@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -34,7 +35,7 @@ type RebuildOptions struct {
 	Log *slog.Logger
 	// Progress, when set, is called after every page of the build and on each phase change.
 	Progress func(RebuildProgress)
-	// PageSize is how many events one read of the log returns (default 20,000).
+	// PageSize is how many events one read of the log returns (default 10,000).
 	PageSize int
 	// CatchUpBehind is how close to the log's end the new version must be before reads
 	// switch to it (default 100 events).
@@ -66,7 +67,7 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, name string, opt RebuildOp
 		opt.Log = slog.New(slog.DiscardHandler)
 	}
 	if opt.PageSize <= 0 {
-		opt.PageSize = 20_000
+		opt.PageSize = 10_000
 	}
 	if opt.CatchUpBehind <= 0 {
 		opt.CatchUpBehind = 100
@@ -133,20 +134,34 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, name string, opt RebuildOp
 	defer stopReading()
 	go func() { readErr <- readLog(readCtx, pool, opt.PageSize, pages) }()
 	buildBegan := time.Now()
-	for page := range pages {
-		for _, le := range page {
-			env, err := le.envelope()
-			if err != nil {
-				return rep, fmt.Errorf("projections: event at %d: %w", le.Position, err)
+	// Decoding the payloads is most of the work: pages are decoded in parallel and folded in
+	// log order.
+	futures := make(chan chan decodedPage, runtime.GOMAXPROCS(0)+1)
+	go func() {
+		defer close(futures)
+		for page := range pages {
+			f := make(chan decodedPage, 1)
+			select {
+			case futures <- f:
+			case <-readCtx.Done():
+				return
 			}
+			go func() { f <- decodePage(page) }()
+		}
+	}()
+	for f := range futures {
+		page := <-f
+		if page.err != nil {
+			return rep, page.err
+		}
+		for _, env := range page.envs {
 			if err := heads.add(env); err != nil {
 				return rep, err
 			}
 			b.add(env)
 		}
-		lastEvent := page[len(page)-1]
-		last.tx, last.pos = int64(lastEvent.TransactionID), lastEvent.Position
-		rep.Events += int64(len(page))
+		last.tx, last.pos = int64(page.last.TransactionID), page.last.Position
+		rep.Events += int64(len(page.envs))
 		elapsed := time.Since(buildBegan)
 		progress(RebuildProgress{Phase: "building", Done: rep.Events, Total: max(total, rep.Events),
 			Rate: float64(rep.Events) / elapsed.Seconds(), Elapsed: elapsed})
@@ -268,12 +283,33 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, name string, opt RebuildOp
 	return rep, nil
 }
 
+type decodedPage struct {
+	envs []Envelope
+	last logEvent
+	err  error
+}
+
+func decodePage(page []logEvent) decodedPage {
+	d := decodedPage{envs: make([]Envelope, len(page)), last: page[len(page)-1]}
+	for i, le := range page {
+		env, err := le.envelope()
+		if err != nil {
+			d.err = fmt.Errorf("projections: event at %d: %w", le.Position, err)
+			return d
+		}
+		d.envs[i] = env
+	}
+	return d
+}
+
 // readLog sends the log, below the fence, in pages of pageSize events, each read by a short
 // statement of its own; it closes pages at the end.
 func readLog(ctx context.Context, pool *pgxpool.Pool, pageSize int, pages chan<- []logEvent) error {
 	defer close(pages)
 	var afterTx, afterPos int64
 	for {
+		// QueryExecModeExec plans every page with its own arguments: a cached generic plan
+		// cannot use the checkpoint to start the index scan.
 		rows, err := pool.Query(ctx, `
 			SELECT global_position, transaction_id::text::bigint, stream_id, stream_version, event_type,
 			       schema_version, payload, recorded_at
@@ -281,7 +317,7 @@ func readLog(ctx context.Context, pool *pgxpool.Pool, pageSize int, pages chan<-
 			WHERE (transaction_id, global_position) > ($1::text::xid8, $2::bigint)
 			  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
 			ORDER BY transaction_id, global_position
-			LIMIT $3`, strconv.FormatInt(afterTx, 10), afterPos, pageSize)
+			LIMIT $3`, pgx.QueryExecModeExec, strconv.FormatInt(afterTx, 10), afterPos, pageSize)
 		if err != nil {
 			return fmt.Errorf("projections: read the log: %w", err)
 		}

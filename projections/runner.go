@@ -40,6 +40,11 @@ type Config struct {
 	Follow bool
 	// FollowInterval is how often a following runner reads projection_versions (default 1s).
 	FollowInterval time.Duration
+	// LeaseRetry is how often a standby tries to take a projection's lease (default 500ms):
+	// the longest a projection stays without a process after its process died.
+	LeaseRetry time.Duration
+	// LeaseCheck is how often a held lease's session is checked (default 1s).
+	LeaseCheck time.Duration
 	// BeforeApply, when set, runs before each event is applied; an error fails that attempt.
 	// It is for fault drills and tests: it lets them make a projector fail on chosen events.
 	BeforeApply func(group string, e Envelope) error
@@ -64,6 +69,12 @@ func (c *Config) defaults() {
 	if c.FollowInterval <= 0 {
 		c.FollowInterval = time.Second
 	}
+	if c.LeaseRetry <= 0 {
+		c.LeaseRetry = 500 * time.Millisecond
+	}
+	if c.LeaseCheck <= 0 {
+		c.LeaseCheck = time.Second
+	}
 }
 
 // Runner runs projectors until its context ends.
@@ -84,6 +95,7 @@ type Runner struct {
 // projectorState is the in-memory state of one projection version.
 type projectorState struct {
 	running  atomic.Bool
+	standby  atomic.Bool // another process holds the lease
 	failed   atomic.Bool
 	applied  atomic.Uint64
 	skipped  atomic.Uint64 // redeliveries the version guard recognised as already applied
@@ -108,7 +120,8 @@ func NewRunner(pool *pgxpool.Pool, wake *Signal, log *slog.Logger, cfg Config, p
 // Wake returns the signal notified whenever the log or the read models move.
 func (r *Runner) Wake() *Signal { return r.wake }
 
-// Running reports whether every projector that should run is running and none has failed.
+// Running reports whether every projector that should run is running here or stands by while
+// another process runs it, and none has failed.
 func (r *Runner) Running() bool {
 	n := 0
 	for g, on := range *r.active.Load() {
@@ -116,7 +129,7 @@ func (r *Runner) Running() bool {
 			continue
 		}
 		n++
-		if st := r.states[g]; !st.running.Load() || st.failed.Load() {
+		if st := r.states[g]; !(st.running.Load() || st.standby.Load()) || st.failed.Load() {
 			return false
 		}
 	}
@@ -126,7 +139,7 @@ func (r *Runner) Running() bool {
 // Counters are one projection version's in-memory counters since start.
 type Counters struct {
 	Applied, Redelivered, Failures uint64
-	Running, Failed                bool
+	Running, Standby, Failed       bool
 }
 
 // Counters returns the counters of the projection version group.
@@ -136,7 +149,7 @@ func (r *Runner) Counters(group string) Counters {
 		return Counters{}
 	}
 	return Counters{Applied: st.applied.Load(), Redelivered: st.skipped.Load(), Failures: st.failures.Load(),
-		Running: st.running.Load(), Failed: st.failed.Load()}
+		Running: st.running.Load(), Standby: st.standby.Load(), Failed: st.failed.Load()}
 }
 
 // Run runs the projectors until ctx ends; a projector that fails is restarted with backoff.
@@ -227,9 +240,33 @@ func (r *Runner) supervise(ctx context.Context, p Projection) {
 	st := r.states[p.Group()]
 	backoff := r.cfg.RestartBackoff
 	for ctx.Err() == nil {
-		err := r.runOnce(ctx, p, st)
+		l, err := r.acquireLease(ctx, p.Group(), st)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			r.log.Warn("projection lease not taken; trying again", "projection", p.Group(), "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(r.cfg.LeaseRetry):
+			}
+			continue
+		}
+		leaseCtx, lost := context.WithCancelCause(ctx)
+		watched := make(chan struct{})
+		go func() { defer close(watched); l.watch(leaseCtx, lost, r.cfg.LeaseCheck) }()
+		err = r.runOnce(leaseCtx, p, st)
+		cause := context.Cause(leaseCtx)
+		lost(nil)
+		<-watched
+		l.release()
 		if ctx.Err() != nil {
 			return
+		}
+		if errors.Is(cause, errLeaseLost) {
+			r.log.Warn("projection lease lost; this process stands by", "projection", p.Group())
+			continue
 		}
 		r.log.Error("projector stopped; restarting", "projection", p.Group(), "err", err, "after", backoff)
 		select {
@@ -239,6 +276,78 @@ func (r *Runner) supervise(ctx context.Context, p Projection) {
 		}
 		backoff = min(2*backoff, time.Minute)
 	}
+}
+
+// leaseClass keeps the projection leases apart from other advisory locks ("LEDP").
+const leaseClass = 1279607891
+
+var errLeaseLost = errors.New("projection lease lost")
+
+// lease is a projection version's advisory lock, held by a session of its own: one process
+// at a time runs a projection, and the lock goes with the session when the process dies, so a
+// standby takes over within LeaseRetry.
+type lease struct {
+	conn  *pgxpool.Conn
+	group string
+}
+
+// acquireLease waits until this process holds the group's lease; meanwhile the projection
+// stands by.
+func (r *Runner) acquireLease(ctx context.Context, group string, st *projectorState) (*lease, error) {
+	for {
+		conn, err := r.pool.Acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var held bool
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext($2))`, leaseClass, group).Scan(&held); err != nil {
+			conn.Release()
+			return nil, err
+		}
+		if held {
+			st.standby.Store(false)
+			return &lease{conn: conn, group: group}, nil
+		}
+		conn.Release()
+		if !st.standby.Swap(true) {
+			r.log.Info("projection runs in another process; standing by", "projection", group)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(r.cfg.LeaseRetry):
+		}
+	}
+}
+
+// watch checks the lease's session every interval and reports it lost when the session is.
+func (l *lease) watch(ctx context.Context, lost context.CancelCauseFunc, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*interval)
+		_, err := l.conn.Exec(pctx, "SELECT 1")
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			lost(errLeaseLost)
+			return
+		}
+	}
+}
+
+func (l *lease) release() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := l.conn.Exec(ctx, `SELECT pg_advisory_unlock($1, hashtext($2))`, leaseClass, l.group); err != nil {
+		// A session that cannot unlock is broken; closing it releases the lock.
+		_ = l.conn.Conn().Close(ctx)
+	}
+	l.conn.Release()
 }
 
 // ackDeadline bounds one event's handling including its retries; it is also how long a

@@ -81,7 +81,7 @@ func runProjectionsStatus(ctx context.Context, args []string, stdout, stderr io.
 func runProjectionsRebuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("projections rebuild", stderr)
 	dbURL := databaseURLFlag(fs)
-	page := fs.Int("page-size", 20_000, "events per read of the log")
+	page := fs.Int("page-size", 10_000, "events per read of the log")
 	grace := fs.Duration("grace", 3*time.Second, "how long to keep projecting the new version after the switch, while serving processes take it over")
 	// Flags may come before or after the name.
 	var name string
