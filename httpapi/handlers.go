@@ -127,7 +127,7 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	in, err := s.Ledger.Info(r.Context(), id)
+	in, err := s.info(r, id)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

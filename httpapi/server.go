@@ -99,6 +99,8 @@ func New(d Deps) *Server {
 		r.Post("/api/sendCoin", s.handleSendCoin)
 		r.Get("/api/buy/{item}", s.handleBuy)
 		r.Post("/api/admin/grant", s.handleGrant)
+		r.Get("/api/audit/accounts/{username}/events", s.handleAccountEvents)
+		r.Get("/api/audit/log", s.handleAuditLog)
 	})
 	s.router = r
 	return s

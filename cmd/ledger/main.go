@@ -28,7 +28,9 @@ func commands() []command {
 		{"migrate", "apply the database migrations and exit", runMigrate},
 		{"token", "mint an access token offline with the signing key", runToken},
 		{"seed", "create employees in bulk and write the load tool's user and token files", runSeed},
+		{"projections", "operate the projections: status, rebuild NAME", runProjections},
 		{"probe", "GET a URL and exit 0 on 200 (container health checks)", runProbe},
+		{"audit", "export the global log as NDJSON, or verify hash chains and read models against it", runAudit},
 	}
 }
 

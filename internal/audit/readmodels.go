@@ -1,0 +1,176 @@
+package audit
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// readModel is what the read models hold of one account, read in one snapshot.
+type readModel struct {
+	// heads are the stream versions each projector has applied, by read model.
+	heads      [len(modelNames{})]int64
+	hasBalance bool
+	username   string
+	coins      int64
+	items      map[string]int64
+	hist       digest
+	// seen: the replay met the account's stream.
+	seen bool
+}
+
+// firstModel names the first read model that holds anything of the account.
+func (rm *readModel) firstModel(names modelNames) string {
+	switch {
+	case rm.hasBalance:
+		return names[balance]
+	case len(rm.items) > 0:
+		return names[inventory]
+	case rm.hist.n > 0:
+		return names[history]
+	}
+	return "projection_heads"
+}
+
+// streamHead is a stream's head row: its version, last hash and snapshot as the append path
+// keeps them, for the next append to chain to and for commands to start from.
+type streamHead struct {
+	version         int64
+	lastHash        []byte
+	snapshot        []byte // JSON of the folded aggregate, or nil
+	snapshotVersion int64
+}
+
+// snapshotOf is what the verifier reads before it replays the log, in one snapshot.
+type snapshotOf struct {
+	names      modelNames
+	readModels map[uuid.UUID]*readModel
+	heads      map[string]*streamHead
+}
+
+// readSnapshot reads the stream head rows, the projectors' applied versions and every read
+// model in one read-only REPEATABLE READ transaction, so that each read model agrees with its
+// applied versions. The transaction never gets a transaction id, so it does not hold back the
+// readers of the log however long it takes.
+func readSnapshot(ctx context.Context, pool *pgxpool.Pool) (_ *snapshotOf, err error) {
+	tx, err := pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, fmt.Errorf("read models: begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx)) // read-only: nothing to undo, the error says it all
+		}
+	}()
+	heads := make(map[string]*streamHead)
+	var (
+		stream string
+		h      streamHead
+	)
+	rows, _ := tx.Query(ctx, `SELECT stream_id, version, last_hash, snapshot, snapshot_version FROM streams`)
+	if _, err := pgx.ForEachRow(rows, []any{&stream, &h.version, &h.lastHash, &h.snapshot, &h.snapshotVersion}, func() error {
+		c := h
+		heads[stream] = &c
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read streams: %w", err)
+	}
+
+	rms := make(map[uuid.UUID]*readModel)
+	of := func(id uuid.UUID) *readModel {
+		rm, ok := rms[id]
+		if !ok {
+			rm = &readModel{}
+			rms[id] = rm
+		}
+		return rm
+	}
+	// The active version of each projection, read in the same snapshot as its rows.
+	names := modelNames{balance: "balance_v1", inventory: "inventory_v1", history: "history_v1"}
+	var (
+		projection string
+		active     int
+	)
+	rows, _ = tx.Query(ctx, `SELECT name, active_version FROM projection_versions`)
+	if _, err := pgx.ForEachRow(rows, []any{&projection, &active}, func() error {
+		for kind, base := range [...]string{balance: "balance", inventory: "inventory", history: "history"} {
+			if projection == base {
+				names[kind] = fmt.Sprintf("%s_v%d", base, active)
+			}
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read projection versions: %w", err)
+	}
+	groupIndex := make(map[string]int, len(names))
+	for g, name := range names {
+		groupIndex[name] = g
+	}
+
+	var (
+		id       uuid.UUID
+		group    string
+		version  int64
+		username string
+		n        int64
+	)
+	rows, _ = tx.Query(ctx, `SELECT consumer_group, account_id, version FROM projection_heads
+		WHERE consumer_group = ANY($1)`, names[:])
+	if _, err := pgx.ForEachRow(rows, []any{&group, &id, &version}, func() error {
+		of(id).heads[groupIndex[group]] = version
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read projection heads: %w", err)
+	}
+
+	rows, _ = tx.Query(ctx, `SELECT account_id, username, coins FROM `+pgx.Identifier{names[balance]}.Sanitize())
+	if _, err := pgx.ForEachRow(rows, []any{&id, &username, &n}, func() error {
+		rm := of(id)
+		rm.hasBalance, rm.username, rm.coins = true, username, n
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read %s: %w", names[balance], err)
+	}
+
+	var item string
+	rows, _ = tx.Query(ctx, `SELECT account_id, item, quantity FROM `+pgx.Identifier{names[inventory]}.Sanitize())
+	if _, err := pgx.ForEachRow(rows, []any{&id, &item, &n}, func() error {
+		rm := of(id)
+		if rm.items == nil {
+			rm.items = make(map[string]int64)
+		}
+		rm.items[item] = n
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read %s: %w", names[inventory], err)
+	}
+
+	var (
+		transfer, fromID, toID uuid.UUID
+		fromName, toName       string
+		fromVersion, toVersion *int64
+		at                     time.Time
+	)
+	rows, _ = tx.Query(ctx, `SELECT transfer_id, from_id, from_username, from_version, to_id, to_username, to_version, amount, at
+		FROM `+pgx.Identifier{names[history]}.Sanitize())
+	if _, err := pgx.ForEachRow(rows, []any{&transfer, &fromID, &fromName, &fromVersion, &toID, &toName, &toVersion, &n, &at}, func() error {
+		// Each party's half counts once its projector has applied it.
+		if fromVersion != nil {
+			of(fromID).hist.add(true, *fromVersion, transfer, toName, n, at)
+		}
+		if toVersion != nil {
+			of(toID).hist.add(false, *toVersion, transfer, fromName, n, at)
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read %s: %w", names[history], err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("read models: commit: %w", err)
+	}
+	return &snapshotOf{names: names, readModels: rms, heads: heads}, nil
+}
