@@ -20,6 +20,7 @@ import (
 	"github.com/ledger/ledger/domain"
 	"github.com/ledger/ledger/internal/app"
 	"github.com/ledger/ledger/internal/auth"
+	"github.com/ledger/ledger/projections"
 )
 
 // Ledger is what the API needs of the application layer.
@@ -66,6 +67,8 @@ type Deps struct {
 	Admins map[string]bool
 	// Ready reports whether the service can serve (database reachable, projectors running).
 	Ready func(ctx context.Context) error
+	// Projections reports the projections' status to admins; nil turns the endpoint off.
+	Projections func(ctx context.Context) ([]projections.Status, error)
 	Log   *slog.Logger
 }
 
@@ -101,6 +104,7 @@ func New(d Deps) *Server {
 		r.Post("/api/admin/grant", s.handleGrant)
 		r.Get("/api/audit/accounts/{username}/events", s.handleAccountEvents)
 		r.Get("/api/audit/log", s.handleAuditLog)
+		r.Get("/api/admin/projections", s.handleProjections)
 	})
 	s.router = r
 	return s

@@ -127,6 +127,7 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 		Issuer:    auth.NewIssuer(priv, tokenIssuer, tokenAudience, cfg.TokenTTL),
 		Verifier:  auth.NewVerifier(pub, tokenIssuer, tokenAudience, 100_000),
 		Admins:    cfg.admins(),
+		Projections: func(ctx context.Context) ([]projections.Status, error) { return projections.Statuses(ctx, pool) },
 		Ready: func(ctx context.Context) error {
 			if err := pool.Ping(ctx); err != nil {
 				return errors.New("database unreachable")
