@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"net"
 	"net/http"
 	"runtime"
@@ -88,7 +89,8 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 	pcfg.MaxConns = int32(cfg.DBMaxConns)
 	// A transaction left open stalls every xid-fenced reader; never let one linger.
 	pcfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "60000"
-	pcfg.ConnConfig.RuntimeParams["application_name"] = "ledger"
+	// The process id tells operators (and the fault drills) which process holds which session.
+	pcfg.ConnConfig.RuntimeParams["application_name"] = fmt.Sprintf("ledger serve %d", os.Getpid())
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("database pool: %w", err)
