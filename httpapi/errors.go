@@ -2,8 +2,14 @@ package httpapi
 
 import (
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/ledger/ledger/domain"
 	"github.com/ledger/ledger/internal/app"
@@ -41,6 +47,8 @@ func status(err error) (int, string) {
 		return http.StatusNotFound, err.Error()
 	case errors.Is(err, app.ErrBusy):
 		return http.StatusInternalServerError, app.ErrBusy.Error()
+	case unavailable(err):
+		return http.StatusServiceUnavailable, "the ledger's database is unavailable; try again"
 	default:
 		return http.StatusInternalServerError, "internal error"
 	}
@@ -50,6 +58,10 @@ func status(err error) (int, string) {
 // with the request id.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code, msg := status(err)
+	if code == http.StatusServiceUnavailable {
+		s.log.WarnContext(r.Context(), "database unavailable", "err", err, "method", r.Method, "path", r.URL.Path)
+		w.Header().Set("Retry-After", strconv.Itoa(1))
+	}
 	if code == http.StatusInternalServerError {
 		s.log.ErrorContext(r.Context(), "request failed", "err", err, "method", r.Method, "path", r.URL.Path)
 		if errors.Is(err, app.ErrBusy) {
@@ -57,6 +69,25 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	}
 	writeJSON(w, code, errorBody{Errors: msg})
+}
+
+// unavailable reports whether err says the database cannot be reached or is shutting down,
+// rather than that the request failed: the client may simply try again.
+func unavailable(err error) bool {
+	var connect *pgconn.ConnectError
+	var pg *pgconn.PgError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &connect):
+		return true
+	case errors.As(err, &pg):
+		// Class 08: connection exceptions; 57P01..57P03: the server is shutting down or starting.
+		return strings.HasPrefix(pg.Code, "08") || pg.Code == "57P01" || pg.Code == "57P02" || pg.Code == "57P03"
+	case errors.As(err, &netErr), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNREFUSED),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, net.ErrClosed):
+		return true
+	}
+	return pgconn.SafeToRetry(err)
 }
 
 type errorBody struct {
