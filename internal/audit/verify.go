@@ -44,7 +44,7 @@ type Report struct {
 	Comparisons int64
 	// Snapshots compared: the aggregate states on stream head rows whose version the replay
 	// reached.
-	Snapshots  int64
+	Snapshots int64
 	// ReadModels are the read models compared: the active version of each projection.
 	ReadModels []string
 	Elapsed    time.Duration
