@@ -6,7 +6,7 @@ GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BENCH_TIME ?= 10s
 
-.PHONY: all build run test lint bench loadtest db-stop clean
+.PHONY: all build run test test-faults fuzz lint bench loadtest db-stop clean
 
 all: build
 
@@ -24,6 +24,34 @@ run: build
 test:
 	url=$$(.ci/postgres.sh url LEDGER_TEST_DATABASE_URL); \
 	LEDGER_TEST_DATABASE_URL="$$url" $(GO) test -race -count=1 -timeout 30m ./...
+
+## test-faults: the fault drills at length: more crashes and longer traffic between them than
+## the short versions make test runs (kill -9 during traffic, replica takeover, a failing
+## projector, PostgreSQL restarted under load).
+FAULT_ROUNDS ?= 20
+FAULT_TRAFFIC ?= 3s
+test-faults:
+	url=$$(.ci/postgres.sh url LEDGER_TEST_DATABASE_URL); \
+	LEDGER_TEST_DATABASE_URL="$$url" LEDGER_FAULT_ROUNDS=$(FAULT_ROUNDS) LEDGER_FAULT_TRAFFIC=$(FAULT_TRAFFIC) \
+		$(GO) test -race -count=1 -timeout 60m -run '^TestFault' -v ./cmd/ledger/
+
+## fuzz: every fuzz target (func Fuzz... in a _test.go file) for FUZZTIME each, starting from
+## its committed seed corpus (testdata/fuzz/). go test fuzzes one target of one package per run.
+## A failing input is written to the package's testdata/fuzz/ and stops the run. Packages whose
+## tests set up a database get the server make test uses.
+FUZZTIME ?= 10s
+FUZZMINIMIZETIME ?= 2s
+fuzz:
+	url=$$(.ci/postgres.sh url LEDGER_TEST_DATABASE_URL); \
+	$(GO) list -f '{{.ImportPath}}{{range .TestGoFiles}} {{$$.Dir}}/{{.}}{{end}}{{range .XTestGoFiles}} {{$$.Dir}}/{{.}}{{end}}' ./... | \
+	while read -r pkg files; do \
+		[ -n "$$files" ] || continue; \
+		for target in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$files); do \
+			echo "== $$pkg $$target ($(FUZZTIME))"; \
+			LEDGER_TEST_DATABASE_URL="$$url" $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) \
+				-fuzzminimizetime $(FUZZMINIMIZETIME) "$$pkg" </dev/null; \
+		done; \
+	done
 
 ## lint: go vet and staticcheck (fetched through the module proxy on first use).
 lint:

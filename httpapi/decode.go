@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/big"
 	"net/http"
 	"slices"
 	"strconv"
@@ -39,7 +40,8 @@ func fields(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage,
 	if err := dec.Decode(&obj); err != nil {
 		return nil, fmt.Errorf("%w: request body is not a JSON object: %s", errBadRequest, describeJSONError(err))
 	}
-	if dec.More() {
+	// More would miss a stray closing bracket: whatever follows the object must be blank.
+	if len(bytes.TrimSpace(body[dec.InputOffset():])) > 0 {
 		return nil, fmt.Errorf("%w: request body has data after the JSON object", errBadRequest)
 	}
 	if obj == nil {
@@ -87,8 +89,15 @@ func intField(obj map[string]json.RawMessage, name string) (int64, error) {
 		return 0, fmt.Errorf("%w: %s must be an integer", errBadRequest, name)
 	}
 	if strings.ContainsAny(lit, ".eE") {
-		if f, err := strconv.ParseFloat(lit, 64); err == nil && f == math.Trunc(f) && math.Abs(f) < 1<<53 {
-			return int64(f), nil // 5.0 and 1e2 are integers spelled as floats
+		// 5.0 and 1e2 are integers spelled as floats; the value must be exactly an integer (a
+		// float64 would round 1.00000000000000000001 to 1). The float rules out huge exponents
+		// before the exact arithmetic, whose cost grows with them.
+		f, err := strconv.ParseFloat(lit, 64)
+		if err != nil || math.Abs(f) >= 1<<63 {
+			return 0, fmt.Errorf("%w: %s must be an integer in range", errBadRequest, name)
+		}
+		if r, ok := new(big.Rat).SetString(lit); ok && r.IsInt() && r.Num().IsInt64() {
+			return r.Num().Int64(), nil
 		}
 		return 0, fmt.Errorf("%w: %s must be an integer", errBadRequest, name)
 	}

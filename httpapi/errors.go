@@ -37,7 +37,8 @@ func status(err error) (int, string) {
 		errors.Is(err, domain.ErrInvalidAmount),
 		errors.Is(err, domain.ErrAmountOverflow),
 		errors.Is(err, domain.ErrInvalidUsername),
-		errors.Is(err, domain.ErrInvalidReason):
+		errors.Is(err, domain.ErrInvalidReason),
+		errors.Is(err, app.ErrInvalidIdempotencyKey):
 		return http.StatusBadRequest, err.Error()
 	case errors.Is(err, errUnauthorized), errors.Is(err, auth.ErrInvalidToken):
 		return http.StatusUnauthorized, err.Error()
@@ -45,6 +46,10 @@ func status(err error) (int, string) {
 		return http.StatusForbidden, err.Error()
 	case errors.Is(err, errNotFound):
 		return http.StatusNotFound, err.Error()
+	case errors.Is(err, app.ErrIdempotencyKeyReused):
+		return http.StatusUnprocessableEntity, err.Error()
+	case errors.Is(err, errTooManyRequests):
+		return http.StatusTooManyRequests, err.Error()
 	case errors.Is(err, app.ErrBusy):
 		return http.StatusInternalServerError, app.ErrBusy.Error()
 	case unavailable(err):
@@ -58,6 +63,10 @@ func status(err error) (int, string) {
 // with the request id.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code, msg := status(err)
+	var tooMany *tooManyAttempts
+	if errors.As(err, &tooMany) {
+		w.Header().Set("Retry-After", strconv.Itoa(tooMany.retryAfterSeconds()))
+	}
 	if code == http.StatusServiceUnavailable {
 		s.log.WarnContext(r.Context(), "database unavailable", "err", err, "method", r.Method, "path", r.URL.Path)
 		w.Header().Set("Retry-After", strconv.Itoa(1))

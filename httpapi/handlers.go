@@ -43,7 +43,14 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errorf(errBadRequest, "password must be 1 to %d bytes", maxPasswordBytes))
 		return
 	}
-	if err := s.login(r, username, password); err != nil {
+	done, err := s.AuthLimiter.attempt(r, username)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	err = s.login(r, username, password)
+	done(errors.Is(err, errBadCredentials))
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -147,6 +154,11 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleSendCoin(w http.ResponseWriter, r *http.Request) {
+	ctx, err := idempotencyContext(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	_, toUser, n, err := moveRequest(w, r)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -170,7 +182,7 @@ func (s *Server) handleSendCoin(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if _, err := s.Ledger.Transfer(r.Context(), from, toUser, amount); err != nil {
+	if _, err := s.Ledger.Transfer(ctx, from, toUser, amount); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -201,12 +213,17 @@ func moveRequest(w http.ResponseWriter, r *http.Request, extra ...string) (map[s
 
 func (s *Server) handleBuy(w http.ResponseWriter, r *http.Request) {
 	item := chi.URLParam(r, "item")
+	ctx, err := idempotencyContext(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	id, err := s.account(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	if _, err := s.Ledger.Buy(r.Context(), id, item); err != nil {
+	if _, err := s.Ledger.Buy(ctx, id, item); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -218,6 +235,11 @@ func (s *Server) handleGrant(w http.ResponseWriter, r *http.Request) {
 	c := claimsOf(r)
 	if !c.Admin {
 		s.writeError(w, r, errorf(errForbidden, "granting coins needs the admin role"))
+		return
+	}
+	ctx, err := idempotencyContext(r)
+	if err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	obj, toUser, n, err := moveRequest(w, r, "reason")
@@ -235,7 +257,7 @@ func (s *Server) handleGrant(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if _, err := s.Ledger.Grant(r.Context(), c.Username, toUser, amount, reason); err != nil {
+	if _, err := s.Ledger.Grant(ctx, c.Username, toUser, amount, reason); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

@@ -69,7 +69,18 @@ type Deps struct {
 	Ready func(ctx context.Context) error
 	// Projections reports the projections' status to admins; nil turns the endpoint off.
 	Projections func(ctx context.Context) ([]projections.Status, error)
-	Log   *slog.Logger
+	// Requests records every request (metrics); nil records nothing.
+	Requests RequestObserver
+	// Metrics is served at GET /metrics; nil leaves the path unrouted.
+	Metrics http.Handler
+	// AuthLimiter limits failed logins on POST /api/auth; nil limits nothing.
+	AuthLimiter *AuthLimiter
+	Log         *slog.Logger
+}
+
+// RequestObserver records each request by method, route pattern, status and duration.
+type RequestObserver interface {
+	ObserveRequest(method, route string, status int, elapsed time.Duration)
 }
 
 // Server is the HTTP API.
@@ -86,7 +97,7 @@ const maxPasswordBytes = 256
 func New(d Deps) *Server {
 	s := &Server{Deps: d, log: d.Log}
 	r := chi.NewRouter()
-	r.Use(s.requestID, s.recoverer, s.accessLog)
+	r.Use(s.observe, s.requestID, s.recoverer, s.accessLog)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) { s.writeError(w, r, errNotFound) })
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusMethodNotAllowed, errorBody{Errors: "method not allowed"})
@@ -96,6 +107,9 @@ func New(d Deps) *Server {
 	r.Get("/api/health", s.handleHealth)
 	r.Get("/api/ready", s.handleReady)
 	r.Get("/api/openapi.yaml", handleOpenAPI)
+	if d.Metrics != nil {
+		r.Method(http.MethodGet, "/metrics", d.Metrics)
+	}
 	r.Group(func(r chi.Router) {
 		r.Use(s.authenticate)
 		r.Get("/api/info", s.handleInfo)
@@ -189,6 +203,21 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		route := chi.RouteContext(r.Context()).RoutePattern()
 		s.log.Log(r.Context(), level, "request", "method", r.Method, "route", route,
 			"status", rec.code, "duration_ms", float64(time.Since(start).Microseconds())/1000)
+	})
+}
+
+// observe reports each request to Deps.Requests under its route pattern, never the raw path,
+// so that the number of series stays bounded. It is the outermost middleware: a panic the
+// recoverer turned into a 500 counts as that 500.
+func (s *Server) observe(next http.Handler) http.Handler {
+	if s.Requests == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		s.Requests.ObserveRequest(r.Method, chi.RouteContext(r.Context()).RoutePattern(), rec.code, time.Since(start))
 	})
 }
 

@@ -5,9 +5,13 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ledger/ledger/httpapi"
 )
 
 // Token claims that tie tokens to this service.
@@ -28,6 +32,19 @@ type serveConfig struct {
 	LogLevel                              string
 	DBMaxConns                            int
 	ShutdownTimeout                       time.Duration
+	// Brute-force protection of POST /api/auth: failed logins allowed per username and per
+	// client address, refilled over AuthFailureWindow (0 turns a limit off), and the reverse
+	// proxies whose X-Forwarded-For is believed (comma-separated addresses or CIDR blocks).
+	AuthUserFailures, AuthClientFailures int
+	AuthFailureWindow                    time.Duration
+	TrustedProxies                       string
+	// AdminAddr is where pprof and /metrics are served, apart from the API; "" is off.
+	AdminAddr string
+	// PublicMetrics serves /metrics on the API's port too.
+	PublicMetrics bool
+
+	// invalidEnv names environment variables whose values could not be parsed.
+	invalidEnv []string
 }
 
 func envInt(name string, def int) int {
@@ -50,6 +67,20 @@ func envDuration(name string, def time.Duration) time.Duration {
 	return def
 }
 
+// envBool reads a boolean variable; an unparsable value is recorded for validate to name.
+func (c *serveConfig) envBool(name string, def bool) bool {
+	v := env(name)
+	if v == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		c.invalidEnv = append(c.invalidEnv, fmt.Sprintf("%s=%q: want true or false", name, v))
+		return def
+	}
+	return b
+}
+
 func (c *serveConfig) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.Host, "host", env("APP_HOST"), "address to listen on (env APP_HOST; empty: all interfaces)")
 	fs.IntVar(&c.Port, "port", envInt("APP_PORT", 8080), "port to listen on (env APP_PORT)")
@@ -66,6 +97,18 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", firstNonEmpty(env("APP_LOG_LEVEL"), "info"), "debug, info, warn or error (env APP_LOG_LEVEL)")
 	fs.IntVar(&c.DBMaxConns, "db-max-conns", envInt("APP_DB_MAX_CONNS", 40), "connection pool size (env APP_DB_MAX_CONNS)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long a graceful stop may take")
+	fs.IntVar(&c.AuthUserFailures, "auth-user-failures", envInt("APP_AUTH_USER_FAILURES", 10),
+		"failed logins allowed per username, refilled over --auth-failure-window (env APP_AUTH_USER_FAILURES; 0: no limit)")
+	fs.IntVar(&c.AuthClientFailures, "auth-client-failures", envInt("APP_AUTH_CLIENT_FAILURES", 100),
+		"failed logins allowed per client address, refilled over --auth-failure-window (env APP_AUTH_CLIENT_FAILURES; 0: no limit)")
+	fs.DurationVar(&c.AuthFailureWindow, "auth-failure-window", envDuration("APP_AUTH_FAILURE_WINDOW", 15*time.Minute),
+		"how long spent login allowances take to come back in full (env APP_AUTH_FAILURE_WINDOW)")
+	fs.StringVar(&c.TrustedProxies, "trusted-proxies", env("APP_TRUSTED_PROXIES"),
+		"comma-separated addresses or CIDR blocks of reverse proxies whose X-Forwarded-For names the client (env APP_TRUSTED_PROXIES; empty: none)")
+	fs.StringVar(&c.AdminAddr, "admin-addr", env("APP_ADMIN_ADDR"),
+		"host:port of the admin listener serving pprof and /metrics, like 127.0.0.1:6060 (env APP_ADMIN_ADDR; empty: off)")
+	fs.BoolVar(&c.PublicMetrics, "public-metrics", c.envBool("APP_PUBLIC_METRICS", true),
+		"serve /metrics on the API's port too (env APP_PUBLIC_METRICS)")
 }
 
 func (c *serveConfig) validate() error {
@@ -88,8 +131,21 @@ func (c *serveConfig) validate() error {
 	if c.DBMaxConns < 4 {
 		errs = append(errs, errors.New("db-max-conns (APP_DB_MAX_CONNS) must be at least 4"))
 	}
+	if _, err := c.authLimits(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.SigningKeyFile == "" || c.VerificationKeyFile == "" {
 		errs = append(errs, errors.New("both key files must be named"))
+	}
+	if c.AdminAddr != "" {
+		if _, port, err := net.SplitHostPort(c.AdminAddr); err != nil {
+			errs = append(errs, fmt.Errorf("admin address (APP_ADMIN_ADDR) %q: want host:port, like 127.0.0.1:6060", c.AdminAddr))
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			errs = append(errs, fmt.Errorf("admin address (APP_ADMIN_ADDR) %q: port must be 0..65535", c.AdminAddr))
+		}
+	}
+	for _, v := range c.invalidEnv {
+		errs = append(errs, fmt.Errorf("invalid environment variable %s", v))
 	}
 	return errors.Join(errs...)
 }
@@ -119,4 +175,36 @@ func firstNonEmpty(vs ...string) string {
 		}
 	}
 	return ""
+}
+
+// authLimits is the brute-force protection of POST /api/auth the configuration asks for.
+func (c *serveConfig) authLimits() (httpapi.AuthLimits, error) {
+	l := httpapi.AuthLimits{UserFailures: c.AuthUserFailures, ClientFailures: c.AuthClientFailures, Window: c.AuthFailureWindow}
+	var errs []error
+	if l.UserFailures < 0 {
+		errs = append(errs, errors.New("auth-user-failures (APP_AUTH_USER_FAILURES) must be a number of at least 0"))
+	}
+	if l.ClientFailures < 0 {
+		errs = append(errs, errors.New("auth-client-failures (APP_AUTH_CLIENT_FAILURES) must be a number of at least 0"))
+	}
+	if (l.UserFailures > 0 || l.ClientFailures > 0) && l.Window < time.Second {
+		errs = append(errs, errors.New("auth-failure-window (APP_AUTH_FAILURE_WINDOW) must be a duration of at least 1s, like 15m"))
+	}
+	for _, p := range strings.Split(c.TrustedProxies, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		prefix, err := netip.ParsePrefix(p)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(p)
+			if aerr != nil {
+				errs = append(errs, fmt.Errorf("trusted proxy (APP_TRUSTED_PROXIES) %q: want an IP address or a CIDR block like 10.0.0.0/8", p))
+				continue
+			}
+			addr = addr.Unmap()
+			prefix = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		l.TrustedProxies = append(l.TrustedProxies, prefix.Masked())
+	}
+	return l, errors.Join(errs...)
 }

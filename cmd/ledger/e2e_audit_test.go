@@ -434,7 +434,7 @@ func TestE2EAuditVerifyNamesTampering(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(own.Drop)
-	ts := startTestServiceOn(t, own.URL)
+	ts := startTestServiceOnDB(t, own.URL)
 	api := ts.api
 	alice, bob := uniq("alice"), uniq("bob")
 	at, bt := api.login(t, alice), api.login(t, bob)
@@ -486,40 +486,6 @@ func TestE2EAuditVerifyNamesTampering(t *testing.T) {
 	}
 }
 
-// startTestServiceOn is startTestService on a database other than the package's.
-func startTestServiceOn(t *testing.T, databaseURL string) *testService {
-	t.Helper()
-	dir := t.TempDir()
-	cfg := serveConfig{
-		Host: "127.0.0.1", DatabaseURL: databaseURL,
-		SigningKeyFile:      filepath.Join(dir, "keys", "jwt-signing.pem"),
-		VerificationKeyFile: filepath.Join(dir, "keys", "jwt-verification.pem"),
-		TokenTTL:            time.Hour, AdminUsers: "admin", RunAPI: true, RunProjectors: true,
-		LogLevel: "warn", DBMaxConns: 8, ShutdownTimeout: 20 * time.Second,
-	}
-	if err := cfg.validate(); err != nil {
-		t.Fatalf("test configuration: %v", err)
-	}
-	logs := &lockedBuffer{}
-	level, _ := cfg.level()
-	svc, err := startService(context.Background(), cfg, newLogger(logs, level))
-	if err != nil {
-		t.Fatalf("start service: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := svc.Close(); err != nil {
-			t.Errorf("close service: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("service log:\n%s", logs.String())
-		}
-	})
-	ts := &testService{svc: svc, cfg: cfg, signingKeyFile: cfg.SigningKeyFile,
-		verificationKeyFile: cfg.VerificationKeyFile, api: newAPIClient(t, "http://"+svc.addr)}
-	ts.api.waitReady(t)
-	return ts
-}
-
 // waitAllProjected waits until every projector has applied every account stream's head.
 func waitAllProjected(t *testing.T, d *pgtest.Database) {
 	t.Helper()
@@ -541,4 +507,10 @@ func waitAllProjected(t *testing.T, d *pgtest.Database) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// startTestServiceOnDB starts the service as startTestService does, on another database.
+func startTestServiceOnDB(t *testing.T, databaseURL string) *testService {
+	t.Helper()
+	return startTestService(t, func(c *serveConfig) { c.DatabaseURL, c.DBMaxConns = databaseURL, 8 })
 }

@@ -101,7 +101,7 @@ func (c *bankClient) login(t *testing.T, names ...string) {
 	for _, u := range names {
 		deadline := time.Now().Add(time.Minute)
 		for {
-			code, body, err := c.request(http.MethodPost, "/api/auth", "", map[string]string{"username": u, "password": "fault-drill-password"})
+			code, body, err := c.request(http.MethodPost, "/api/auth", "", map[string]string{"username": u, "password": testPassword})
 			if err == nil && code == http.StatusOK {
 				var tok struct{ Token string }
 				if err := json.Unmarshal(body, &tok); err != nil {

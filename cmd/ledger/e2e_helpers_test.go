@@ -92,7 +92,7 @@ type testService struct {
 	api                                 *apiClient
 }
 
-func startTestService(t *testing.T) *testService {
+func startTestService(t *testing.T, adjust ...func(*serveConfig)) *testService {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := serveConfig{
@@ -108,6 +108,9 @@ func startTestService(t *testing.T) *testService {
 		LogLevel:            "warn",
 		DBMaxConns:          16, // the server is shared with other test packages
 		ShutdownTimeout:     20 * time.Second,
+	}
+	for _, a := range adjust {
+		a(&cfg)
 	}
 	if err := cfg.validate(); err != nil {
 		t.Fatalf("test configuration: %v", err)

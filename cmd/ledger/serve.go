@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"os"
 	"runtime"
 	"strconv"
 	"sync"
@@ -22,6 +23,7 @@ import (
 	"github.com/ledger/ledger/httpapi"
 	"github.com/ledger/ledger/internal/app"
 	"github.com/ledger/ledger/internal/auth"
+	"github.com/ledger/ledger/internal/metrics"
 	"github.com/ledger/ledger/migrations"
 	"github.com/ledger/ledger/projections"
 )
@@ -46,6 +48,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if svc.addr != "" {
 		fmt.Fprintf(stdout, "ledger listening on http://%s\n", svc.addr)
 	}
+	if svc.adminAddr != "" {
+		fmt.Fprintf(stdout, "ledger admin (pprof, metrics) on http://%s\n", svc.adminAddr)
+	}
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
@@ -65,6 +70,10 @@ type service struct {
 	http   *http.Server
 	addr   string
 	failed chan error
+
+	// admin serves pprof and /metrics apart from the API, when configured.
+	admin     *http.Server
+	adminAddr string
 
 	stopBackground context.CancelFunc
 	background     sync.WaitGroup
@@ -95,7 +104,7 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 	if err != nil {
 		return nil, fmt.Errorf("database pool: %w", err)
 	}
-	svc := &service{cfg: cfg, log: log, pool: pool, failed: make(chan error, 1)}
+	svc := &service{cfg: cfg, log: log, pool: pool, failed: make(chan error, 2)}
 	defer func() {
 		if err != nil {
 			_ = svc.Close()
@@ -115,20 +124,46 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 	if cfg.RunProjectors {
 		svc.goBackground(func() { _ = runner.Run(bg) })
 	}
+
+	var ledger *app.App
+	msrc := metrics.Sources{Store: store, Pool: pool, Versions: projections.Versions(), Log: log,
+		Statuses: func(ctx context.Context) ([]projections.Status, error) { return projections.Statuses(ctx, pool) }}
+	if cfg.RunProjectors {
+		msrc.Projectors = runner
+	}
+	if cfg.RunAPI {
+		ledger = app.New(store, wake, app.Config{})
+		msrc.App = ledger
+	}
+	mx := metrics.New(msrc)
+	if cfg.AdminAddr != "" {
+		if err := svc.serveAdmin(mx); err != nil {
+			return nil, err
+		}
+	}
 	if !cfg.RunAPI {
 		return svc, nil
+	}
+	var publicMetrics http.Handler
+	if cfg.PublicMetrics {
+		publicMetrics = mx.Handler()
 	}
 
 	priv, pub, err := auth.LoadOrCreateKeys(cfg.SigningKeyFile, cfg.VerificationKeyFile)
 	if err != nil {
 		return nil, err
 	}
+	authLimits, err := cfg.authLimits()
+	if err != nil {
+		return nil, err
+	}
+	svc.goBackground(func() { ledger.RunIdempotencyCleanup(bg, log) })
 	api := httpapi.New(httpapi.Deps{
-		Ledger:    app.New(store, wake, app.Config{}),
-		Passwords: auth.NewHasher(max(1, runtime.NumCPU()-1)),
-		Issuer:    auth.NewIssuer(priv, tokenIssuer, tokenAudience, cfg.TokenTTL),
-		Verifier:  auth.NewVerifier(pub, tokenIssuer, tokenAudience, 100_000),
-		Admins:    cfg.admins(),
+		Ledger:      mx.Ledger(ledger),
+		Passwords:   auth.NewHasher(max(1, runtime.NumCPU()-1)),
+		Issuer:      auth.NewIssuer(priv, tokenIssuer, tokenAudience, cfg.TokenTTL),
+		Verifier:    auth.NewVerifier(pub, tokenIssuer, tokenAudience, 100_000),
+		Admins:      cfg.admins(),
 		Projections: func(ctx context.Context) ([]projections.Status, error) { return projections.Statuses(ctx, pool) },
 		Ready: func(ctx context.Context) error {
 			if err := pool.Ping(ctx); err != nil {
@@ -139,7 +174,10 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 			}
 			return nil
 		},
-		Log: log,
+		Requests:    mx,
+		Metrics:     publicMetrics,
+		AuthLimiter: httpapi.NewAuthLimiter(authLimits),
+		Log:         log,
 	})
 	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)))
 	if err != nil {
@@ -163,6 +201,37 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 	return svc, nil
 }
 
+// serveAdmin starts the admin listener: pprof and /metrics, for operators. It is a listener
+// of its own so that the profiler is never reachable on the API's port.
+func (s *service) serveAdmin(m *metrics.Metrics) error {
+	ln, err := net.Listen("tcp", s.cfg.AdminAddr)
+	if err != nil {
+		return fmt.Errorf("admin listen: %w", err)
+	}
+	s.adminAddr = ln.Addr().String()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/metrics", m.Handler())
+	s.admin = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		// No write timeout: a CPU profile or an execution trace takes as long as it was asked to.
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 32 << 10,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	go func() {
+		if err := s.admin.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			s.failed <- err
+		}
+	}()
+	return nil
+}
+
 func (s *service) goBackground(fn func()) {
 	s.background.Add(1)
 	go func() {
@@ -171,8 +240,8 @@ func (s *service) goBackground(fn func()) {
 	}()
 }
 
-// Close stops accepting requests, finishes those in flight, stops the projectors after their
-// current batch, and closes the pool.
+// Close stops accepting requests, finishes those in flight, closes the admin listener, stops
+// the projectors after their current batch, and closes the pool.
 func (s *service) Close() error {
 	var errs []error
 	if s.http != nil {
@@ -181,6 +250,12 @@ func (s *service) Close() error {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 		}
 		cancel()
+	}
+	if s.admin != nil {
+		// Operators' requests, a profile in progress among them, need no graceful end.
+		if err := s.admin.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("admin listener close: %w", err))
+		}
 	}
 	if s.stopBackground != nil {
 		s.stopBackground()

@@ -40,6 +40,8 @@ type Config struct {
 	ReadWait time.Duration
 	// CatalogTTL is how long prices are cached (default 5s).
 	CatalogTTL time.Duration
+	// IdempotencyRetention is how long an idempotency key is remembered (default 24h).
+	IdempotencyRetention time.Duration
 }
 
 // App runs commands and queries.
@@ -67,6 +69,9 @@ func New(store *eventstore.Store, wake Waker, cfg Config) *App {
 	}
 	if cfg.CatalogTTL <= 0 {
 		cfg.CatalogTTL = 5 * time.Second
+	}
+	if cfg.IdempotencyRetention <= 0 {
+		cfg.IdempotencyRetention = DefaultIdempotencyRetention
 	}
 	a := &App{store: store, pool: store.Pool(), wake: wake, cfg: cfg, locks: newAccountLocks()}
 	a.users.m = make(map[string]uuid.UUID)
@@ -188,9 +193,13 @@ func metadata(ctx context.Context, actor string) eventstore.Metadata {
 
 // RequestContext is what the edge knows about a request that events should record.
 type RequestContext struct {
-	RequestID      string
-	CorrelationID  string
+	RequestID     string
+	CorrelationID string
+	// IdempotencyKey makes the request's commands run at most once (see WithIdempotencyKey).
 	IdempotencyKey string
+	// Caller is the authenticated username that sent the request; idempotency keys are
+	// scoped to it.
+	Caller string
 }
 
 type requestKey struct{}

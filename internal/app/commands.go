@@ -9,8 +9,15 @@ import (
 	"github.com/ledger/ledger/eventstore"
 )
 
-// Buy debits the account with the item's catalog price and records the purchase.
+// Buy debits the account with the item's catalog price and records the purchase. Under an
+// idempotency key (WithIdempotencyKey) it runs at most once per key.
 func (a *App) Buy(ctx context.Context, accountID uuid.UUID, item string) (Result, error) {
+	return a.idempotent(ctx, commandRequest{Command: "buy", Item: item}, func(k *keyed) (Result, error) {
+		return a.buy(ctx, accountID, item, k)
+	})
+}
+
+func (a *App) buy(ctx context.Context, accountID uuid.UUID, item string, k *keyed) (Result, error) {
 	catalog, err := a.Catalog(ctx)
 	if err != nil {
 		return Result{}, err
@@ -28,15 +35,23 @@ func (a *App) Buy(ctx context.Context, accountID uuid.UUID, item string) (Result
 		if err != nil {
 			return err
 		}
-		r, err := a.appendDecided(ctx, acc, acc.Username, events...)
+		r, err := a.appendDecided(ctx, acc, acc.Username, k.record(accountID), events...)
 		res = resultOf(r, accountID)
 		return err
 	})
 	return res, err
 }
 
-// Grant adds coins to the account of toUser, by an admin, for a reason.
+// Grant adds coins to the account of toUser, by an admin, for a reason. Under an idempotency
+// key it runs at most once per key.
 func (a *App) Grant(ctx context.Context, admin, toUser string, amount domain.Coins, reason string) (Result, error) {
+	req := commandRequest{Command: "grant", ToUser: toUser, Amount: int64(amount), Reason: reason}
+	return a.idempotent(ctx, req, func(k *keyed) (Result, error) {
+		return a.grant(ctx, admin, toUser, amount, reason, k)
+	})
+}
+
+func (a *App) grant(ctx context.Context, admin, toUser string, amount domain.Coins, reason string, k *keyed) (Result, error) {
 	id, err := a.AccountID(ctx, toUser)
 	if err != nil {
 		return Result{}, err
@@ -51,7 +66,7 @@ func (a *App) Grant(ctx context.Context, admin, toUser string, amount domain.Coi
 		if err != nil {
 			return err
 		}
-		r, err := a.appendDecided(ctx, acc, admin, events...)
+		r, err := a.appendDecided(ctx, acc, admin, k.record(id), events...)
 		res = resultOf(r, id)
 		return err
 	})
@@ -60,8 +75,16 @@ func (a *App) Grant(ctx context.Context, admin, toUser string, amount domain.Coi
 
 // Transfer moves amount from the sender's account to toUser's in one atomic two-stream append.
 // The sender's version is exact (its balance check depends on it); the recipient's is "any", so
-// a popular recipient never makes senders retry.
+// a popular recipient never makes senders retry. Under an idempotency key it runs at most once
+// per key.
 func (a *App) Transfer(ctx context.Context, fromID uuid.UUID, toUser string, amount domain.Coins) (Result, error) {
+	req := commandRequest{Command: "sendCoin", ToUser: toUser, Amount: int64(amount)}
+	return a.idempotent(ctx, req, func(k *keyed) (Result, error) {
+		return a.transfer(ctx, fromID, toUser, amount, k)
+	})
+}
+
+func (a *App) transfer(ctx context.Context, fromID uuid.UUID, toUser string, amount domain.Coins, k *keyed) (Result, error) {
 	toID, err := a.AccountID(ctx, toUser)
 	if err != nil {
 		return Result{}, err
@@ -93,7 +116,7 @@ func (a *App) Transfer(ctx context.Context, fromID uuid.UUID, toUser string, amo
 			{StreamID: domain.StreamID(fromID), Expected: eventstore.Exactly(acc.Version),
 				Events: toEventData(md, sent), Snapshot: &eventstore.Snapshot{State: after}},
 			{StreamID: domain.StreamID(toID), Expected: eventstore.Any(), Events: toEventData(md, received)},
-		})
+		}, k.record(fromID, toID)...)
 		res = resultOf(r, fromID, toID)
 		return err
 	})
@@ -102,7 +125,7 @@ func (a *App) Transfer(ctx context.Context, fromID uuid.UUID, toUser string, amo
 
 // appendDecided appends events decided on acc at acc's version, with the folded state as the
 // new snapshot.
-func (a *App) appendDecided(ctx context.Context, acc *domain.Account, actor string, events ...domain.Event) (eventstore.AppendResult, error) {
+func (a *App) appendDecided(ctx context.Context, acc *domain.Account, actor string, opts []eventstore.AppendOption, events ...domain.Event) (eventstore.AppendResult, error) {
 	after := acc.Clone()
 	if err := after.ApplyAll(events); err != nil {
 		return eventstore.AppendResult{}, err
@@ -110,5 +133,5 @@ func (a *App) appendDecided(ctx context.Context, acc *domain.Account, actor stri
 	return a.store.Append(ctx, []eventstore.StreamAppend{{
 		StreamID: domain.StreamID(acc.ID), Expected: eventstore.Exactly(acc.Version),
 		Events: toEventData(metadata(ctx, actor), events...), Snapshot: &eventstore.Snapshot{State: after},
-	}})
+	}}, opts...)
 }
