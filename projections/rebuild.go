@@ -311,7 +311,7 @@ func readLog(ctx context.Context, pool *pgxpool.Pool, pageSize int, pages chan<-
 		// QueryExecModeExec plans every page with its own arguments: a cached generic plan
 		// cannot use the checkpoint to start the index scan.
 		rows, err := pool.Query(ctx, `
-			SELECT global_position, transaction_id::text::bigint, stream_id, stream_version, event_type,
+			SELECT global_position, transaction_id::text::bigint AS tx, stream_id, stream_version, event_type,
 			       schema_version, payload, recorded_at
 			FROM events
 			WHERE (transaction_id, global_position) > ($1::text::xid8, $2::bigint)
