@@ -56,7 +56,8 @@ type App struct {
 	locks   *accountLocks
 
 	stats counters
-	reads atomic.Pointer[readSet] // the active projection versions' info query
+	reads  atomic.Pointer[readSet] // the active projection versions' info query
+	states stateCache
 }
 
 // New returns an App over the store; wake is the projections' signal.
@@ -117,8 +118,12 @@ func resultOf(r eventstore.AppendResult, ids ...uuid.UUID) Result {
 	return res
 }
 
-// loadAccount folds the account's snapshot and the events after it.
+// loadAccount returns the account's state: as this process's last command left it, or else
+// folded from its snapshot and the events after it.
 func (a *App) loadAccount(ctx context.Context, id uuid.UUID) (*domain.Account, error) {
+	if acc, ok := a.states.get(id); ok {
+		return acc, nil
+	}
 	st, err := a.store.LoadState(ctx, domain.StreamID(id))
 	if err != nil {
 		return nil, err

@@ -118,6 +118,9 @@ func (a *App) transfer(ctx context.Context, fromID uuid.UUID, toUser string, amo
 			{StreamID: domain.StreamID(toID), Expected: eventstore.Any(), Events: toEventData(md, received)},
 		}, k.record(fromID, toID)...)
 		res = resultOf(r, fromID, toID)
+		// The recipient's stream moved under a state this command did not fold.
+		a.states.drop(toID)
+		a.remember(after, r, err)
 		return err
 	})
 	return res, err
@@ -130,8 +133,20 @@ func (a *App) appendDecided(ctx context.Context, acc *domain.Account, actor stri
 	if err := after.ApplyAll(events); err != nil {
 		return eventstore.AppendResult{}, err
 	}
-	return a.store.Append(ctx, []eventstore.StreamAppend{{
+	r, err := a.store.Append(ctx, []eventstore.StreamAppend{{
 		StreamID: domain.StreamID(acc.ID), Expected: eventstore.Exactly(acc.Version),
 		Events: toEventData(metadata(ctx, actor), events...), Snapshot: &eventstore.Snapshot{State: after},
 	}}, opts...)
+	a.remember(after, r, err)
+	return r, err
+}
+
+// remember caches the state an append left the account in, or forgets the account when the
+// append failed (a conflict means the cached state, if any, was stale).
+func (a *App) remember(after *domain.Account, r eventstore.AppendResult, err error) {
+	if err != nil || r.Version(domain.StreamID(after.ID)) != after.Version {
+		a.states.drop(after.ID)
+		return
+	}
+	a.states.put(after)
 }
