@@ -562,8 +562,11 @@ func (h *handler) applyBatch(ctx context.Context, tx pgx.Tx, batch []logEvent, r
 	b := &pgx.Batch{}
 	// A generic plan, which the server switches to after a few executions of a prepared
 	// statement, cannot see how many records a batch holds and plans the joins for a
-	// hundred; planning each batch costs well under a millisecond.
-	b.Queue("SET LOCAL plan_cache_mode = force_custom_plan")
+	// hundred: fine for the small batches of live traffic, poor for catch-up batches, which
+	// are planned for what they hold (well under a millisecond, once per large batch).
+	if len(batch) > customPlanBatch {
+		b.Queue("SET LOCAL plan_cache_mode = force_custom_plan")
+	}
 	b.Queue("SAVEPOINT projection_batch")
 	b.Queue(h.sql, args...).QueryRow(func(row pgx.Row) error { return row.Scan(&stale, &applied, &gaps) })
 	err = tx.SendBatch(ctx, b).Close()
@@ -583,6 +586,9 @@ func (h *handler) applyBatch(ctx context.Context, tx pgx.Tx, batch []logEvent, r
 	h.st.skipped.Add(uint64(stale)) // redeliveries of events already applied: the guard kept them out
 	return nil
 }
+
+// customPlanBatch is the batch size above which a batch gets a plan of its own.
+const customPlanBatch = 50
 
 // gapError describes the accounts whose events in a batch do not follow on the version applied.
 func gapError(raw []byte) error {
