@@ -560,6 +560,11 @@ func (h *handler) applyBatch(ctx context.Context, tx pgx.Tx, batch []logEvent, r
 	var stale, applied int64
 	var gaps []byte
 	b := &pgx.Batch{}
+	// The read models are derived from the log and move with their checkpoint in one
+	// transaction, so the poll transaction need not wait for its WAL to reach the disk: a
+	// crash can only lose its last few milliseconds, which the projector applies again from
+	// the (equally rolled back) checkpoint. Appends keep synchronous commit.
+	b.Queue("SET LOCAL synchronous_commit = off")
 	// A generic plan, which the server switches to after a few executions of a prepared
 	// statement, cannot see how many records a batch holds and plans the joins for a
 	// hundred: fine for the small batches of live traffic, poor for catch-up batches, which
