@@ -31,7 +31,21 @@ type Store struct {
 	afterCommit []func(AppendResult)
 
 	group committer
+
+	// observe, when set, sees every transaction of appends.
+	observe func(Write)
 }
+
+// Write describes one transaction of appends (a group, or one append alone), for observers.
+type Write struct {
+	Appends  int
+	Duration time.Duration
+	Err      error // nil when it committed (its appends may still have been refused)
+}
+
+// WithWriteObserver registers fn to see every transaction of appends, on the writing
+// goroutine: how many appends it carried and how long it took. It must be quick.
+func WithWriteObserver(fn func(Write)) Option { return func(s *Store) { s.observe = fn } }
 
 // Option configures a Store.
 type Option func(*Store)
@@ -308,6 +322,10 @@ WHERE s.stream_id = u.stream_id`
 // nothing and the others go on). Any other failure leaves every request unfinished and is
 // returned; nothing was written.
 func (s *Store) writeGroup(ctx context.Context, reqs []*request, inTx []func(context.Context, pgx.Tx) error) (err error) {
+	if s.observe != nil {
+		began := time.Now()
+		defer func() { s.observe(Write{Appends: len(reqs), Duration: time.Since(began), Err: err}) }()
+	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("eventstore: begin: %w", err)

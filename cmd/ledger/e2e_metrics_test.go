@@ -183,6 +183,10 @@ func TestE2EMetrics(t *testing.T) {
 		m.atLeast(t, "ledger_eventstore_grouped_appends_total", nil, groups)
 		m.atLeast(t, "ledger_eventstore_conflicts_total", nil, 0)
 		m.want(t, "ledger_eventstore_tx_retries_total", nil, 0)
+		// Every transaction of appends is timed: the groups and the appends written alone
+		// (account openings), so at least one per group.
+		writes := m.atLeast(t, "ledger_eventstore_write_duration_seconds", map[string]string{"outcome": "ok"}, max(1, groups))
+		m.atLeast(t, "ledger_eventstore_write_appends", nil, writes)
 	})
 
 	t.Run("database pool", func(t *testing.T) {

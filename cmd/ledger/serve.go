@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -116,9 +117,15 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 	wake := projections.NewSignal()
 	notifier := projections.NewNotifier(pool, wake, log)
 	svc.goBackground(func() { notifier.Run(bg) })
+	// The metrics need the store as a source, and the store reports its writes to them.
+	var observeWrite atomic.Pointer[func(eventstore.Write)]
 	store := eventstore.New(pool, eventstore.WithAfterCommit(func(eventstore.AppendResult) {
 		wake.Notify()
 		notifier.Publish()
+	}), eventstore.WithWriteObserver(func(w eventstore.Write) {
+		if fn := observeWrite.Load(); fn != nil {
+			(*fn)(w)
+		}
 	}))
 	runner := projections.NewRunner(pool, wake, log, projections.Config{Follow: true}, projections.Versions()...)
 	if cfg.RunProjectors {
@@ -136,6 +143,8 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 		msrc.App = ledger
 	}
 	mx := metrics.New(msrc)
+	observe := mx.ObserveWrite
+	observeWrite.Store(&observe)
 	if cfg.AdminAddr != "" {
 		if err := svc.serveAdmin(mx); err != nil {
 			return nil, err

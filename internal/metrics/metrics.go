@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ledger/ledger/eventstore"
 	"github.com/ledger/ledger/httpapi"
 )
 
@@ -33,6 +34,8 @@ type Metrics struct {
 	requests        *prometheus.HistogramVec
 	commands        *prometheus.CounterVec
 	commandDuration *prometheus.HistogramVec
+	writes          *prometheus.HistogramVec
+	writeSize       prometheus.Histogram
 }
 
 var _ httpapi.RequestObserver = (*Metrics)(nil)
@@ -60,6 +63,16 @@ func New(src Sources) *Metrics {
 			Help:    "How long commands took, conflict retries and the event store append included.",
 			Buckets: latencyBuckets,
 		}, []string{"command", "outcome"}),
+		writes: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Subsystem: "eventstore", Name: "write_duration_seconds",
+			Help:    "Event store transactions (a group of appends, or one alone) by outcome, and how long they took: locks, writes and commit.",
+			Buckets: latencyBuckets,
+		}, []string{"outcome"}),
+		writeSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Subsystem: "eventstore", Name: "write_appends",
+			Help:    "Appends per event store transaction (group commit).",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
+		}),
 	}
 	if src.App != nil {
 		// Series that exist from the start make rates and alerts work before the first failure.
@@ -72,10 +85,20 @@ func New(src Sources) *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.requests, m.commands, m.commandDuration,
+		m.requests, m.commands, m.commandDuration, m.writes, m.writeSize,
 		newCollector(src, log),
 	)
 	return m
+}
+
+// ObserveWrite records one event store transaction; pass it to eventstore.WithWriteObserver.
+func (m *Metrics) ObserveWrite(w eventstore.Write) {
+	outcome := outcomeOK
+	if w.Err != nil {
+		outcome = outcomeError
+	}
+	m.writes.WithLabelValues(outcome).Observe(w.Duration.Seconds())
+	m.writeSize.Observe(float64(w.Appends))
 }
 
 // Registry returns the registry the metrics are in.
