@@ -27,11 +27,11 @@ func (a *App) buy(ctx context.Context, accountID uuid.UUID, item string, k *keye
 	}
 	var res Result
 	err = a.retry(ctx, []uuid.UUID{accountID}, func() error {
-		acc, err := a.loadAccount(ctx, accountID)
-		if err != nil {
+		var events []domain.Event
+		acc, err := a.decideOn(ctx, accountID, func(acc *domain.Account) (err error) {
+			events, err = acc.Buy(item, catalog)
 			return err
-		}
-		events, err := acc.Buy(item, catalog)
+		})
 		if err != nil {
 			return err
 		}
@@ -58,11 +58,11 @@ func (a *App) grant(ctx context.Context, admin, toUser string, amount domain.Coi
 	}
 	var res Result
 	err = a.retry(ctx, []uuid.UUID{id}, func() error {
-		acc, err := a.loadAccount(ctx, id)
-		if err != nil {
+		var events []domain.Event
+		acc, err := a.decideOn(ctx, id, func(acc *domain.Account) (err error) {
+			events, err = acc.Grant(amount, reason, admin)
 			return err
-		}
-		events, err := acc.Grant(amount, reason, admin)
+		})
 		if err != nil {
 			return err
 		}
@@ -98,11 +98,12 @@ func (a *App) transfer(ctx context.Context, fromID uuid.UUID, toUser string, amo
 	}
 	var res Result
 	err = a.retry(ctx, []uuid.UUID{fromID, toID}, func() error {
-		acc, err := a.loadAccount(ctx, fromID)
-		if err != nil {
+		var sent domain.CoinsSent
+		var received domain.CoinsReceived
+		acc, err := a.decideOn(ctx, fromID, func(acc *domain.Account) (err error) {
+			sent, received, err = acc.Send(domain.AccountRef{ID: toID, Username: toUser}, amount, transferID)
 			return err
-		}
-		sent, received, err := acc.Send(domain.AccountRef{ID: toID, Username: toUser}, amount, transferID)
+		})
 		if err != nil {
 			return err
 		}
@@ -124,6 +125,24 @@ func (a *App) transfer(ctx context.Context, fromID uuid.UUID, toUser string, amo
 		return err
 	})
 	return res, err
+}
+
+// decideOn loads the account and decides with fn. A state from the cache is only a guess: a
+// refusal decided on it is decided again on the stored state, since another process may have
+// moved the account. An acceptance needs no such check: its append expects the exact version.
+func (a *App) decideOn(ctx context.Context, id uuid.UUID, fn func(acc *domain.Account) error) (*domain.Account, error) {
+	acc, cached, err := a.loadAccount(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := fn(acc); err == nil || !cached {
+		return acc, err
+	}
+	a.states.drop(id)
+	if acc, _, err = a.loadAccount(ctx, id); err != nil {
+		return nil, err
+	}
+	return acc, fn(acc)
 }
 
 // appendDecided appends events decided on acc at acc's version, with the folded state as the

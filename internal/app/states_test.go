@@ -52,3 +52,26 @@ func TestCachedStatesGoStaleAcrossProcesses(t *testing.T) {
 		t.Errorf("balances alice %d bob %d, want 430 and 970", fa.acc.Balance, fb.acc.Balance)
 	}
 }
+
+// A refusal is never decided on a stale cached state: when another process has given the
+// account coins, a purchase the cached balance cannot pay for is decided again on the stored
+// state, and goes through.
+func TestCachedStateNeverRefusesWrongly(t *testing.T) {
+	l := start(t, false, app.Config{})
+	ids := openNamed(t, l, "alice", "bob")
+	alice := ids[0]
+	other := app.New(l.store, projections.NewSignal(), app.Config{})
+	ctx := context.Background()
+	if _, err := l.app.Buy(ctx, alice, "pink-hoody"); err != nil { // 1000 → 500, cached here
+		t.Fatal(err)
+	}
+	if _, err := l.app.Buy(ctx, alice, "pink-hoody"); err != nil { // 500 → 0, cached here
+		t.Fatal(err)
+	}
+	if _, err := other.Transfer(ctx, ids[1], "alice", 500); err != nil { // another process: 0 → 500
+		t.Fatal(err)
+	}
+	if _, err := l.app.Buy(ctx, alice, "pink-hoody"); err != nil {
+		t.Fatalf("refused on the cached balance of 0 while alice holds 500: %v", err)
+	}
+}
