@@ -26,7 +26,15 @@ const (
 // being present is an error rather than a regeneration, because silently
 // replacing half a pair would invalidate every outstanding session or, worse,
 // pair a leaked key with a new one.
+//
+// Processes sharing the key directory (replicas on one volume) take a file lock around the
+// check and the creation, so the first creates the pair and the others load it.
 func LoadOrCreateKeys(signingKeyFile, verificationKeyFile string) (ed25519.PrivateKey, ed25519.PublicKey, error) {
+	unlock, err := lockKeyDir(filepath.Dir(signingKeyFile))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer unlock()
 	privExists, err := fileExists(signingKeyFile)
 	if err != nil {
 		return nil, nil, err

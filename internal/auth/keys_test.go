@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -47,11 +48,13 @@ func TestLoadOrCreateKeysRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(entries) != 2 {
-		var names []string
-		for _, e := range entries {
+	var names []string
+	for _, e := range entries {
+		if e.Name() != ".keys.lock" { // the lock that serialises concurrent starts stays
 			names = append(names, e.Name())
 		}
+	}
+	if len(names) != 2 {
 		t.Errorf("key directory holds %v; temporary files were left behind", names)
 	}
 
@@ -173,5 +176,31 @@ func TestLoadOrCreateKeysUnreadableFile(t *testing.T) {
 	_, _, err := LoadOrCreateKeys(privPath, pubPath)
 	if err == nil || !strings.Contains(err.Error(), privPath) {
 		t.Fatalf("unreadable key: err = %v, want an error naming %s", err, privPath)
+	}
+}
+
+// Replicas starting at once on one key directory end up with one pair, not one each.
+func TestLoadOrCreateKeysConcurrentStarts(t *testing.T) {
+	dir := t.TempDir()
+	signing, verification := filepath.Join(dir, "keys", "signing.pem"), filepath.Join(dir, "keys", "verification.pem")
+	const starts = 16
+	pubs := make([]ed25519.PublicKey, starts)
+	errs := make([]error, starts)
+	var wg sync.WaitGroup
+	for i := range starts {
+		wg.Go(func() { _, pubs[i], errs[i] = LoadOrCreateKeys(signing, verification) })
+	}
+	wg.Wait()
+	for i := range starts {
+		if errs[i] != nil {
+			t.Fatalf("start %d: %v", i, errs[i])
+		}
+		if !pubs[i].Equal(pubs[0]) {
+			t.Fatalf("start %d got another key pair than start 0", i)
+		}
+	}
+	_, pub, err := LoadOrCreateKeys(signing, verification)
+	if err != nil || !pub.Equal(pubs[0]) {
+		t.Fatalf("the files hold another pair than the one handed out: %v", err)
 	}
 }
