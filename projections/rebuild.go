@@ -103,16 +103,17 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, name string, opt RebuildOp
 		_, _ = lockConn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1, hashtext($2))`, rebuildLockClass, name)
 	}()
 
-	active, err := activeVersion(ctx, pool, name)
+	versions, err := ActiveVersions(ctx, pool)
 	if err != nil {
 		return RebuildReport{}, err
 	}
+	active := versions.Of(name)
 	if active == target.Version {
 		return RebuildReport{}, fmt.Errorf("%w: %s v%d", ErrNothingToRebuild, name, active)
 	}
 	rep := RebuildReport{Name: name, From: active, To: target.Version}
 	log := opt.Log.With("projection", name, "from_version", active, "to_version", target.Version)
-	if err := setStatus(ctx, pool, target.Group(), "rebuilding"); err != nil {
+	if err := recordState(ctx, pool, target.Group(), "rebuilding", nil); err != nil {
 		return rep, err
 	}
 
@@ -242,10 +243,10 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, name string, opt RebuildOp
 			name, target.Version); err != nil {
 			return err
 		}
-		if err := setStatusTx(ctx, tx, target.Group(), "live"); err != nil {
+		if err := recordState(ctx, tx, target.Group(), "live", nil); err != nil {
 			return err
 		}
-		return setStatusTx(ctx, tx, old.Group(), "retired")
+		return recordState(ctx, tx, old.Group(), "retired", nil)
 	})
 	if err != nil {
 		stop()
@@ -351,18 +352,6 @@ func readLog(ctx context.Context, pool *pgxpool.Pool, pageSize int, pages chan<-
 	}
 }
 
-func activeVersion(ctx context.Context, pool *pgxpool.Pool, name string) (int, error) {
-	var v int
-	err := pool.QueryRow(ctx, `SELECT active_version FROM projection_versions WHERE name = $1`, name).Scan(&v)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 1, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("projections: active version of %s: %w", name, err)
-	}
-	return v, nil
-}
-
 // eventsBehind counts the events after the group's checkpoint.
 func eventsBehind(ctx context.Context, pool *pgxpool.Pool, group string) (int64, error) {
 	var n int64
@@ -375,20 +364,4 @@ func eventsBehind(ctx context.Context, pool *pgxpool.Pool, group string) (int64,
 		return 0, fmt.Errorf("projections: events behind %s: %w", group, err)
 	}
 	return n, nil
-}
-
-const upsertStatus = `
-INSERT INTO projection_status (consumer_group, state, updated_at) VALUES ($1, $2, now())
-ON CONFLICT (consumer_group) DO UPDATE SET state = excluded.state, updated_at = now()`
-
-func setStatus(ctx context.Context, pool *pgxpool.Pool, group, state string) error {
-	if _, err := pool.Exec(ctx, upsertStatus, group, state); err != nil {
-		return fmt.Errorf("projections: record %s as %s: %w", group, state, err)
-	}
-	return nil
-}
-
-func setStatusTx(ctx context.Context, tx pgx.Tx, group, state string) error {
-	_, err := tx.Exec(ctx, upsertStatus, group, state)
-	return err
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -213,25 +214,15 @@ func (r *Runner) follow(ctx context.Context) error {
 }
 
 // activeGroups returns, for each of the runner's projections, whether its version is the
-// active one. A projection missing from projection_versions runs at version 1.
+// active one.
 func (r *Runner) activeGroups(ctx context.Context) (map[string]bool, error) {
-	rows, err := r.pool.Query(ctx, `SELECT name, active_version FROM projection_versions`)
+	versions, err := ActiveVersions(ctx, r.pool)
 	if err != nil {
-		return nil, err
-	}
-	versions := make(map[string]int)
-	var name string
-	var v int
-	if _, err := pgx.ForEachRow(rows, []any{&name, &v}, func() error { versions[name] = v; return nil }); err != nil {
 		return nil, err
 	}
 	active := make(map[string]bool, len(r.projections))
 	for _, p := range r.projections {
-		want, ok := versions[p.Name]
-		if !ok {
-			want = 1
-		}
-		active[p.Group()] = p.Version == want
+		active[p.Group()] = p.Version == versions.Of(p.Name)
 	}
 	return active, nil
 }
@@ -621,6 +612,17 @@ type failure struct {
 }
 
 func (r *Runner) setState(ctx context.Context, group, state string, f *failure) error {
+	return recordState(ctx, r.pool, group, state, f)
+}
+
+// execer runs a statement: a pool or a transaction.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// recordState records a projection version's state in projection_status; a failure also
+// records where and why, and counts it.
+func recordState(ctx context.Context, q execer, group, state string, f *failure) error {
 	var pos, id, msg any
 	if f != nil {
 		id, msg = f.eventID, f.err.Error()
@@ -628,7 +630,7 @@ func (r *Runner) setState(ctx context.Context, group, state string, f *failure) 
 			pos = p
 		}
 	}
-	_, err := r.pool.Exec(ctx, `
+	_, err := q.Exec(ctx, `
 		INSERT INTO projection_status AS s (consumer_group, state, failures, failed_position, failed_event_id, last_error, updated_at)
 		VALUES ($1, $2, CASE WHEN $2 = 'failed' THEN 1 ELSE 0 END, $3::bigint, $4::uuid, $5, now())
 		ON CONFLICT (consumer_group) DO UPDATE SET

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/ledger/ledger/domain"
 	"github.com/ledger/ledger/projections"
@@ -74,21 +73,15 @@ func (a *App) infoQuery(ctx context.Context) (string, error) {
 	if rs := a.reads.Load(); rs != nil && time.Since(rs.read) < readSetTTL {
 		return rs.sql, nil
 	}
-	rows, err := a.pool.Query(ctx, `SELECT name, active_version FROM projection_versions`)
+	versions, err := projections.ActiveVersions(ctx, a.pool)
 	if err != nil {
-		return "", fmt.Errorf("read projection versions: %w", err)
-	}
-	versions := map[string]int{"balance": 1, "inventory": 1, "history": 1}
-	var name string
-	var v int
-	if _, err := pgx.ForEachRow(rows, []any{&name, &v}, func() error { versions[name] = v; return nil }); err != nil {
-		return "", fmt.Errorf("read projection versions: %w", err)
+		return "", err
 	}
 	var args []any
 	for _, n := range []string{"balance", "inventory", "history"} {
-		p, ok := projections.Lookup(n, versions[n])
-		if !ok {
-			return "", fmt.Errorf("projection %s v%d is active but this build does not know it", n, versions[n])
+		p, err := versions.Serving(n)
+		if err != nil {
+			return "", err
 		}
 		args = append(args, p.Table(), p.Group())
 	}

@@ -8,6 +8,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ledger/ledger/projections"
 )
 
 // readModel is what the read models hold of one account, read in one snapshot.
@@ -90,21 +92,17 @@ func readSnapshot(ctx context.Context, pool *pgxpool.Pool) (_ *snapshotOf, err e
 		return rm
 	}
 	// The active version of each projection, read in the same snapshot as its rows.
-	names := modelNames{balance: "balance_v1", inventory: "inventory_v1", history: "history_v1"}
-	var (
-		projection string
-		active     int
-	)
-	rows, _ = tx.Query(ctx, `SELECT name, active_version FROM projection_versions`)
-	if _, err := pgx.ForEachRow(rows, []any{&projection, &active}, func() error {
-		for kind, base := range [...]string{balance: "balance", inventory: "inventory", history: "history"} {
-			if projection == base {
-				names[kind] = fmt.Sprintf("%s_v%d", base, active)
-			}
+	versions, err := projections.ActiveVersions(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	var names modelNames
+	for kind, name := range [...]string{balance: "balance", inventory: "inventory", history: "history"} {
+		p, err := versions.Serving(name)
+		if err != nil {
+			return nil, err
 		}
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("read projection versions: %w", err)
+		names[kind] = p.Group()
 	}
 	groupIndex := make(map[string]int, len(names))
 	for g, name := range names {

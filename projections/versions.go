@@ -1,0 +1,49 @@
+package projections
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Querier runs a query: a pool, a connection or a transaction.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// Active is the version of each projection that serves reads, by name.
+type Active map[string]int
+
+// ActiveVersions reads projection_versions through q.
+func ActiveVersions(ctx context.Context, q Querier) (Active, error) {
+	rows, err := q.Query(ctx, `SELECT name, active_version FROM projection_versions`)
+	if err != nil {
+		return nil, fmt.Errorf("projections: read projection versions: %w", err)
+	}
+	active := Active{}
+	var name string
+	var v int
+	if _, err := pgx.ForEachRow(rows, []any{&name, &v}, func() error { active[name] = v; return nil }); err != nil {
+		return nil, fmt.Errorf("projections: read projection versions: %w", err)
+	}
+	return active, nil
+}
+
+// Of returns the named projection's active version; one the table does not name serves
+// version 1.
+func (a Active) Of(name string) int {
+	if v, ok := a[name]; ok {
+		return v
+	}
+	return 1
+}
+
+// Serving returns the named projection at its active version.
+func (a Active) Serving(name string) (Projection, error) {
+	p, ok := Lookup(name, a.Of(name))
+	if !ok {
+		return Projection{}, fmt.Errorf("projections: %s v%d serves reads but this build does not know it", name, a.Of(name))
+	}
+	return p, nil
+}
