@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -128,6 +129,26 @@ func (p *ledgerProc) kill() {
 	p.done = true
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.exited
+}
+
+// terminate sends SIGTERM and returns how the process exited; a process still running after
+// within is killed and reported.
+func (p *ledgerProc) terminate(within time.Duration) error {
+	if p.done {
+		return errors.New("ledger serve was already stopped")
+	}
+	p.done = true
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return err
+	}
+	select {
+	case err := <-p.exited:
+		return err
+	case <-time.After(within):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		return fmt.Errorf("ledger serve did not exit within %v of SIGTERM", within)
+	}
 }
 
 // waitCaughtUp polls /api/admin/projections until every projection has applied the whole log.
