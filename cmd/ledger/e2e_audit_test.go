@@ -22,6 +22,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ledger/ledger/eventstore"
+	"github.com/ledger/ledger/internal/audit"
 	"github.com/ledger/ledger/internal/pgtest"
 )
 
@@ -58,21 +59,8 @@ func ndjsonLines(r io.Reader) ([]map[string]any, error) {
 	}
 }
 
-// auditEvent is an AuditEvent of the API.
-type auditEvent struct {
-	Checkpoint    string          `json:"checkpoint"`
-	Position      int64           `json:"position"`
-	TransactionID uint64          `json:"transactionId"`
-	StreamID      string          `json:"streamId"`
-	Version       int64           `json:"version"`
-	EventID       uuid.UUID       `json:"eventId"`
-	Type          string          `json:"type"`
-	SchemaVersion int             `json:"schemaVersion"`
-	RecordedAt    time.Time       `json:"recordedAt"`
-	Payload       json.RawMessage `json:"payload"`
-	Metadata      json.RawMessage `json:"metadata"`
-	Hash          string          `json:"hash"`
-}
+// auditEvent is an AuditEvent of the API: the record the audit package writes.
+type auditEvent = audit.Record
 
 type accountEventsPage struct {
 	Username  string       `json:"username"`
