@@ -84,6 +84,15 @@ func (ItemPurchased) EventType() string { return TypeItemPurchased }
 
 // DecodeEvent turns a stored event back into its type.
 func DecodeEvent(eventType string, schemaVersion int, payload []byte) (Event, error) {
+	if e, ok := fastDecode(eventType, schemaVersion, payload); ok {
+		return e, nil
+	}
+	return decodeJSON(eventType, schemaVersion, payload)
+}
+
+// decodeJSON decodes with encoding/json: the definition of every payload, and the path of
+// whatever the fast reader does not take.
+func decodeJSON(eventType string, schemaVersion int, payload []byte) (Event, error) {
 	if schemaVersion != SchemaVersion {
 		return nil, fmt.Errorf("%w: %s schema version %d", ErrCorruptHistory, eventType, schemaVersion)
 	}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/ledger/ledger/domain"
 	"github.com/ledger/ledger/eventstore"
-	"github.com/ledger/ledger/internal/audit"
 )
 
 // AsOf is a point in the ledger's past: a time, or a position in the global log.
@@ -60,7 +59,7 @@ func (a *App) InfoAsOf(ctx context.Context, accountID uuid.UUID, at AsOf) (Info,
 		if e.Version != acc.Version+1 {
 			break // by time: a version recorded earlier than the one before it ends the prefix
 		}
-		ev, err := audit.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+		ev, err := domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
 		if err != nil {
 			return Info{}, fmt.Errorf("account %s version %d: %w", accountID, e.Version, err)
 		}

@@ -255,7 +255,7 @@ func (r *replay) page(events []eventstore.RecordedEvent) {
 			e, c := &events[i], &checks[i]
 			c.link = eventstore.VerifyLink(c.prev, *e)
 			if c.stream.account != nil {
-				c.event, c.decoded = DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+				c.event, c.decoded = domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
 			}
 		}
 	})

@@ -1,36 +1,26 @@
-package audit
+package domain
 
 import (
 	"strconv"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
-
-	"github.com/ledger/ledger/domain"
 )
 
-// DecodeEvent is domain.DecodeEvent, fast for the payloads the ledger writes. A replay of the
-// whole log, or of one long account, decodes every event, and encoding/json's reflection is
-// the largest share of it;
-// this reads the five payload shapes directly and hands anything else (an unknown key, an
-// escape in a string, a fraction, a duplicate key, null) to domain.DecodeEvent, which is the
-// definition. The decoders' tests hold the two to the same answers.
-func DecodeEvent(eventType string, schemaVersion int, payload []byte) (domain.Event, error) {
-	if e, ok := fastDecode(eventType, schemaVersion, payload); ok {
-		return e, nil
-	}
-	return domain.DecodeEvent(eventType, schemaVersion, payload)
-}
-
-func fastDecode(eventType string, schemaVersion int, payload []byte) (domain.Event, bool) {
-	if schemaVersion != domain.SchemaVersion {
+// fastDecode reads the five payload shapes the ledger writes directly, without encoding/json's
+// reflection (the largest share of replaying the log, folding an account or projecting a
+// batch). Anything else (an unknown key, an escape in a string, a fraction, a duplicate key,
+// null) it hands back, ok false, to decodeJSON, which is the definition; the tests and a fuzz
+// target hold the two to the same answers.
+func fastDecode(eventType string, schemaVersion int, payload []byte) (Event, bool) {
+	if schemaVersion != SchemaVersion {
 		return nil, false
 	}
 	r := &payloadReader{b: payload, ok: true}
-	var e domain.Event
+	var e Event
 	switch eventType {
-	case domain.TypeAccountOpened:
-		var v domain.AccountOpened
+	case TypeAccountOpened:
+		var v AccountOpened
 		r.object(func(key []byte, seen *uint8) {
 			switch string(key) {
 			case "accountId":
@@ -44,13 +34,13 @@ func fastDecode(eventType string, schemaVersion int, payload []byte) (domain.Eve
 			}
 		})
 		e = v
-	case domain.TypeCoinsGranted:
-		var v domain.CoinsGranted
+	case TypeCoinsGranted:
+		var v CoinsGranted
 		r.object(func(key []byte, seen *uint8) {
 			switch string(key) {
 			case "amount":
 				r.once(seen, 1)
-				v.Amount = domain.Coins(r.integer())
+				v.Amount = Coins(r.integer())
 			case "reason":
 				r.once(seen, 2)
 				v.Reason = r.str()
@@ -62,8 +52,8 @@ func fastDecode(eventType string, schemaVersion int, payload []byte) (domain.Eve
 			}
 		})
 		e = v
-	case domain.TypeCoinsSent, domain.TypeCoinsReceived:
-		var v domain.CoinsSent
+	case TypeCoinsSent, TypeCoinsReceived:
+		var v CoinsSent
 		r.object(func(key []byte, seen *uint8) {
 			switch string(key) {
 			case "transferId":
@@ -77,18 +67,18 @@ func fastDecode(eventType string, schemaVersion int, payload []byte) (domain.Eve
 				v.To = r.accountRef()
 			case "amount":
 				r.once(seen, 8)
-				v.Amount = domain.Coins(r.integer())
+				v.Amount = Coins(r.integer())
 			default:
 				r.ok = false
 			}
 		})
-		if eventType == domain.TypeCoinsSent {
+		if eventType == TypeCoinsSent {
 			e = v
 		} else {
-			e = domain.CoinsReceived(v)
+			e = CoinsReceived(v)
 		}
-	case domain.TypeItemPurchased:
-		var v domain.ItemPurchased
+	case TypeItemPurchased:
+		var v ItemPurchased
 		r.object(func(key []byte, seen *uint8) {
 			switch string(key) {
 			case "item":
@@ -96,7 +86,7 @@ func fastDecode(eventType string, schemaVersion int, payload []byte) (domain.Eve
 				v.Item = r.str()
 			case "price":
 				r.once(seen, 2)
-				v.Price = domain.Coins(r.integer())
+				v.Price = Coins(r.integer())
 			case "quantity":
 				r.once(seen, 4)
 				v.Quantity = r.integer()
@@ -244,8 +234,8 @@ func (r *payloadReader) integer() int64 {
 	return n
 }
 
-func (r *payloadReader) accountRef() domain.AccountRef {
-	var ref domain.AccountRef
+func (r *payloadReader) accountRef() AccountRef {
+	var ref AccountRef
 	r.object(func(key []byte, seen *uint8) {
 		switch string(key) {
 		case "id":
