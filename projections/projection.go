@@ -273,7 +273,8 @@ func BalanceV2() Projection {
     UPDATE balance_v2 b SET coins = b.coins + d.delta, received = b.received + d.received,
                             sent = b.sent + d.sent, spent = b.spent + d.spent
     FROM (SELECT account_id, sum(delta) AS delta, sum(received) AS received, sum(sent) AS sent, sum(spent) AS spent
-          FROM applied GROUP BY account_id HAVING count(username) = 0 AND sum(delta) <> 0) d
+          FROM applied GROUP BY account_id
+          HAVING count(username) = 0 AND (sum(delta) <> 0 OR sum(received) <> 0 OR sum(sent) <> 0 OR sum(spent) <> 0)) d
     WHERE b.account_id = d.account_id
 )`}
 }

@@ -188,3 +188,22 @@ func testLog(t *testing.T) *slog.Logger {
 	}
 	return slog.New(slog.DiscardHandler)
 }
+
+// Balance v2 keeps totals even when a batch leaves an account's coins where they were: coins
+// received and the same coins sent on, applied in one batch.
+func TestBalanceV2KeepsTotalsOfABatchThatNetsToZero(t *testing.T) {
+	w := newWorld(t)
+	if _, err := db.Pool.Exec(context.Background(), `UPDATE projection_versions SET active_version = 2 WHERE name = 'balance'`); err != nil {
+		t.Fatal(err)
+	}
+	w.open("ann")
+	w.open("ben")
+	_, stop := w.startRunner(projections.Config{})
+	w.waitCaughtUp("balance_v2")
+	stop()
+	w.transfer("ann", "ben", 2)
+	w.transfer("ben", "ann", 2) // ben: +2 then -2, read in one batch by the next runner
+	w.startRunner(projections.Config{})
+	w.waitCaughtUp("balance_v2")
+	w.checkBalanceV2()
+}
