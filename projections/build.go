@@ -42,7 +42,8 @@ func (b *balanceBuilder) add(e Envelope) {
 		st = &balanceState{}
 		b.accounts[e.AccountID] = st
 	}
-	st.coins += int64(domain.BalanceChange(e.Event))
+	delta := int64(domain.BalanceChange(e.Event))
+	st.coins += delta
 	switch ev := e.Event.(type) {
 	case domain.AccountOpened:
 		st.username = ev.Username
@@ -51,7 +52,7 @@ func (b *balanceBuilder) add(e Envelope) {
 	case domain.CoinsSent:
 		st.sent += int64(ev.Amount)
 	case domain.ItemPurchased:
-		st.spent += int64(ev.Price) * ev.Quantity
+		st.spent -= delta // what the purchase took, by the one balance rule
 	}
 }
 
