@@ -501,7 +501,11 @@ func (c *canonicalizer) object() bool {
 		c.i++
 		break
 	}
-	slices.SortFunc(members, func(a, b member) int { return bytes.Compare(a.key, b.key) })
+	// Keys are held with their quotes; order them by what is between the quotes, or "a " would
+	// sort before "a" (a quote is greater than a space).
+	slices.SortFunc(members, func(a, b member) int {
+		return bytes.Compare(a.key[1:len(a.key)-1], b.key[1:len(b.key)-1])
+	})
 	sorted := len(c.out)
 	c.out = append(c.out, '{')
 	for k, m := range members {
