@@ -42,6 +42,9 @@ type Config struct {
 	CatalogTTL time.Duration
 	// IdempotencyRetention is how long an idempotency key is remembered (default 24h).
 	IdempotencyRetention time.Duration
+	// ReadSlots bounds the statements reading read models at once (default 4); reads that
+	// arrive while all are busy share the next one.
+	ReadSlots int
 }
 
 // App runs commands and queries.
@@ -55,9 +58,10 @@ type App struct {
 	catalog catalogCache
 	locks   *accountLocks
 
-	stats  counters
-	reads  atomic.Pointer[readSet] // the active projection versions' info query
-	states stateCache
+	stats      counters
+	reads      atomic.Pointer[readSet] // the active projection versions' info query
+	readGroups *readGroup
+	states     stateCache
 }
 
 // New returns an App over the store; wake is the projections' signal.
@@ -74,7 +78,11 @@ func New(store *eventstore.Store, wake Waker, cfg Config) *App {
 	if cfg.IdempotencyRetention <= 0 {
 		cfg.IdempotencyRetention = DefaultIdempotencyRetention
 	}
+	if cfg.ReadSlots <= 0 {
+		cfg.ReadSlots = defaultReadSlots
+	}
 	a := &App{store: store, pool: store.Pool(), wake: wake, cfg: cfg, locks: newAccountLocks()}
+	a.readGroups = newReadGroup(cfg.ReadSlots, defaultReadSize, a.readRows)
 	a.users.m = make(map[string]uuid.UUID)
 	return a
 }
@@ -93,6 +101,9 @@ type Stats struct {
 	// Reads by how read-your-writes was met: read models already current, current after
 	// waiting for the projector, or the account's newest events folded in by the reader.
 	ReadFresh, ReadAfterWait, ReadFolded uint64
+	// ReadStatements counts the statements that read read models and ReadsGrouped the reads
+	// they carried (several when reads arrived together).
+	ReadStatements, ReadsGrouped uint64
 }
 
 // Stats returns the counters.
@@ -100,7 +111,7 @@ func (a *App) Stats() Stats {
 	s := &a.stats
 	return Stats{Commands: s.commands.Load(), Conflicts: s.conflicts.Load(), Retries: s.retries.Load(),
 		Exhausted: s.exhausted.Load(), ReadFresh: s.readFresh.Load(), ReadAfterWait: s.readAfterWait.Load(),
-		ReadFolded: s.readFolded.Load()}
+		ReadFolded: s.readFolded.Load(), ReadStatements: a.readGroups.groups.Load(), ReadsGrouped: a.readGroups.grouped.Load()}
 }
 
 // Result is what a reader needs to see a command's effect: the new versions of the streams it

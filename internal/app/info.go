@@ -2,13 +2,13 @@ package app
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/ledger/ledger/domain"
 	"github.com/ledger/ledger/projections"
@@ -36,28 +36,35 @@ type Transfer struct {
 	Amount      int64
 }
 
-// infoSQL reads, in one statement (one snapshot), the account's stream head, and each read
-// model with the stream version its projector has applied for the account. History rows count
-// only once this account's half is applied, so a half-projected transfer never shows on one
-// side early. The read models are those of the active projection versions: %[1]s/%[2]s are the
-// balance table and group, %[3]s/%[4]s the inventory's, %[5]s/%[6]s the history's.
+// infoSQL reads, in one statement (one snapshot), for each account of $1 (with its stream id
+// in $2), the account's stream head, and each read model with the stream version its
+// projector has applied for the account. History rows count only once this account's half is
+// applied, so a half-projected transfer never shows on one side early. Inventory and history
+// come back as parallel arrays (binary, no JSON to build or parse). The read models are those
+// of the active projection versions: %[1]s/%[2]s are the balance table and group, %[3]s/%[4]s
+// the inventory's, %[5]s/%[6]s the history's. An account without a stream gets head 0.
 const infoSQL = `
-SELECT COALESCE(st.version, 0),
+SELECT q.account_id, COALESCE(st.version, 0),
        COALESCE(hb.version, 0), COALESCE(b.coins, 0),
-       COALESCE(hi.version, 0),
-       COALESCE((SELECT json_agg(json_build_array(i.item, i.quantity) ORDER BY i.item)
-                 FROM %[3]s i WHERE i.account_id = $1), '[]'),
-       COALESCE(hh.version, 0),
-       COALESCE((SELECT json_agg(json_build_array(h.from_id = $1, CASE WHEN h.from_id = $1 THEN h.to_username ELSE h.from_username END, h.amount) ORDER BY h.position, h.transfer_id)
-                 FROM %[5]s h
-                 WHERE (h.from_id = $1 AND h.from_version <= COALESCE(hh.version, 0))
-                    OR (h.to_id = $1 AND h.to_version <= COALESCE(hh.version, 0))), '[]')
-FROM (SELECT 1) one
-LEFT JOIN streams st ON st.stream_id = $2
-LEFT JOIN projection_heads hb ON hb.consumer_group = '%[2]s' AND hb.account_id = $1
-LEFT JOIN %[1]s b ON b.account_id = $1
-LEFT JOIN projection_heads hi ON hi.consumer_group = '%[4]s' AND hi.account_id = $1
-LEFT JOIN projection_heads hh ON hh.consumer_group = '%[6]s' AND hh.account_id = $1`
+       COALESCE(hi.version, 0), inv.items, inv.quantities,
+       COALESCE(hh.version, 0), hist.sent, hist.counterparts, hist.amounts
+FROM unnest($1::uuid[], $2::text[]) AS q(account_id, stream_id)
+LEFT JOIN streams st ON st.stream_id = q.stream_id
+LEFT JOIN projection_heads hb ON hb.consumer_group = '%[2]s' AND hb.account_id = q.account_id
+LEFT JOIN %[1]s b ON b.account_id = q.account_id
+LEFT JOIN projection_heads hi ON hi.consumer_group = '%[4]s' AND hi.account_id = q.account_id
+LEFT JOIN projection_heads hh ON hh.consumer_group = '%[6]s' AND hh.account_id = q.account_id
+CROSS JOIN LATERAL (
+    SELECT array_agg(i.item ORDER BY i.item) AS items, array_agg(i.quantity ORDER BY i.item) AS quantities
+    FROM %[3]s i WHERE i.account_id = q.account_id) inv
+CROSS JOIN LATERAL (
+    SELECT array_agg(h.from_id = q.account_id ORDER BY h.position, h.transfer_id) AS sent,
+           array_agg(CASE WHEN h.from_id = q.account_id THEN h.to_username ELSE h.from_username END
+                     ORDER BY h.position, h.transfer_id) AS counterparts,
+           array_agg(h.amount ORDER BY h.position, h.transfer_id) AS amounts
+    FROM %[5]s h
+    WHERE (h.from_id = q.account_id AND h.from_version <= COALESCE(hh.version, 0))
+       OR (h.to_id = q.account_id AND h.to_version <= COALESCE(hh.version, 0))) hist`
 
 // readSetTTL is how long the active projection versions are trusted before being read again.
 // A rebuild keeps the old version's rows for longer than this after switching.
@@ -90,30 +97,60 @@ func (a *App) infoQuery(ctx context.Context) (string, error) {
 	return rs.sql, nil
 }
 
-// readModels is one read of infoSQL.
+// readModels is one account's row of infoSQL.
 type readModels struct {
-	head                  int64
-	balV, invV, histV     int64
-	coins                 int64
-	inventoryRaw, histRaw []byte
+	head              int64
+	balV, invV, histV int64
+	coins             int64
+	items             []string
+	quantities        []int64
+	sent              []bool
+	counterparts      []string
+	amounts           []int64
 }
 
 func (r *readModels) current() bool {
 	return r.balV >= r.head && r.invV >= r.head && r.histV >= r.head
 }
 
+// readModels reads the account's row; reads that are waiting at the same time share one
+// statement (see readGroup).
 func (a *App) readModels(ctx context.Context, id uuid.UUID) (*readModels, error) {
+	return a.readGroups.read(ctx, id)
+}
+
+// readRows runs infoSQL for the accounts ids (distinct) and returns their rows by account.
+func (a *App) readRows(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*readModels, error) {
 	q, err := a.infoQuery(ctx)
 	if err != nil {
 		return nil, err
 	}
-	r := &readModels{}
-	err = a.pool.QueryRow(ctx, q, id, domain.StreamID(id)).
-		Scan(&r.head, &r.balV, &r.coins, &r.invV, &r.inventoryRaw, &r.histV, &r.histRaw)
-	if err != nil {
-		return nil, fmt.Errorf("read info of %s: %w", id, err)
+	streams := make([]string, len(ids))
+	for i, id := range ids {
+		streams[i] = domain.StreamID(id)
 	}
-	return r, nil
+	rows, err := a.pool.Query(ctx, q, ids, streams)
+	if err != nil {
+		return nil, fmt.Errorf("read info: %w", err)
+	}
+	out := make(map[uuid.UUID]*readModels, len(ids))
+	var id uuid.UUID
+	r := &readModels{}
+	_, err = pgx.ForEachRow(rows, []any{&id, &r.head, &r.balV, &r.coins, &r.invV, &r.items, &r.quantities,
+		&r.histV, &r.sent, &r.counterparts, &r.amounts}, func() error {
+		row := *r
+		out[id] = &row
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read info: %w", err)
+	}
+	for _, id := range ids {
+		if out[id] == nil {
+			return nil, fmt.Errorf("read info: no row for %s", id)
+		}
+	}
+	return out, nil
 }
 
 // Info returns the account's balance, inventory and coin history. It never answers with
@@ -162,29 +199,18 @@ func (a *App) Info(ctx context.Context, accountID uuid.UUID) (Info, error) {
 }
 
 func (r *readModels) info() (Info, error) {
-	in := Info{Coins: r.coins, Version: r.head, Inventory: []Holding{}, Received: []Transfer{}, Sent: []Transfer{}}
-	var invRows [][]json.RawMessage
-	if err := json.Unmarshal(r.inventoryRaw, &invRows); err != nil {
-		return Info{}, fmt.Errorf("decode inventory: %w", err)
+	in := Info{Coins: r.coins, Version: r.head, Inventory: make([]Holding, len(r.items)), Received: []Transfer{}, Sent: []Transfer{}}
+	if len(r.quantities) != len(r.items) {
+		return Info{}, fmt.Errorf("inventory of %d items has %d quantities", len(r.items), len(r.quantities))
 	}
-	for _, row := range invRows {
-		var h Holding
-		if len(row) != 2 || json.Unmarshal(row[0], &h.Item) != nil || json.Unmarshal(row[1], &h.Quantity) != nil {
-			return Info{}, fmt.Errorf("decode inventory row %s", row)
-		}
-		in.Inventory = append(in.Inventory, h)
+	for i, item := range r.items {
+		in.Inventory[i] = Holding{Item: item, Quantity: r.quantities[i]}
 	}
-	var histRows [][]json.RawMessage
-	if err := json.Unmarshal(r.histRaw, &histRows); err != nil {
-		return Info{}, fmt.Errorf("decode history: %w", err)
+	if len(r.counterparts) != len(r.sent) || len(r.amounts) != len(r.sent) {
+		return Info{}, fmt.Errorf("history of %d transfers has %d counterparts and %d amounts", len(r.sent), len(r.counterparts), len(r.amounts))
 	}
-	for _, row := range histRows {
-		var sent bool
-		var t Transfer
-		if len(row) != 3 || json.Unmarshal(row[0], &sent) != nil || json.Unmarshal(row[1], &t.Counterpart) != nil ||
-			json.Unmarshal(row[2], &t.Amount) != nil {
-			return Info{}, fmt.Errorf("decode history row %s", row)
-		}
+	for i, sent := range r.sent {
+		t := Transfer{Counterpart: r.counterparts[i], Amount: r.amounts[i]}
 		if sent {
 			in.Sent = append(in.Sent, t)
 		} else {

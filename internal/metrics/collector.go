@@ -66,6 +66,8 @@ var (
 
 	storeConflicts     = desc("eventstore_conflicts_total", "Appends refused with a concurrency error.")
 	storeTxRetries     = desc("eventstore_tx_retries_total", "Append transactions retried after a deadlock or serialization failure.")
+	readStatements     = desc("info_read_statements_total", "Statements that read the read models for /api/info; concurrent reads share one.")
+	readsGrouped       = desc("info_reads_grouped_total", "Reads carried by those statements; divided by ledger_info_read_statements_total, the mean group size.")
 	storeGroups        = desc("eventstore_group_commits_total", "Group-commit transactions written.")
 	storeGroupedAppend = desc("eventstore_grouped_appends_total", "Appends carried by group-commit transactions; divided by ledger_eventstore_group_commits_total, the mean group size.")
 
@@ -126,7 +128,7 @@ func newCollector(src Sources, log *slog.Logger) *collector {
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		appConflicts, appRetries, infoReads,
+		appConflicts, appRetries, infoReads, readStatements, readsGrouped,
 		storeConflicts, storeTxRetries, storeGroups, storeGroupedAppend,
 		projectorApplied, projectorRedelivered, projectorFailures, projectorState,
 		statusUp, statusCheckpoint, statusCheckpointX, statusBehind, statusLag, statusState,
@@ -159,6 +161,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(infoReads, float64(s.ReadFresh), "fresh")
 		counter(infoReads, float64(s.ReadAfterWait), "after_wait")
 		counter(infoReads, float64(s.ReadFolded), "folded")
+		counter(readStatements, float64(s.ReadStatements))
+		counter(readsGrouped, float64(s.ReadsGrouped))
 	}
 
 	if c.src.Store != nil {
