@@ -321,20 +321,23 @@ WHERE s.stream_id = u.stream_id`
 // result, or with its *ConcurrencyError when its expectations do not hold (it then writes
 // nothing and the others go on). Any other failure leaves every request unfinished and is
 // returned; nothing was written.
+//
+// Appends are a large share of all round trips, so the transaction takes two on one
+// connection: BEGIN goes in the batch that locks the streams, and COMMIT in the batch that
+// writes them. With inTx hooks the commit waits for the hooks, which makes three.
 func (s *Store) writeGroup(ctx context.Context, reqs []*request, inTx []func(context.Context, pgx.Tx) error) (err error) {
 	if s.observe != nil {
 		began := time.Now()
 		defer func() { s.observe(Write{Appends: len(reqs), Duration: time.Since(began), Err: err}) }()
 	}
-	tx, err := s.pool.Begin(ctx)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return fmt.Errorf("eventstore: begin: %w", err)
+		return fmt.Errorf("eventstore: acquire connection: %w", err)
 	}
+	defer conn.Release()
 	defer func() {
 		if err != nil {
-			// The append failed; rolling back is all that is left to do, and its own error
-			// (typically a dead connection) adds nothing the caller can act on.
-			_ = tx.Rollback(context.WithoutCancel(ctx))
+			leaveTransaction(ctx, conn.Conn())
 		}
 	}()
 
@@ -348,6 +351,7 @@ func (s *Store) writeGroup(ctx context.Context, reqs []*request, inTx []func(con
 	ids = slices.Compact(ids)
 	heads := make(map[string]head, len(ids))
 	locks := &pgx.Batch{}
+	locks.BeginTx(pgx.TxOptions{})
 	locks.Queue(lockStreamKeys, ids)
 	locks.Queue(lockStreams, ids).Query(func(rows pgx.Rows) error {
 		var id string
@@ -358,8 +362,14 @@ func (s *Store) writeGroup(ctx context.Context, reqs []*request, inTx []func(con
 		})
 		return err
 	})
-	if err := tx.SendBatch(ctx, locks).Close(); err != nil {
+	br := conn.SendBatch(ctx, locks)
+	tx := br.Tx()
+	if err := br.Close(); err != nil {
 		return fmt.Errorf("eventstore: lock streams: %w", err)
+	}
+	// A COMMIT outside a transaction block only warns, so make sure the BEGIN took.
+	if st := conn.Conn().PgConn().TxStatus(); st != 'T' {
+		return fmt.Errorf("eventstore: lock streams: transaction status %q after BEGIN", st)
 	}
 
 	w := newGroupWrite(len(ids))
@@ -398,6 +408,9 @@ func (s *Store) writeGroup(ctx context.Context, reqs []*request, inTx []func(con
 	}
 	positions := make(map[key]Checkpoint, len(w.evStream))
 	b := &pgx.Batch{}
+	// These rows are read after the COMMIT queued below has been sent, so a failure to scan
+	// them could no longer stop it and would leave the outcome unknown, like a connection lost
+	// during COMMIT: the targets are the columns' own types (all NOT NULL), which cannot fail.
 	b.Queue(insertEvents, w.evStream, w.evVersion, w.evID, w.evType, w.evSchema, w.evPayload, w.evMeta, w.evAt, w.evHash).
 		Query(func(rows pgx.Rows) error {
 			var k key
@@ -409,20 +422,36 @@ func (s *Store) writeGroup(ctx context.Context, reqs []*request, inTx []func(con
 			return err
 		})
 	hd := w.headArrays()
-	b.Queue(updateHeads, hd.stream, hd.version, hd.hash, hd.snapshot, hd.snapshotVersion)
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		if isConstraint(err, "events_event_id_key") {
+	written := false
+	b.Queue(updateHeads, hd.stream, hd.version, hd.hash, hd.snapshot, hd.snapshotVersion).
+		Exec(func(pgconn.CommandTag) error { written = true; return nil })
+	if len(inTx) == 0 {
+		// When a statement above fails, PostgreSQL skips the rest of the batch, this COMMIT
+		// included, and the transaction stays open and aborted until leaveTransaction ends it.
+		b.Queue("commit").Exec(committed)
+	}
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		switch {
+		case isConstraint(err, "events_event_id_key"):
 			return fmt.Errorf("%w: %v", ErrDuplicateEvent, err)
+		case written:
+			return fmt.Errorf("eventstore: commit: %w", err)
 		}
 		return fmt.Errorf("eventstore: write events: %w", err)
 	}
-	for _, fn := range inTx {
-		if err := fn(ctx, tx); err != nil {
-			return err
+	if len(inTx) > 0 {
+		for _, fn := range inTx {
+			if err := fn(ctx, tx); err != nil {
+				return err
+			}
 		}
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("eventstore: commit: %w", err)
+		ct, err := conn.Exec(ctx, "commit")
+		if err == nil {
+			err = committed(ct)
+		}
+		if err != nil {
+			return fmt.Errorf("eventstore: commit: %w", err)
+		}
 	}
 	finishRefused()
 	for i, r := range accepted {
@@ -440,6 +469,35 @@ func (s *Store) writeGroup(ctx context.Context, reqs []*request, inTx []func(con
 		r.finish(res, nil)
 	}
 	return nil
+}
+
+// committed turns a COMMIT that PostgreSQL answered with ROLLBACK, because its transaction
+// had failed, into an error.
+func committed(ct pgconn.CommandTag) error {
+	if ct.String() != "COMMIT" {
+		return fmt.Errorf("%w (%s)", pgx.ErrTxCommitRollback, ct)
+	}
+	return nil
+}
+
+// rollbackTimeout bounds the ROLLBACK after a failed append, which runs even when the
+// append's own context has ended.
+const rollbackTimeout = 5 * time.Second
+
+// leaveTransaction ends whatever transaction a failed append left on conn, so that conn goes
+// back to the pool outside one. A failed statement leaves its transaction open and aborted
+// until ROLLBACK; a connection that cannot be brought back for sure is closed, and the pool
+// then drops it.
+func leaveTransaction(ctx context.Context, conn *pgx.Conn) {
+	if conn.IsClosed() || conn.PgConn().TxStatus() == 'I' {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+	defer cancel()
+	if _, err := conn.Exec(ctx, "rollback"); err != nil || conn.PgConn().TxStatus() != 'I' {
+		// The append already failed; a connection that will not roll back is only discarded.
+		_ = conn.Close(ctx)
+	}
 }
 
 // isTransient reports whether err is a deadlock or serialization failure, after which the
