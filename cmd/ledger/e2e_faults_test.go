@@ -246,7 +246,15 @@ func leaseHolders(t *testing.T) map[string]int {
 	holders := map[string]int{}
 	var app string
 	if _, err := pgx.ForEachRow(rows, []any{&app}, func() error {
-		pid, _ := strconv.Atoi(strings.TrimPrefix(app, "ledger serve "))
+		// "ledger serve <pid> <tag>": the tag tells apart processes whose pids repeat.
+		f := strings.Fields(app)
+		if len(f) != 4 || f[0] != "ledger" || f[1] != "serve" {
+			return fmt.Errorf("lease held by %q, not a ledger serve process", app)
+		}
+		pid, err := strconv.Atoi(f[2])
+		if err != nil {
+			return fmt.Errorf("lease holder %q: %w", app, err)
+		}
 		holders[app] = pid
 		return nil
 	}); err != nil {

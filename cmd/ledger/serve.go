@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -99,8 +100,10 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 	pcfg.MaxConns = int32(cfg.DBMaxConns)
 	// A transaction left open stalls every xid-fenced reader; never let one linger.
 	pcfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "60000"
-	// The process id tells operators (and the fault drills) which process holds which session.
-	pcfg.ConnConfig.RuntimeParams["application_name"] = fmt.Sprintf("ledger serve %d", os.Getpid())
+	// The process id tells operators (and the fault drills) which process holds which session;
+	// the random tag tells processes apart where pids repeat (every container's may be 1), which
+	// the Notifier relies on to recognise its own sessions. Short: PostgreSQL keeps 63 bytes.
+	pcfg.ConnConfig.RuntimeParams["application_name"] = fmt.Sprintf("ledger serve %d %s", os.Getpid(), rand.Text()[:8])
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("database pool: %w", err)

@@ -173,12 +173,12 @@ func (v *Verifier) Verify(token string) (Claims, error) {
 		v.misses.Add(1)
 	}
 
-	c, err := v.parse(token)
+	c, from, err := v.parse(token)
 	if err != nil {
 		return Claims{}, err
 	}
 	if v.cache != nil && v.now().Before(c.ExpiresAt) {
-		v.cache.put(key, c)
+		v.cache.put(key, c, from)
 	}
 	return c, nil
 }
@@ -198,7 +198,9 @@ func isCompactJWS(s string) bool {
 	return dots == 2
 }
 
-func (v *Verifier) parse(token string) (Claims, error) {
+// parse verifies token and returns its claims and the earliest time the checks accept it at
+// (by nbf and iat, within clockSkew), zero if it names none.
+func (v *Verifier) parse(token string) (Claims, time.Time, error) {
 	// Re-encoding the header or payload breaks the signature, but the
 	// signature's own encoding is unprotected: lenient base64 would let its
 	// unused trailing bits vary, giving one token several spellings that all
@@ -206,7 +208,7 @@ func (v *Verifier) parse(token string) (Claims, error) {
 	encSig := token[strings.LastIndexByte(token, '.')+1:]
 	sig, err := base64.RawURLEncoding.Strict().DecodeString(encSig)
 	if err != nil || len(sig) != ed25519.SignatureSize {
-		return Claims{}, invalid("bad signature", err)
+		return Claims{}, time.Time{}, invalid("bad signature", err)
 	}
 
 	tok, err := jwt.Parse([]byte(token),
@@ -222,20 +224,37 @@ func (v *Verifier) parse(token string) (Claims, error) {
 		jwt.WithClock(jwt.ClockFunc(v.now)),
 	)
 	if err != nil {
-		return Claims{}, invalid(parseFailureReason(err), err)
+		return Claims{}, time.Time{}, invalid(parseFailureReason(err), err)
 	}
 	if tok.Subject() == "" {
-		return Claims{}, invalid("empty subject", nil)
+		return Claims{}, time.Time{}, invalid("empty subject", nil)
 	}
 	c := Claims{Username: tok.Subject(), ExpiresAt: tok.Expiration()}
 	if raw, ok := tok.Get(adminClaim); ok {
 		admin, isBool := raw.(bool)
 		if !isBool {
-			return Claims{}, invalid("malformed admin claim", nil)
+			return Claims{}, time.Time{}, invalid("malformed admin claim", nil)
 		}
 		c.Admin = admin
 	}
-	return c, nil
+	return c, validFrom(tok.NotBefore(), tok.IssuedAt()), nil
+}
+
+// validFrom is the earliest time jwt.Validate accepts a token with these nbf and iat: it
+// ignores an absent (zero or epoch) claim, truncates both sides to whole seconds and allows
+// clockSkew. A cache hit must refuse the token before it, as a check would; the result is a
+// whole second, so comparing it with an untruncated clock gives the checks' answer.
+func validFrom(nbf, iat time.Time) time.Time {
+	var from time.Time
+	for _, t := range []time.Time{nbf, iat} {
+		if t.IsZero() || t.Unix() == 0 {
+			continue
+		}
+		if t = t.Truncate(time.Second).Add(-clockSkew); t.After(from) {
+			from = t
+		}
+	}
+	return from
 }
 
 func parseFailureReason(err error) string {
@@ -259,6 +278,9 @@ func parseFailureReason(err error) string {
 
 // tokenCache is a fixed-capacity LRU of verified claims keyed by the token's
 // SHA-256, so memory stays bounded and raw bearer tokens are not retained.
+// Only tokens that passed every check enter. Entries need no tag of the key
+// that verified them: a Verifier's key never changes (a new key means a new
+// Verifier, with an empty cache), and there is no revocation list to consult.
 type tokenCache struct {
 	mu    sync.Mutex
 	size  int
@@ -267,8 +289,9 @@ type tokenCache struct {
 }
 
 type cacheEntry struct {
-	key    [sha256.Size]byte
-	claims Claims
+	key       [sha256.Size]byte
+	claims    Claims
+	validFrom time.Time // see validFrom; zero when the token names no nbf or iat
 }
 
 func newTokenCache(size int) *tokenCache {
@@ -276,7 +299,10 @@ func newTokenCache(size int) *tokenCache {
 }
 
 // get serves an entry only while its token is unexpired; an expired entry is
-// dropped on sight so it cannot outlive exp by sitting in the cache.
+// dropped on sight so it cannot outlive exp by sitting in the cache. The
+// expiry test is stricter than the checks (no skew): past exp, a token within
+// the skew is verified afresh. Before validFrom (a clock stepped back) it is a
+// miss too, and the checks refuse the token as not yet valid.
 func (c *tokenCache) get(key [sha256.Size]byte, now time.Time) (Claims, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -290,15 +316,19 @@ func (c *tokenCache) get(key [sha256.Size]byte, now time.Time) (Claims, bool) {
 		delete(c.items, key)
 		return Claims{}, false
 	}
+	if now.Before(e.validFrom) {
+		return Claims{}, false
+	}
 	c.ll.MoveToFront(el)
 	return e.claims, true
 }
 
-func (c *tokenCache) put(key [sha256.Size]byte, claims Claims) {
+func (c *tokenCache) put(key [sha256.Size]byte, claims Claims, from time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.items[key]; ok {
-		el.Value.(*cacheEntry).claims = claims
+		e := el.Value.(*cacheEntry)
+		e.claims, e.validFrom = claims, from
 		c.ll.MoveToFront(el)
 		return
 	}
@@ -307,7 +337,7 @@ func (c *tokenCache) put(key [sha256.Size]byte, claims Claims) {
 		c.ll.Remove(oldest)
 		delete(c.items, oldest.Value.(*cacheEntry).key)
 	}
-	c.items[key] = c.ll.PushFront(&cacheEntry{key: key, claims: claims})
+	c.items[key] = c.ll.PushFront(&cacheEntry{key: key, claims: claims, validFrom: from})
 }
 
 func (c *tokenCache) len() int {

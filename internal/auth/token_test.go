@@ -312,6 +312,58 @@ func TestCacheHonoursExpiry(t *testing.T) {
 	}
 }
 
+// A cached token is accepted exactly when a fresh check accepts it, whatever the clock says
+// at the hit: before nbf/iat (a clock stepped back) as after exp, with the checks' skew and
+// whole-second rounding. Past exp the cache is stricter and leaves the answer to the checks.
+func TestCacheAgreesWithChecksAtEveryInstant(t *testing.T) {
+	pub, priv := genKey(t)
+	// Issued at t0 (nbf = iat = t0), the first use a minute later warms the cache.
+	tok := mustIssue(t, newIssuerAt(priv, testIss, testAud, time.Hour, t0), "bob", true)
+	exp := t0.Add(time.Hour)
+	for _, tc := range []struct {
+		name    string
+		at      time.Time
+		valid   bool
+		fromHit bool
+	}{
+		{"a minute before nbf", t0.Add(-time.Minute), false, false},
+		{"just outside the skew before nbf", t0.Add(-clockSkew - time.Nanosecond), false, false},
+		{"at the edge of the skew before nbf", t0.Add(-clockSkew), true, true},
+		{"within the skew before nbf", t0.Add(-3 * time.Second), true, true},
+		{"at nbf", t0, true, true},
+		{"a second before exp", exp.Add(-time.Second), true, true},
+		{"at exp", exp, true, false},
+		{"within the skew after exp", exp.Add(clockSkew - time.Nanosecond), true, false},
+		{"at the edge of the skew after exp", exp.Add(clockSkew), false, false},
+		{"a minute after exp", exp.Add(time.Minute), false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			now := t0.Add(time.Minute)
+			cached := NewVerifier(pub, testIss, testAud, 8)
+			cached.now = func() time.Time { return now }
+			if _, err := cached.Verify(tok); err != nil {
+				t.Fatal(err)
+			}
+			now = tc.at
+			want, wantErr := newVerifierAt(pub, 0, tc.at).Verify(tok)
+			if (wantErr == nil) != tc.valid {
+				t.Fatalf("fresh check: err = %v, want valid %v", wantErr, tc.valid)
+			}
+			hitsBefore, _ := cached.CacheStats()
+			got, err := cached.Verify(tok)
+			if (err == nil) != (wantErr == nil) || got != want {
+				t.Fatalf("cached verifier says (%+v, %v), a fresh check (%+v, %v)", got, err, want, wantErr)
+			}
+			if wantErr != nil && err.Error() != wantErr.Error() {
+				t.Fatalf("cached verifier refuses with %q, a fresh check with %q", err, wantErr)
+			}
+			if hits, _ := cached.CacheStats(); (hits > hitsBefore) != tc.fromHit {
+				t.Fatalf("served from the cache: %v, want %v", hits > hitsBefore, tc.fromHit)
+			}
+		})
+	}
+}
+
 func TestCacheNeverServesTamperedToken(t *testing.T) {
 	pub, priv := genKey(t)
 	v := newVerifierAt(pub, 8, t0.Add(time.Minute))
