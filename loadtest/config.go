@@ -69,6 +69,7 @@ type config struct {
 	out        string
 	serverLog  string
 	settleFor  time.Duration
+	cpuProfile string // empty: none
 }
 
 const defaultItems = "cup,book,pen,socks,wallet"
@@ -115,6 +116,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.out, "out", "", "write the result as JSON to this file")
 	fs.StringVar(&c.serverLog, "server-log", "", "where a started server's log goes; empty: a temporary file kept only if the server fails")
 	fs.DurationVar(&c.settleFor, "settle", time.Minute, "how long to wait for read models to catch up before measuring and before the invariant")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the load generator itself, over the load phases, to this file")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

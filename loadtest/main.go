@@ -5,8 +5,8 @@
 // rather than slowing the load down. It seeds the employees it needs (the same code as `ledger
 // seed`), starts a ledger on a fresh database unless given a running one, and reports per
 // operation the rate achieved, latency percentiles and errors, the projection lag, the
-// server's CPU and memory, and the bank invariant checked over the database at the end: as a
-// table for people and as JSON for machines.
+// server's, its own and the whole machine's CPU, the server's memory, and the bank invariant
+// checked over the database at the end: as a table for people and as JSON for machines.
 package main
 
 import (
@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -155,9 +156,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 	}
 
-	hc := newHTTPClient(cfg.conns, cfg.timeout)
-	a := newAPI(hc, target, names, tokens)
-	if err := checkToken(ctx, hc, target, tokens[0]); err != nil {
+	tr := newTransport(cfg.conns, cfg.timeout)
+	defer tr.CloseIdleConnections()
+	a, err := newAPI(tr, target, names, tokens, cfg.items)
+	if err != nil {
+		return err
+	}
+	if err := checkToken(ctx, &http.Client{Transport: tr, Timeout: cfg.timeout}, target, tokens[0]); err != nil {
 		return err
 	}
 	r := &runner{
@@ -175,6 +180,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		r.lag = newLagProber(pool, cfg.lagGroups, cfg.lagEvery, accounts)
 	}
 	fmt.Fprintf(stderr, "profile %s against %s, %d employees, seed %d\n", p.name, target, len(names), res.Seed)
+	stopProfile, err := startCPUProfile(cfg.cpuProfile)
+	if err != nil {
+		return err
+	}
 	for n, rate := 1, p.rate; ; n, rate = n+1, rate+p.step {
 		ph := r.runPhase(ctx, n, rate, p.duration)
 		res.Phases = append(res.Phases, ph)
@@ -185,6 +194,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		if !p.stress() || !ph.Held || rate+p.step > p.maxRate {
 			break
 		}
+	}
+	if err := stopProfile(); err != nil {
+		return err
+	}
+	if cfg.cpuProfile != "" {
+		fmt.Fprintf(stderr, "CPU profile of the generator written to %s\n", cfg.cpuProfile)
 	}
 	res.Passed = !res.Interrupted && len(res.Phases) > 0
 	if p.stress() {
@@ -227,6 +242,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return errInvariant
 	}
 	return nil
+}
+
+// startCPUProfile starts a CPU profile of this process into path and returns the function
+// that ends it and closes the file; with an empty path it does nothing. Only the load phases
+// are profiled: seeding and the invariant check would drown what the generator costs while it
+// loads the server.
+func startCPUProfile(path string) (func() error, error) {
+	if path == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("CPU profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("CPU profile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("CPU profile: %w", err)
+		}
+		return nil
+	}, nil
 }
 
 // startOwnServer starts cfg.serverBin on dbURL with a key pair of its own in a temporary

@@ -7,7 +7,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -34,8 +33,11 @@ type Phase struct {
 	Lag        *LagReport  `json:"projection_lag,omitempty"`
 	Server     *ProcReport `json:"server,omitempty"`
 	Generator  *ProcReport `json:"generator"`
-	Held       bool        `json:"held"`
-	Verdict    string      `json:"verdict"`
+	// Machine is the whole machine's CPU, which the generator, the server and PostgreSQL
+	// share when they run on one host.
+	Machine *MachineReport `json:"machine"`
+	Held    bool           `json:"held"`
+	Verdict string         `json:"verdict"`
 }
 
 // phaseRecorder collects a phase's results from the request goroutines.
@@ -45,7 +47,12 @@ type phaseRecorder struct {
 	dropped    atomic.Int64
 	done       atomic.Int64
 	failed     atomic.Int64
-	lag        lagRecorder
+}
+
+// due is a request and the time it was due.
+type due struct {
+	q  request
+	at time.Time
 }
 
 // runner holds what every phase of a run shares.
@@ -71,11 +78,39 @@ func (r *runner) runPhase(ctx context.Context, number int, rate float64, d time.
 		server = watchProc(r.serverPID)
 	}
 	self := watchProc(os.Getpid())
+	machine := watchMachine()
+	var lag *lagPhase // nil: not measured
+	if r.lag != nil {
+		lag = r.lag.startPhase(ctx)
+	}
 	var inFlight, sent atomic.Int64
-	var wg sync.WaitGroup
 
 	fmt.Fprintf(r.progress, "phase %d: %g req/s for %s (%d requests)\n", number, rate, d, s.total)
 	stopProgress := r.reportProgress(number, &sent, rec, &inFlight)
+	send := newWorkers(func(t due) {
+		defer inFlight.Add(-1)
+		q, at := t.q, t.at
+		rec.startDelay.add(time.Since(at))
+		// Requests outlive an interrupt by at most the timeout, so that what was sent is
+		// accounted for.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.timeout)
+		status, message, err := r.api.do(rctx, q)
+		cancel()
+		answered := time.Now()
+		o, key := classify(q.op, status, message, err)
+		rec.ops[q.op].record(o, answered.Sub(at), key)
+		rec.done.Add(1)
+		if o == outError {
+			rec.failed.Add(1)
+		}
+		if lag != nil && o == outOK && q.op != opInfo {
+			if q.op == opSend {
+				lag.committed(answered, q.user, q.to)
+			} else {
+				lag.committed(answered, q.user)
+			}
+		}
+	})
 	start := time.Now()
 	fire := func(_ int64, at time.Time) {
 		q := r.workload.next(r.rng) // drawn even when dropped: the sequence stays reproducible
@@ -85,34 +120,10 @@ func (r *runner) runPhase(ctx context.Context, number int, rate float64, d time.
 		}
 		inFlight.Add(1)
 		sent.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer inFlight.Add(-1)
-			rec.startDelay.add(time.Since(at))
-			// Requests outlive an interrupt by at most the timeout, so that what was sent
-			// is accounted for.
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.timeout)
-			status, message, err := r.api.do(rctx, q)
-			cancel()
-			answered := time.Now()
-			o, key := classify(q.op, status, message, err)
-			rec.ops[q.op].record(o, answered.Sub(at), key)
-			rec.done.Add(1)
-			if o == outError {
-				rec.failed.Add(1)
-			}
-			if r.lag != nil && o == outOK && q.op != opInfo {
-				if q.op == opSend {
-					r.lag.committed(ctx, &rec.lag, answered, q.user, q.to)
-				} else {
-					r.lag.committed(ctx, &rec.lag, answered, q.user)
-				}
-			}
-		}()
+		send.start(due{q: q, at: at})
 	}
-	dispatch(ctx, realClock{}, start, s, fire)
-	wg.Wait()
+	dispatch(ctx, newTimerClock(), start, s, fire)
+	send.wait()
 	elapsed := time.Since(start)
 	stopProgress()
 
@@ -130,13 +141,14 @@ func (r *runner) runPhase(ctx context.Context, number int, rate float64, d time.
 	if ph.Scheduled > 0 {
 		ph.ErrorRate = float64(ph.Total.Errors+ph.Dropped) / float64(ph.Scheduled)
 	}
-	if r.lag != nil {
-		ph.Lag = rec.lag.report(r.lag)
+	if lag != nil {
+		ph.Lag = lag.report()
 	}
 	if server != nil {
 		ph.Server = server.stop()
 	}
 	ph.Generator = self.stop()
+	ph.Machine = machine.stop(ph.Server, ph.Generator)
 	ph.Held, ph.Verdict = verdict(ph, r.p99, r.maxErr, ctx.Err() != nil)
 	return ph
 }

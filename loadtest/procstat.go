@@ -163,6 +163,127 @@ func (w *procWatch) stop() *ProcReport {
 	return rep
 }
 
+// machineSample is one reading of the whole machine's CPU counters from /proc/stat, in ticks
+// summed over all CPUs.
+type machineSample struct {
+	busy, total int64
+	cpus        int
+}
+
+// readMachine reads the machine's CPU counters.
+func readMachine() (machineSample, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return machineSample{}, err
+	}
+	s, err := parseProcStat(b)
+	if err != nil {
+		return s, fmt.Errorf("/proc/stat: %w", err)
+	}
+	return s, nil
+}
+
+// parseProcStat reads the aggregate "cpu" line of /proc/stat (user nice system idle iowait irq
+// softirq steal guest guest_nice) and counts the per-CPU "cpuN" lines. Busy is user + nice +
+// system + irq + softirq + steal; idle and iowait are not busy. Guest time is already counted in
+// user and nice, so it is left out of both sums. Older kernels print fewer fields; the missing
+// ones count as zero.
+func parseProcStat(stat []byte) (machineSample, error) {
+	var s machineSample
+	found := false
+	sc := bufio.NewScanner(bytes.NewReader(stat))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 || !strings.HasPrefix(f[0], "cpu") {
+			continue
+		}
+		if f[0] != "cpu" {
+			if _, err := strconv.Atoi(f[0][3:]); err == nil {
+				s.cpus++
+			}
+			continue
+		}
+		if len(f) < 5 {
+			return s, fmt.Errorf("cpu line has %d fields, want at least 4 counters", len(f))
+		}
+		var ticks [8]int64 // user nice system idle iowait irq softirq steal
+		for i := range min(len(f)-1, len(ticks)) {
+			n, err := strconv.ParseInt(f[i+1], 10, 64)
+			if err != nil {
+				return s, fmt.Errorf("cpu counter %q: %w", f[i+1], err)
+			}
+			ticks[i] = n
+		}
+		s.busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6] + ticks[7]
+		s.total = s.busy + ticks[3] + ticks[4]
+		found = true
+	}
+	switch {
+	case !found:
+		return s, fmt.Errorf("no cpu line")
+	case s.cpus == 0:
+		return s, fmt.Errorf("no per-CPU lines")
+	}
+	return s, nil
+}
+
+// MachineReport is the whole machine's CPU use during a phase: the server, the generator,
+// PostgreSQL and whatever else runs there.
+type MachineReport struct {
+	CPUs int `json:"cpus"`
+	// BusyCores is busy ticks over all ticks times CPUs: 1.5 means one and a half of the
+	// machine's cores busy on average.
+	BusyCores float64 `json:"busy_cores"`
+	// OtherCores is BusyCores less the server's and the generator's CPU: PostgreSQL, the
+	// kernel's work for everyone, and every other process.
+	OtherCores float64 `json:"other_cores"`
+	Error      string  `json:"error,omitempty"`
+}
+
+// machineWatch measures the machine's CPU from watchMachine until stop.
+type machineWatch struct {
+	first machineSample
+	err   error
+}
+
+func watchMachine() *machineWatch {
+	s, err := readMachine()
+	return &machineWatch{first: s, err: err}
+}
+
+// stop reports the machine's CPU since watchMachine, less the server's and the generator's.
+func (w *machineWatch) stop(server, generator *ProcReport) *MachineReport {
+	if w.err != nil {
+		return &MachineReport{Error: w.err.Error()}
+	}
+	last, err := readMachine()
+	if err != nil {
+		return &MachineReport{Error: err.Error()}
+	}
+	return machineCPU(w.first, last, server, generator)
+}
+
+// machineCPU reports the machine's CPU between two readings; server (nil when not watched) and
+// generator are subtracted from it for the rest.
+func machineCPU(first, last machineSample, server, generator *ProcReport) *MachineReport {
+	rep := &MachineReport{CPUs: last.cpus}
+	total := last.total - first.total
+	if total <= 0 {
+		rep.Error = "no CPU time passed"
+		return rep
+	}
+	rep.BusyCores = round2(float64(last.busy-first.busy) / float64(total) * float64(last.cpus))
+	// From the rounded figures, so that the printed numbers add up.
+	other := rep.BusyCores
+	for _, p := range []*ProcReport{server, generator} {
+		if p != nil && p.Error == "" {
+			other -= p.CPUCores
+		}
+	}
+	rep.OtherCores = max(round2(other), 0)
+	return rep
+}
+
 func mib(b int64) float64 { return round2(float64(b) / (1 << 20)) }
 
 func round2(f float64) float64 { return math.Round(f*100) / 100 }

@@ -83,11 +83,11 @@ func detailPhases(res *Result) []Phase {
 func printSteps(w io.Writer, phases []Phase) {
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "step\ttarget/s\tachieved/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\terrors\tserver cpu\t\t")
+	fmt.Fprintln(tw, "step\ttarget/s\tachieved/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\terrors\tserver cpu\tmachine cpu\t\t")
 	for _, ph := range phases {
-		fmt.Fprintf(tw, "%d\t%g\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%s\t%s\t\t%s\n", ph.Number, ph.TargetRate, ph.Total.RPS,
+		fmt.Fprintf(tw, "%d\t%g\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%s\t%s\t%s\t\t%s\n", ph.Number, ph.TargetRate, ph.Total.RPS,
 			ph.Total.Latency.P50Ms, ph.Total.Latency.P90Ms, ph.Total.Latency.P99Ms, ph.Total.Latency.MaxMs,
-			percent(ph.ErrorRate), cores(ph.Server), ph.Verdict)
+			percent(ph.ErrorRate), cores(ph.Server), machineCores(ph.Machine), ph.Verdict)
 	}
 	tw.Flush()
 }
@@ -129,7 +129,7 @@ func printPhase(w io.Writer, ph Phase) {
 		fmt.Fprintf(w, "  projection lag (1 in %d commands, 200 → %s applied): %d samples, p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms",
 			l.SampleEvery, strings.Join(l.Groups, "+"), l.Count, l.P50Ms, l.P90Ms, l.P99Ms, l.MaxMs)
 		if l.Skipped+l.TimedOut+l.Failed > 0 {
-			fmt.Fprintf(w, "; %d skipped (probes busy), %d timed out, %d failed", l.Skipped, l.TimedOut, l.Failed)
+			fmt.Fprintf(w, "; %d skipped (too many in flight), %d timed out, %d failed", l.Skipped, l.TimedOut, l.Failed)
 		}
 		if l.LastErr != "" {
 			fmt.Fprintf(w, " (%s)", l.LastErr)
@@ -143,6 +143,26 @@ func printPhase(w io.Writer, ph Phase) {
 		fmt.Fprintf(w, "  load generator: %s; sent p50 %.2f ms, p99 %.2f ms, max %.1f ms after the scheduled time\n",
 			procLine(g), ph.StartDelay.P50Ms, ph.StartDelay.P99Ms, ph.StartDelay.MaxMs)
 	}
+	if m := ph.Machine; m != nil {
+		fmt.Fprintf(w, "  machine: %s\n", machineLine(m, ph.Server, ph.Generator))
+	}
+}
+
+// machineLine reads e.g. "1.89 of 2 cores busy (server 0.59, generator 0.23, everything else
+// 1.07)"; a process that was not measured is left out of the parts.
+func machineLine(m *MachineReport, server, generator *ProcReport) string {
+	if m.Error != "" {
+		return "CPU not measured: " + m.Error
+	}
+	var parts []string
+	if server != nil && server.Error == "" {
+		parts = append(parts, fmt.Sprintf("server %.2f", server.CPUCores))
+	}
+	if generator != nil && generator.Error == "" {
+		parts = append(parts, fmt.Sprintf("generator %.2f", generator.CPUCores))
+	}
+	parts = append(parts, fmt.Sprintf("everything else %.2f", m.OtherCores))
+	return fmt.Sprintf("%.2f of %d cores busy (%s)", m.BusyCores, m.CPUs, strings.Join(parts, ", "))
 }
 
 func procLine(p *ProcReport) string {
@@ -158,4 +178,11 @@ func cores(p *ProcReport) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.2f", p.CPUCores)
+}
+
+func machineCores(m *MachineReport) string {
+	if m == nil || m.Error != "" {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", m.BusyCores)
 }

@@ -65,6 +65,31 @@ func (realClock) Sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// timerClock is the real clock with one timer kept for every sleep: the dispatcher sleeps
+// between most requests, thousands of times a second, and a new timer each time is garbage.
+type timerClock struct {
+	t *time.Timer
+}
+
+func newTimerClock() *timerClock {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &timerClock{t: t}
+}
+
+func (*timerClock) Now() time.Time { return time.Now() }
+
+func (c *timerClock) Sleep(ctx context.Context, d time.Duration) bool {
+	c.t.Reset(d) // a stopped or fired timer holds no stale tick to drain (Go 1.23 timers)
+	select {
+	case <-ctx.Done():
+		c.t.Stop()
+		return false
+	case <-c.t.C:
+		return true
+	}
+}
+
 // dispatch fires every request of s at its scheduled time, from start, and returns how many it
 // fired: all of them unless ctx ended first. fire must not block: it is handed each request's
 // scheduled time, and when the dispatcher itself falls behind (a descheduled process, a busy

@@ -175,3 +175,28 @@ func TestDispatchStopsWhenCanceled(t *testing.T) {
 		t.Fatalf("fired %d (returned %d) after a cancel during the 10th wait, want 10", len(got), n)
 	}
 }
+
+// TestTimerClock: the one timer serves sleep after sleep, and an interrupted sleep leaves
+// nothing behind that would cut the next one short.
+func TestTimerClock(t *testing.T) {
+	c := newTimerClock()
+	ctx := context.Background()
+	for range 3 {
+		start := time.Now()
+		if !c.Sleep(ctx, 2*time.Millisecond) {
+			t.Fatal("an uninterrupted sleep reported an interrupt")
+		}
+		if slept := time.Since(start); slept < 2*time.Millisecond {
+			t.Fatalf("slept %s, want at least 2ms", slept)
+		}
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if c.Sleep(cancelled, time.Hour) {
+		t.Fatal("a sleep under an ended context reported the full wait")
+	}
+	start := time.Now()
+	if !c.Sleep(ctx, 5*time.Millisecond) || time.Since(start) < 5*time.Millisecond {
+		t.Fatalf("the sleep after an interrupted one lasted %s, want at least 5ms", time.Since(start))
+	}
+}
