@@ -117,7 +117,7 @@ func (h *handler) failed(ctx context.Context, id, position string, err error) er
 // applyBatch applies events through the poll transaction, in one statement inside a
 // savepoint, so a failed attempt leaves nothing behind. release ends the savepoint afterwards
 // (one more round trip); otherwise the commit ends it.
-func (h *handler) applyBatch(ctx context.Context, tx pgx.Tx, batch []logEvent, release bool) error {
+func (h *handler) applyBatch(ctx context.Context, tx batchTx, batch []logEvent, release bool) error {
 	envs := make([]Envelope, len(batch))
 	for i, le := range batch {
 		env, err := le.envelope()

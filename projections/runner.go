@@ -13,7 +13,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -360,7 +359,8 @@ func (r *Runner) runOnce(ctx context.Context, p Projection, st *projectorState) 
 		stop: runCtx.Done(), onBatch: r.wake.Notify, idle: make(chan struct{}),
 	}
 	ackDeadline := r.ackDeadline()
-	sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(r.pool), wsql.SubscriberConfig{
+	beginner := newPipelinedBeginner(r.pool)
+	sub, err := wsql.NewSubscriber(beginner, wsql.SubscriberConfig{
 		ConsumerGroup:  p.Group(),
 		SchemaAdapter:  schema,
 		OffsetsAdapter: checkpoints{},
@@ -368,7 +368,7 @@ func (r *Runner) runOnce(ctx context.Context, p Projection, st *projectorState) 
 		ResendInterval: r.cfg.RetryInterval,
 		RetryInterval:  r.cfg.PollInterval,
 		AckDeadline:    &ackDeadline,
-		BackoffManager: backoff,
+		BackoffManager: beginner.reportRefusals(backoff),
 	}, wmLog)
 	if err != nil {
 		return fmt.Errorf("projections: subscriber %s: %w", p.Group(), err)
@@ -411,16 +411,18 @@ func (r *Runner) runOnce(ctx context.Context, p Projection, st *projectorState) 
 	return err
 }
 
-func pollTx(ctx context.Context) (pgx.Tx, error) {
+// pollTx returns the subscriber's poll transaction of the message context ctx. It runs the
+// handler's statements and batches; the subscriber commits it when the message is acked.
+func pollTx(ctx context.Context) (batchTx, error) {
 	wtx, ok := wsql.TxFromContext(ctx)
 	if !ok {
 		return nil, errors.New("no subscriber transaction in the message context")
 	}
-	ptx, ok := wtx.(*wsql.PgxTx)
+	ptx, ok := wtx.(*pipelinedTx)
 	if !ok {
-		return nil, fmt.Errorf("subscriber transaction is %T, want pgx", wtx)
+		return nil, fmt.Errorf("subscriber transaction is %T, want a pipelined one", wtx)
 	}
-	return ptx.Tx, nil
+	return ptx.pgxTx(), nil
 }
 
 func (r *Runner) setState(ctx context.Context, group, state string, f *failure) error {
