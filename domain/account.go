@@ -191,6 +191,10 @@ func (a *Account) Grant(amount Coins, reason, grantedBy string) ([]Event, error)
 	if strings.TrimSpace(reason) == "" || utf8.RuneCountInString(reason) > MaxReasonLength || !utf8.ValidString(reason) {
 		return nil, fmt.Errorf("%w: 1 to %d characters", ErrInvalidReason, MaxReasonLength)
 	}
+	if strings.IndexByte(reason, 0) >= 0 {
+		// The message does not quote the reason: refusals are stored as text, which cannot hold NUL.
+		return nil, fmt.Errorf("%w: must not contain a NUL character", ErrInvalidReason)
+	}
 	if after, err := a.Balance.Add(amount); err != nil || after > MaxBalance {
 		return nil, fmt.Errorf("%w: a balance of %d plus %d is above the maximum of %d", ErrAmountOverflow, a.Balance, amount, MaxBalance)
 	}

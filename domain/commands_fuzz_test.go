@@ -74,7 +74,7 @@ func (r *cmdReader) amount(balance Coins) Coins {
 // The reasons and items a program can name: valid ones and each way of being invalid.
 var (
 	fuzzReasons = []string{"bonus", "", "   ", "\t", strings.Repeat("x", MaxReasonLength),
-		strings.Repeat("é", MaxReasonLength+1), " padded ", "ok\xff"}
+		strings.Repeat("é", MaxReasonLength+1), " padded ", "ok\xff", "nul\x00inside"}
 	fuzzItems = []string{"t-shirt", "cup", "book", "pen", "powerbank", "hoody", "umbrella",
 		"socks", "wallet", "pink-hoody", "yacht", "", "Cup", "pink hoody"}
 )
@@ -247,7 +247,8 @@ func runProgram(t *testing.T, program []byte) {
 			} else if amount > MaxBalance-l.balance[actor] { // no overflow: 0 <= balance
 				broken = append(broken, ErrAmountOverflow)
 			}
-			if strings.TrimSpace(reason) == "" || !utf8.ValidString(reason) || utf8.RuneCountInString(reason) > MaxReasonLength {
+			if strings.TrimSpace(reason) == "" || !utf8.ValidString(reason) || utf8.RuneCountInString(reason) > MaxReasonLength ||
+				strings.IndexByte(reason, 0) >= 0 {
 				broken = append(broken, ErrInvalidReason)
 			}
 			events, err = a.Grant(amount, reason, "admin")

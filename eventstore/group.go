@@ -21,11 +21,13 @@ const (
 )
 
 // WithGroupCommit sets how many group transactions may be in flight at once (writers) and
-// the most appends one of them writes (size).
+// the most appends one of them writes (size; 0 keeps the default).
 func WithGroupCommit(writers, size int) Option {
 	return func(s *Store) {
 		s.group.slots = make(chan struct{}, max(1, writers))
-		s.group.size = max(1, size)
+		if size > 0 {
+			s.group.size = size
+		}
 	}
 }
 
@@ -116,7 +118,8 @@ func (c *committer) write(group []*request) {
 	}
 }
 
-// head is a stream's newest version and hash, as locked or as a group has moved it.
+// head is a stream's newest version and hash, as read under the stream locks or as a group has
+// moved it; the zero head is a stream that does not exist yet.
 type head struct {
 	version  int64
 	lastHash []byte

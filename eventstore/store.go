@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -202,6 +204,9 @@ func (s *Store) prepare(appends []StreamAppend) ([]preparedStream, error) {
 		if a.StreamID == "" {
 			return nil, invalid("empty stream id")
 		}
+		if err := checkText(a.StreamID); err != nil {
+			return nil, invalid("stream id %q: %v", a.StreamID, err)
+		}
 		if seenStream[a.StreamID] {
 			return nil, invalid("stream %q appears twice in one append", a.StreamID)
 		}
@@ -226,6 +231,9 @@ func (s *Store) prepare(appends []StreamAppend) ([]preparedStream, error) {
 		for _, e := range a.Events {
 			if e.Type == "" {
 				return nil, invalid("stream %q: event without a type", a.StreamID)
+			}
+			if err := checkText(e.Type); err != nil {
+				return nil, invalid("stream %q: event type %q: %v", a.StreamID, e.Type, err)
 			}
 			id := e.ID
 			if id == uuid.Nil {
@@ -257,7 +265,21 @@ func (s *Store) prepare(appends []StreamAppend) ([]preparedStream, error) {
 	return out, nil
 }
 
-// encodeJSON marshals v (raw JSON is taken as it is) into canonical JSON.
+// checkText refuses what a PostgreSQL text column cannot hold: NUL characters and bytes that
+// are not UTF-8. The database would refuse them too, but as a failed transaction (a server
+// error for the caller, and a whole group rewritten append by append) instead of bad input.
+func checkText(s string) error {
+	switch {
+	case !utf8.ValidString(s):
+		return errors.New("not valid UTF-8")
+	case strings.IndexByte(s, 0) >= 0:
+		return errors.New("contains a NUL character")
+	}
+	return nil
+}
+
+// encodeJSON marshals v (raw JSON is taken as it is) into canonical JSON. It refuses a NUL
+// character in any string or key, which JSON allows and jsonb does not.
 func encodeJSON(v any) ([]byte, error) {
 	var raw []byte
 	switch x := v.(type) {
@@ -272,7 +294,31 @@ func encodeJSON(v any) ([]byte, error) {
 		}
 		raw = b
 	}
-	return CanonicalJSON(raw)
+	doc, err := CanonicalJSON(raw)
+	if err != nil {
+		return nil, err
+	}
+	if hasNUL(doc) {
+		return nil, errors.New(`contains a NUL character (\u0000), which PostgreSQL cannot store`)
+	}
+	return doc, nil
+}
+
+// hasNUL reports whether canonical JSON holds a NUL character. JSON can spell one only as the
+// escape \u0000 (a raw control character is not allowed in a string, and canonical JSON is
+// re-encoded anyway, which writes NUL that way); an escape starts at a backslash that is not
+// itself escaped, so the text \\u0000 (a backslash, then "u0000") is no NUL.
+func hasNUL(doc []byte) bool {
+	for i := 0; i+1 < len(doc); i++ {
+		if doc[i] != '\\' {
+			continue
+		}
+		if doc[i+1] == 'u' && bytes.HasPrefix(doc[i+2:], []byte("0000")) {
+			return true
+		}
+		i++ // the escaped character, which starts no escape of its own
+	}
+	return false
 }
 
 // lockStreamKeys serialises the appends to each stream with transaction-scoped advisory locks,
@@ -291,14 +337,17 @@ FROM (SELECT DISTINCT hashtext(id) AS k FROM unnest($1::text[]) AS id ORDER BY k
 // locks (migrations, rebuilds).
 const advisoryClass = "1279607885" // "LEDM"
 
-// lockStreams creates missing head rows and locks every head row. ON CONFLICT DO UPDATE takes
-// the row lock and returns the newest committed version even under READ COMMITTED, which a
-// plain SELECT could not.
-const lockStreams = `
-INSERT INTO streams AS s (stream_id, version)
-SELECT id, 0 FROM unnest($1::text[]) WITH ORDINALITY AS t(id, ord) ORDER BY ord
-ON CONFLICT (stream_id) DO UPDATE SET version = s.version
-RETURNING stream_id, version, last_hash`
+// readHeads reads the heads of the streams; a stream without a row has no events yet. It is a
+// plain SELECT, without FOR UPDATE: under READ COMMITTED its snapshot is taken when it starts,
+// after lockStreamKeys has been granted every lock, and a transaction's commit is visible before
+// its locks are released, so it sees what the previous holder of each lock committed. Only
+// appends write head rows, and only under these locks, so the heads stay as read until this
+// transaction ends; a row lock would add nothing but a write to every head row (its xmax and a
+// WAL record). Should a writer ever bypass the locks and add events, this append's events then
+// take versions already taken and the unique (stream_id, stream_version) fails it, rather than
+// forking the stream.
+const readHeads = `
+SELECT stream_id, version, last_hash FROM streams WHERE stream_id = ANY($1::text[])`
 
 const insertEvents = `
 INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version,
@@ -307,15 +356,19 @@ SELECT * FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::int[]
                      $6::jsonb[], $7::jsonb[], $8::timestamptz[], $9::bytea[])
 RETURNING stream_id, stream_version, global_position, transaction_id`
 
-const updateHeads = `
-UPDATE streams AS s
-SET version = u.version,
-    last_hash = u.hash,
-    snapshot = CASE WHEN u.snapshot IS NULL THEN s.snapshot ELSE u.snapshot END,
-    snapshot_version = CASE WHEN u.snapshot IS NULL THEN s.snapshot_version ELSE u.snapshot_version END,
-    updated_at = now()
-FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::jsonb[], $5::bigint[]) AS u(stream_id, version, hash, snapshot, snapshot_version)
-WHERE s.stream_id = u.stream_id`
+// writeHeads creates the head rows of new streams and moves those of existing ones, one row
+// version per stream and transaction. Under the stream locks no other transaction inserts the
+// same stream id, so ON CONFLICT finds an existing row in the unique index and updates it in
+// place of inserting: no speculative insertion is left dead.
+const writeHeads = `
+INSERT INTO streams AS s (stream_id, version, last_hash, snapshot, snapshot_version)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::jsonb[], $5::bigint[])
+ON CONFLICT (stream_id) DO UPDATE
+SET version = excluded.version,
+    last_hash = excluded.last_hash,
+    snapshot = CASE WHEN excluded.snapshot IS NULL THEN s.snapshot ELSE excluded.snapshot END,
+    snapshot_version = CASE WHEN excluded.snapshot IS NULL THEN s.snapshot_version ELSE excluded.snapshot_version END,
+    updated_at = now()`
 
 // writeGroup writes the requests in one transaction and finishes each of them: with its
 // result, or with its *ConcurrencyError when its expectations do not hold (it then writes
@@ -351,9 +404,11 @@ func (s *Store) writeGroup(ctx context.Context, reqs []*request, inTx []func(con
 	ids = slices.Compact(ids)
 	heads := make(map[string]head, len(ids))
 	locks := &pgx.Batch{}
-	locks.BeginTx(pgx.TxOptions{})
+	// READ COMMITTED whatever the server's default: readHeads relies on taking its snapshot
+	// after the locks are granted, not at the transaction's first statement.
+	locks.BeginTx(pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	locks.Queue(lockStreamKeys, ids)
-	locks.Queue(lockStreams, ids).Query(func(rows pgx.Rows) error {
+	locks.Queue(readHeads, ids).Query(func(rows pgx.Rows) error {
 		var id string
 		var h head
 		_, err := pgx.ForEachRow(rows, []any{&id, &h.version, &h.lastHash}, func() error {
@@ -423,7 +478,7 @@ func (s *Store) writeGroup(ctx context.Context, reqs []*request, inTx []func(con
 		})
 	hd := w.headArrays()
 	written := false
-	b.Queue(updateHeads, hd.stream, hd.version, hd.hash, hd.snapshot, hd.snapshotVersion).
+	b.Queue(writeHeads, hd.stream, hd.version, hd.hash, hd.snapshot, hd.snapshotVersion).
 		Exec(func(pgconn.CommandTag) error { written = true; return nil })
 	if len(inTx) == 0 {
 		// When a statement above fails, PostgreSQL skips the rest of the batch, this COMMIT

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -244,6 +245,65 @@ func TestBadInputIsRefusedBeforeTheDatabase(t *testing.T) {
 	}
 	if n := count(t, `SELECT count(*) FROM streams WHERE stream_id IN ('a-first', 'z-second')`); n != 0 {
 		t.Fatal("a failed append left head rows behind")
+	}
+}
+
+// Strings and JSON can hold what PostgreSQL cannot store: a NUL character (refused in jsonb
+// and text) and, in a Go string, bytes that are not UTF-8 (refused in text). An append holding
+// one is bad input, refused before any transaction begins, not a database error that would
+// fail the whole group it was written in.
+func TestTextPostgreSQLCannotStoreIsRefusedBeforeTheDatabase(t *testing.T) {
+	var writes atomic.Int64
+	s := newStore(t, eventstore.WithWriteObserver(func(eventstore.Write) { writes.Add(1) }))
+	ctx := context.Background()
+	with := func(change func(*eventstore.StreamAppend)) []eventstore.StreamAppend {
+		a := eventstore.StreamAppend{StreamID: "x", Expected: eventstore.NoStream(), Events: []eventstore.EventData{ev("E", 1)}}
+		change(&a)
+		return []eventstore.StreamAppend{{StreamID: "fine", Expected: eventstore.Any(), Events: []eventstore.EventData{ev("E", 2)}}, a}
+	}
+	payload := func(p any) []eventstore.StreamAppend {
+		return with(func(a *eventstore.StreamAppend) { a.Events[0].Payload = p })
+	}
+	cases := map[string][]eventstore.StreamAppend{
+		"NUL in a payload string":        payload(amount{Amount: 1, Note: "a\x00b"}),
+		"NUL in a payload key":           payload(map[string]int{"a\x00": 1}),
+		"NUL in raw JSON":                payload(json.RawMessage(`{"note":"a\u0000b"}`)),
+		"NUL after an escaped backslash": payload([]byte(`["\\\u0000"]`)),
+		"NUL in metadata":                with(func(a *eventstore.StreamAppend) { a.Events[0].Metadata.Actor = "\x00" }),
+		"NUL in a snapshot": with(func(a *eventstore.StreamAppend) {
+			a.Snapshot = &eventstore.Snapshot{State: map[string]string{"note": "\x00"}}
+		}),
+		"NUL in a stream id":   with(func(a *eventstore.StreamAppend) { a.StreamID = "x\x00" }),
+		"stream id not UTF-8":  with(func(a *eventstore.StreamAppend) { a.StreamID = "x\xff" }),
+		"NUL in an event type": with(func(a *eventstore.StreamAppend) { a.Events[0].Type = "E\x00" }),
+		"event type not UTF-8": with(func(a *eventstore.StreamAppend) { a.Events[0].Type = "E\xc3" }),
+	}
+	for name, appends := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := s.Append(ctx, appends)
+			if !errors.Is(err, eventstore.ErrInvalidArgument) {
+				t.Fatalf("err = %v, want ErrInvalidArgument", err)
+			}
+		})
+	}
+	if n := writes.Load(); n != 0 {
+		t.Fatalf("refused appends began %d transactions", n)
+	}
+	if n := count(t, `SELECT count(*) FROM events`) + count(t, `SELECT count(*) FROM streams`); n != 0 {
+		t.Fatalf("refused appends wrote %d rows", n)
+	}
+
+	// A backslash followed by the text u0000 is no NUL, and is stored as it is.
+	for i, doc := range []string{`{"note":"\\u0000"}`, `{"\\u0000":["\\\\u0000","\\\\\\u0000"]}`} {
+		stream := fmt.Sprint("backslash-", i)
+		appendOne(t, s, stream, eventstore.NoStream(), eventstore.EventData{Type: "E", SchemaVersion: 1, Payload: json.RawMessage(doc)})
+		evs, err := s.Load(ctx, stream, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) != 1 || !sameJSON(evs[0].Payload, doc) {
+			t.Fatalf("stored %s, want %s", evs[0].Payload, doc)
+		}
 	}
 }
 
