@@ -126,6 +126,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 		pcfg.MaxConns = lagPoolConns
 		pcfg.ConnConfig.RuntimeParams["application_name"] = "ledger-loadtest"
+		// The lag probe's array arguments would otherwise have it planned on every look.
+		pcfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
 		if pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
 			return fmt.Errorf("database pool: %w", err)
 		}

@@ -36,6 +36,8 @@ type eventsSchema struct {
 	// that any append committed after the poll began has already closed.
 	wake    *Signal
 	pollGen atomic.Pointer[<-chan struct{}]
+	// pollStart is when the latest poll began (unix nanoseconds), for the backoff's spacing.
+	pollStart atomic.Int64
 	// stopping makes every further poll read nothing, so the batch in flight is the last.
 	stopping atomic.Bool
 	// current is the batch of the message in flight. The subscriber handles one message per
@@ -70,6 +72,7 @@ func (s *eventsSchema) InsertQuery(wsql.InsertQueryParams) (wsql.Query, error) {
 func (s *eventsSchema) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error) {
 	ch := s.wake.C()
 	s.pollGen.Store(&ch)
+	s.pollStart.Store(time.Now().UnixNano())
 	limit := s.batchSize
 	if s.stopping.Load() {
 		limit = 0
@@ -204,6 +207,8 @@ type wakeBackoff struct {
 	schema        *eventsSchema
 	pollInterval  time.Duration
 	retryInterval time.Duration
+	// spacing is the least time between the starts of two polls (see Config.PollSpacing).
+	spacing time.Duration
 	stop          <-chan struct{}
 	onBatch       func()
 	// idle is closed after the first poll that ends once the schema is stopping: from then on
@@ -226,7 +231,7 @@ func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, er
 	}
 	if !noMsg {
 		b.onBatch()
-		return 0
+		return b.untilSpaced()
 	}
 	gen := b.schema.pollGen.Load()
 	if gen == nil {
@@ -239,5 +244,15 @@ func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, er
 	case <-t.C:
 	case <-b.stop:
 	}
-	return 0
+	return b.untilSpaced()
+}
+
+// untilSpaced is how long the next poll waits so that it starts no sooner than spacing after
+// the last one began.
+func (b *wakeBackoff) untilSpaced() time.Duration {
+	started := b.schema.pollStart.Load()
+	if b.spacing <= 0 || started == 0 {
+		return 0
+	}
+	return max(0, b.spacing-time.Since(time.Unix(0, started)))
 }

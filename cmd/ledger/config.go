@@ -42,6 +42,10 @@ type serveConfig struct {
 	AdminAddr string
 	// PublicMetrics serves /metrics on the API's port too.
 	PublicMetrics bool
+	// Throughput tuning: group-commit transactions in flight at once, statements reading read
+	// models at once, and the least time between two polls of one projector.
+	AppendWriters, ReadSlots int
+	PollSpacing              time.Duration
 
 	// invalidEnv names environment variables whose values could not be parsed.
 	invalidEnv []string
@@ -109,6 +113,12 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 		"host:port of the admin listener serving pprof and /metrics, like 127.0.0.1:6060 (env APP_ADMIN_ADDR; empty: off)")
 	fs.BoolVar(&c.PublicMetrics, "public-metrics", c.envBool("APP_PUBLIC_METRICS", true),
 		"serve /metrics on the API's port too (env APP_PUBLIC_METRICS)")
+	fs.IntVar(&c.AppendWriters, "append-writers", envInt("APP_APPEND_WRITERS", 4),
+		"group-commit transactions in flight at once; appends arriving meanwhile share the next (env APP_APPEND_WRITERS)")
+	fs.IntVar(&c.ReadSlots, "read-slots", envInt("APP_READ_SLOTS", 4),
+		"statements reading read models at once; reads arriving meanwhile share the next (env APP_READ_SLOTS)")
+	fs.DurationVar(&c.PollSpacing, "projector-poll-spacing", envDuration("APP_PROJECTOR_POLL_SPACING", 5*time.Millisecond),
+		"least time between two polls of one projector: larger batches, at most this much more lag (env APP_PROJECTOR_POLL_SPACING; 0: none)")
 }
 
 func (c *serveConfig) validate() error {
@@ -121,6 +131,12 @@ func (c *serveConfig) validate() error {
 	}
 	if c.TokenTTL < time.Minute {
 		errs = append(errs, fmt.Errorf("token lifetime (APP_TOKEN_TTL) must be a duration of at least 1m, like 24h"))
+	}
+	if c.AppendWriters < 1 || c.ReadSlots < 1 {
+		errs = append(errs, errors.New("append writers (APP_APPEND_WRITERS) and read slots (APP_READ_SLOTS) must be at least 1"))
+	}
+	if c.PollSpacing < 0 || c.PollSpacing > time.Second {
+		errs = append(errs, errors.New("projector poll spacing (APP_PROJECTOR_POLL_SPACING) must be a duration from 0 to 1s, like 5ms"))
 	}
 	if !c.RunAPI && !c.RunProjectors {
 		errs = append(errs, errors.New("--api=false and --projectors=false leave nothing to run"))

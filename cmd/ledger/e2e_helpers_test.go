@@ -107,6 +107,9 @@ func startTestService(t *testing.T, adjust ...func(*serveConfig)) *testService {
 		RunProjectors:       true,
 		LogLevel:            "warn",
 		DBMaxConns:          16, // the server is shared with other test packages
+		AppendWriters:       4,
+		ReadSlots:           4,
+		PollSpacing:         5 * time.Millisecond,
 		ShutdownTimeout:     20 * time.Second,
 	}
 	for _, a := range adjust {
