@@ -69,6 +69,7 @@ type config struct {
 	out        string
 	serverLog  string
 	settleFor  time.Duration
+	warmup     time.Duration
 	cpuProfile string // empty: none
 }
 
@@ -115,6 +116,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.Uint64Var(&c.seed, "seed", 0, "random seed for the request sequence; 0: a new one each run (printed)")
 	fs.StringVar(&c.out, "out", "", "write the result as JSON to this file")
 	fs.StringVar(&c.serverLog, "server-log", "", "where a started server's log goes; empty: a temporary file kept only if the server fails")
+	fs.DurationVar(&c.warmup, "warmup", 0, "before the measured phases, run the first phase's rate this long, reported apart and not judged (a server just started checks every token and loads every account once)")
 	fs.DurationVar(&c.settleFor, "settle", time.Minute, "how long to wait for read models to catch up before measuring and before the invariant")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the load generator itself, over the load phases, to this file")
 	if err := fs.Parse(args); err != nil {
@@ -190,6 +192,9 @@ func (c *config) validate() error {
 	}
 	if c.serverPID != 0 && c.target == "" {
 		errs = append(errs, errors.New("--server-pid names the --target server; a started server is watched anyway"))
+	}
+	if c.warmup < 0 {
+		errs = append(errs, errors.New("--warmup must not be negative"))
 	}
 	if c.lagEvery <= 0 {
 		errs = append(errs, errors.New("--lag-sample-every must be positive"))

@@ -61,15 +61,17 @@ func main() {
 
 // Result is the JSON result of a run.
 type Result struct {
-	Profile     string     `json:"profile"`
-	Target      string     `json:"target"`
-	StartedAt   time.Time  `json:"started_at"`
-	Users       int        `json:"users"`
-	HotShare    float64    `json:"hot_share,omitempty"`
-	Items       []string   `json:"items"`
-	Seed        uint64     `json:"seed"`
-	SLO         SLO        `json:"slo"`
-	SeedingS    float64    `json:"seeding_s"`
+	Profile   string    `json:"profile"`
+	Target    string    `json:"target"`
+	StartedAt time.Time `json:"started_at"`
+	Users     int       `json:"users"`
+	HotShare  float64   `json:"hot_share,omitempty"`
+	Items     []string  `json:"items"`
+	Seed      uint64    `json:"seed"`
+	SLO       SLO       `json:"slo"`
+	SeedingS  float64   `json:"seeding_s"`
+	// Warmup is the phase run before the measured ones (--warmup), not judged.
+	Warmup      *Phase     `json:"warmup,omitempty"`
 	Phases      []Phase    `json:"phases"`
 	MaxHeldRate *float64   `json:"max_held_rate,omitempty"`
 	Invariant   *Invariant `json:"invariant,omitempty"`
@@ -186,7 +188,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err != nil {
 		return err
 	}
-	for n, rate := 1, p.rate; ; n, rate = n+1, rate+p.step {
+	if cfg.warmup > 0 {
+		fmt.Fprintln(stderr, "warm-up, not judged:")
+		w := r.runPhase(ctx, 0, p.rate, cfg.warmup)
+		res.Warmup = &w
+		res.Interrupted = ctx.Err() != nil
+	}
+	for n, rate := 1, p.rate; ctx.Err() == nil; n, rate = n+1, rate+p.step {
 		ph := r.runPhase(ctx, n, rate, p.duration)
 		res.Phases = append(res.Phases, ph)
 		if ctx.Err() != nil {

@@ -47,6 +47,9 @@ type phaseRecorder struct {
 	dropped    atomic.Int64
 	done       atomic.Int64
 	failed     atomic.Int64
+	// slow counts the answers later than the SLO's p99 bound, so the progress lines show
+	// when in a phase the slow ones came.
+	slow atomic.Int64
 }
 
 // due is a request and the time it was due.
@@ -99,6 +102,9 @@ func (r *runner) runPhase(ctx context.Context, number int, rate float64, d time.
 		answered := time.Now()
 		o, key := classify(q.op, status, message, err)
 		rec.ops[q.op].record(o, answered.Sub(at), key)
+		if answered.Sub(at) > r.p99 {
+			rec.slow.Add(1)
+		}
 		rec.done.Add(1)
 		if o == outError {
 			rec.failed.Add(1)
@@ -183,9 +189,13 @@ func (r *runner) reportProgress(number int, sent *atomic.Int64, rec *phaseRecord
 	start := time.Now()
 	go func() {
 		defer close(done)
+		var slowBefore int64
 		for (realClock{}).Sleep(ctx, 10*time.Second) {
-			fmt.Fprintf(r.progress, "phase %d: %4.0fs sent %d, answered %d, failed %d, in flight %d, dropped %d\n",
-				number, time.Since(start).Seconds(), sent.Load(), rec.done.Load(), rec.failed.Load(), inFlight.Load(), rec.dropped.Load())
+			slow := rec.slow.Load()
+			fmt.Fprintf(r.progress, "phase %d: %4.0fs sent %d, answered %d, failed %d, in flight %d, dropped %d, slower than %s in these 10 s: %d\n",
+				number, time.Since(start).Seconds(), sent.Load(), rec.done.Load(), rec.failed.Load(), inFlight.Load(), rec.dropped.Load(),
+				r.p99, slow-slowBefore)
+			slowBefore = slow
 		}
 	}()
 	return func() {

@@ -17,6 +17,10 @@ func printReport(w io.Writer, res *Result) {
 	fmt.Fprintf(w, "; seed %d\n", res.Seed)
 	fmt.Fprintf(w, "   SLO per phase: p99 ≤ %.0f ms from the scheduled time, errors ≤ %s\n", res.SLO.P99Ms, percent(res.SLO.MaxErrors))
 
+	if res.Warmup != nil {
+		fmt.Fprint(w, "\nwarm-up, not judged:")
+		printPhase(w, *res.Warmup)
+	}
 	if len(res.Phases) > 1 {
 		printSteps(w, res.Phases)
 	}

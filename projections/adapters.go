@@ -66,9 +66,10 @@ func (s *eventsSchema) InsertQuery(wsql.InsertQueryParams) (wsql.Query, error) {
 	return wsql.Query{}, errors.New("projections: events are appended by the event store, never published through watermill")
 }
 
-// SelectQuery locks the consumer group's checkpoint row (one subscriber per group at a time)
-// and reads the next batch after it as one row of arrays, in binary, so that a batch is one
-// message and is applied by one statement instead of one round trip per event.
+// SelectQuery reads the consumer group's checkpoint and the next batch after it as one row of
+// arrays, in binary, so that a batch is one message and is applied by one statement instead of
+// one round trip per event. The transaction already holds the group's poll lock (see
+// pollLock), so no other subscriber of the group moves the checkpoint meanwhile.
 func (s *eventsSchema) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error) {
 	ch := s.wake.C()
 	s.pollGen.Store(&ch)
@@ -80,7 +81,7 @@ func (s *eventsSchema) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error)
 	return wsql.Query{
 		Query: `
 WITH cp AS (
-    SELECT transaction_id, position FROM projection_checkpoints WHERE consumer_group = $1 FOR UPDATE
+    SELECT transaction_id, position FROM projection_checkpoints WHERE consumer_group = $1
 ), batch AS (
     SELECT e.global_position, e.transaction_id, e.event_id, e.stream_id, e.stream_version,
            e.event_type, e.schema_version, e.payload, e.recorded_at
@@ -153,10 +154,27 @@ func (s *eventsSchema) SchemaInitializingQueries(wsql.SchemaInitializingQueriesP
 	return nil, nil // the migrations own the schema
 }
 
-// SubscribeIsolationLevel is stated explicitly: the pgx adapter would otherwise turn the
-// default into SERIALIZABLE.
+// SubscribeIsolationLevel is stated explicitly (watermill's pgx adapter would otherwise turn
+// the default into SERIALIZABLE): READ COMMITTED, so that the poll query's snapshot is taken
+// after the poll lock is granted and sees the checkpoint its previous holder committed. The
+// poll is one statement (one snapshot for the checkpoint, the fence and the events), and the
+// statements after it only write what this transaction alone may write while it holds the lock.
 func (s *eventsSchema) SubscribeIsolationLevel() stdsql.IsolationLevel {
-	return stdsql.LevelRepeatableRead
+	return stdsql.LevelReadCommitted
+}
+
+// pollLockClass keeps the projectors' poll locks apart from other advisory locks ("LEDQ").
+const pollLockClass = 1279607892
+
+// pollLock is the statement every poll transaction of a consumer group runs first: a
+// transaction-level advisory lock on the group, so one subscriber of a group polls and applies
+// at a time (leases keep a group in one process; this holds whatever happens). It replaces
+// locking the checkpoint row FOR UPDATE, which gave every poll, even an empty one, a
+// transaction id from its first statement to its commit: every event appended meanwhile has a
+// newer one and stays behind the log's fence until that commit, for every projector. Now a
+// poll takes a transaction id only when it writes.
+func pollLock(group string) queuedStmt {
+	return queuedStmt{sql: `SELECT pg_advisory_xact_lock($1, hashtext($2))`, args: []any{pollLockClass, group}}
 }
 
 // checkpoints is a watermill-sql OffsetsAdapter over projection_checkpoints. The checkpoint is
@@ -183,7 +201,7 @@ func (checkpoints) ConsumedMessageQuery(wsql.ConsumedMessageQueryParams) (wsql.Q
 
 func (checkpoints) NextOffsetQuery(p wsql.NextOffsetQueryParams) (wsql.Query, error) {
 	return wsql.Query{
-		Query: `SELECT position, transaction_id FROM projection_checkpoints WHERE consumer_group = $1 FOR UPDATE`,
+		Query: `SELECT position, transaction_id FROM projection_checkpoints WHERE consumer_group = $1`,
 		Args:  []any{p.ConsumerGroup},
 	}, nil
 }

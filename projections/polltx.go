@@ -24,6 +24,8 @@ import (
 // under load.
 type pipelinedBeginner struct {
 	pool *pgxpool.Pool
+	// prelude runs first in every transaction (the poll lock).
+	prelude []queuedStmt
 	// refused holds the error of the last statement that the server refused at a commit: the
 	// subscriber saw its ExecContext succeed, so the backoff manager learns of it from here.
 	refused atomic.Pointer[error]
@@ -31,8 +33,10 @@ type pipelinedBeginner struct {
 
 var _ wsql.Beginner = (*pipelinedBeginner)(nil)
 
-func newPipelinedBeginner(pool *pgxpool.Pool) *pipelinedBeginner {
-	return &pipelinedBeginner{pool: pool}
+// newPipelinedBeginner returns a Beginner whose transactions send prelude right after their
+// BEGIN, in the same round trip as the first query.
+func newPipelinedBeginner(pool *pgxpool.Pool, prelude ...queuedStmt) *pipelinedBeginner {
+	return &pipelinedBeginner{pool: pool, prelude: prelude}
 }
 
 // BeginTx takes a connection from the pool and sends nothing yet: the BEGIN goes with the
@@ -254,6 +258,9 @@ func (t *pipelinedTx) send(ctx context.Context, b *pgx.Batch) (pgx.BatchResults,
 	begins := !t.sent
 	if begins {
 		all.BeginTx(t.opts)
+		for _, q := range t.b.prelude {
+			all.Queue(q.sql, q.args...)
+		}
 	}
 	for _, q := range t.queued {
 		all.Queue(q.sql, q.args...)

@@ -157,7 +157,7 @@ type subOptions struct {
 func (r *pollRig) subscribe(t *testing.T, group string, o subOptions) *pollSub {
 	t.Helper()
 	if o.beginner == nil {
-		o.beginner, o.txOf = newPipelinedBeginner(r.pool), pollTx
+		o.beginner, o.txOf = newPipelinedBeginner(r.pool, pollLock(group)), pollTx
 	}
 	if o.offsets == nil {
 		o.offsets = checkpoints{}
@@ -344,25 +344,39 @@ func TestPollRoundTrips(t *testing.T) {
 	}
 }
 
-func TestPollTxIsTheRepeatableReadTransactionThatLockedTheCheckpoint(t *testing.T) {
+func TestPollTxHoldsThePollLockWithoutATransactionID(t *testing.T) {
 	r := newPollRig(t)
 	r.open(t)
 	s := r.subscribe(t, "isolation", subOptions{})
 	var level, readOnly string
-	var inXact bool
+	var hasXid, locked, lockedElsewhere bool
 	s.handle(t, func(ctx context.Context, tx batchTx, _ *message.Message) error {
 		b := &pgx.Batch{}
 		b.Queue("SHOW transaction_isolation").QueryRow(func(row pgx.Row) error { return row.Scan(&level) })
 		b.Queue("SHOW transaction_read_only").QueryRow(func(row pgx.Row) error { return row.Scan(&readOnly) })
-		// The poll query locked the checkpoint row, which took a transaction id.
-		b.Queue("SELECT pg_current_xact_id_if_assigned() IS NOT NULL").QueryRow(func(row pgx.Row) error { return row.Scan(&inXact) })
+		// Polling wrote nothing, so the transaction has no id yet to hold the log's fence back.
+		b.Queue("SELECT pg_current_xact_id_if_assigned() IS NOT NULL").QueryRow(func(row pgx.Row) error { return row.Scan(&hasXid) })
+		b.Queue(`SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()
+		           AND classid = $1 AND objid = hashtext($2)::oid)`, pollLockClass, "isolation").
+			QueryRow(func(row pgx.Row) error { return row.Scan(&locked) })
 		return tx.SendBatch(ctx, b).Close()
 	})
+	// Another session cannot take the group's poll lock while the poll holds it.
+	var other bool
+	err := r.db.Pool.QueryRow(context.Background(), `SELECT pg_try_advisory_xact_lock($1, hashtext($2))`, pollLockClass, "isolation").Scan(&other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lockedElsewhere = !other
 	if e := s.end(t); e.err != nil {
 		t.Fatal(e.err)
 	}
-	if level != "repeatable read" || readOnly != "off" || !inXact {
-		t.Errorf("handler ran at %q, read only %q, in the poll's transaction %v; want repeatable read, off, true", level, readOnly, inXact)
+	if level != "read committed" || readOnly != "off" || hasXid || !locked {
+		t.Errorf("handler ran at %q, read only %q, with a transaction id %v, holding the poll lock %v; want read committed, off, false, true",
+			level, readOnly, hasXid, locked)
+	}
+	if !lockedElsewhere {
+		t.Error("another session took the group's poll lock while a poll held it")
 	}
 }
 

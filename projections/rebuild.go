@@ -187,6 +187,11 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, name string, opt RebuildOp
 		if rep.Accounts, err = heads.copyOut(ctx, tx, target.Group()); err != nil {
 			return fmt.Errorf("copy heads: %w", err)
 		}
+		// A subscriber of the group polls holding this lock: none may see the checkpoint half way.
+		lock := pollLock(target.Group())
+		if _, err := tx.Exec(ctx, lock.sql, lock.args...); err != nil {
+			return err
+		}
 		_, err = tx.Exec(ctx, `
 			INSERT INTO projection_checkpoints (consumer_group, transaction_id, position, updated_at)
 			VALUES ($1, $2::text::xid8, $3, now())
@@ -268,6 +273,10 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, name string, opt RebuildOp
 				return err
 			}
 			if _, err := tx.Exec(ctx, `DELETE FROM projection_heads WHERE consumer_group = $1`, old.Group()); err != nil {
+				return err
+			}
+			lock := pollLock(old.Group())
+			if _, err := tx.Exec(ctx, lock.sql, lock.args...); err != nil {
 				return err
 			}
 			_, err := tx.Exec(ctx, `DELETE FROM projection_checkpoints WHERE consumer_group = $1`, old.Group())

@@ -370,7 +370,7 @@ func (r *Runner) runOnce(ctx context.Context, p Projection, st *projectorState) 
 		stop: runCtx.Done(), onBatch: r.wake.Notify, idle: make(chan struct{}),
 	}
 	ackDeadline := r.ackDeadline()
-	beginner := newPipelinedBeginner(r.pool)
+	beginner := newPipelinedBeginner(r.pool, pollLock(p.Group()))
 	sub, err := wsql.NewSubscriber(beginner, wsql.SubscriberConfig{
 		ConsumerGroup:  p.Group(),
 		SchemaAdapter:  schema,
