@@ -3,11 +3,12 @@ package eventstore
 import (
 	"context"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/ledger/ledger/internal/group"
 )
 
 // Group commit defaults: how many group transactions may be in flight at once, and the most
@@ -24,62 +25,30 @@ const (
 // the most appends one of them writes (size; 0 keeps the default).
 func WithGroupCommit(writers, size int) Option {
 	return func(s *Store) {
-		s.group.slots = make(chan struct{}, max(1, writers))
-		if size > 0 {
-			s.group.size = size
+		if size <= 0 {
+			size = defaultGroupSize
 		}
+		s.group.batch = group.New[*request](writers, size)
 	}
 }
 
-// committer groups concurrent appends into shared transactions. There is no background
-// goroutine: an append queues itself, and whichever caller gets a writer slot writes the
-// queue's head as one group. Under low load a group holds one append; under high load the
-// appends that arrive while a group is written all go into the next one.
+// committer groups concurrent appends into shared transactions (see package group): an append
+// queues itself, and whichever caller gets a writer slot writes the queue's head as one group.
 type committer struct {
 	s     *Store
-	slots chan struct{}
-	size  int
-
-	mu    sync.Mutex
-	queue []*request
+	batch *group.Batcher[*request]
 
 	groups, grouped atomic.Uint64
 }
 
 func (c *committer) submit(r *request) {
-	c.mu.Lock()
-	c.queue = append(c.queue, r)
-	c.mu.Unlock()
-	for {
-		select {
-		case <-r.done:
-			return
-		default:
-		}
-		select {
-		case <-r.done:
-			return
-		case c.slots <- struct{}{}:
-			group := c.take()
-			if len(group) > 0 {
-				c.write(group)
-			}
-			<-c.slots
-			if len(group) == 0 {
-				<-r.done // the queue is empty, so ours is in a group being written
-				return
-			}
-		}
-	}
+	c.batch.Do(r, r.done, nil, c.write)
 }
 
-// take removes up to size appends from the queue, finishing those whose caller has gone.
-func (c *committer) take() []*request {
-	c.mu.Lock()
-	n := min(len(c.queue), c.size)
-	taken := slices.Clone(c.queue[:n])
-	c.queue = slices.Delete(c.queue, 0, n)
-	c.mu.Unlock()
+// write writes a group, retrying deadlocks and serialization failures. If the group fails
+// otherwise, each append is written alone, so that one bad append fails only itself. Appends
+// whose caller has gone are finished with its error and not written.
+func (c *committer) write(taken []*request) {
 	group := taken[:0]
 	for _, r := range taken {
 		if err := r.ctx.Err(); err != nil {
@@ -88,12 +57,9 @@ func (c *committer) take() []*request {
 		}
 		group = append(group, r)
 	}
-	return group
-}
-
-// write writes a group, retrying deadlocks and serialization failures. If the group fails
-// otherwise, each append is written alone, so that one bad append fails only itself.
-func (c *committer) write(group []*request) {
+	if len(group) == 0 {
+		return
+	}
 	c.groups.Add(1)
 	c.grouped.Add(uint64(len(group)))
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(group[0].ctx), groupTimeout)

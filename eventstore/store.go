@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/ledger/ledger/internal/group"
 )
 
 // Store is the PostgreSQL event store.
@@ -65,8 +66,7 @@ func WithAfterCommit(fn func(AppendResult)) Option {
 func New(pool *pgxpool.Pool, opts ...Option) *Store {
 	s := &Store{pool: pool, now: time.Now}
 	s.group.s = s
-	s.group.slots = make(chan struct{}, defaultGroupWriters)
-	s.group.size = defaultGroupSize
+	s.group.batch = group.New[*request](defaultGroupWriters, defaultGroupSize)
 	for _, o := range opts {
 		o(s)
 	}

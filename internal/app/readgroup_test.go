@@ -35,24 +35,13 @@ func (f *fakeReads) run(_ context.Context, ids []uuid.UUID) (map[uuid.UUID]*read
 
 // holdSlots takes every statement slot of g, so that reads queue up; the returned func
 // gives them back.
-func holdSlots(g *readGroup) func() {
-	for range cap(g.slots) {
-		g.slots <- struct{}{}
-	}
-	return func() {
-		for range cap(g.slots) {
-			<-g.slots
-		}
-	}
-}
+func holdSlots(g *readGroup) func() { return g.batch.Hold() }
 
 func waitQueued(t *testing.T, g *readGroup, n int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		g.mu.Lock()
-		queued := len(g.queue)
-		g.mu.Unlock()
+		queued := g.batch.Queued()
 		if queued == n {
 			return
 		}
