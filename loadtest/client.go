@@ -15,7 +15,8 @@ import (
 	"time"
 )
 
-// newTransport returns a transport tuned for many concurrent keep-alive requests to one host:
+// newTransport returns the transport of an https target's load and of the tool's one-off
+// requests, tuned for many concurrent keep-alive requests to one host:
 // every connection it opens stays idle in the pool for reuse (the default keeps only two per
 // host, which turns a busy load into a storm of new connections), and the number of
 // connections is bounded so that an overloaded server queues requests in the client instead of
@@ -32,42 +33,82 @@ func newTransport(maxConns int, timeout time.Duration) *http.Transport {
 	}
 }
 
-// api sends the workload's requests as the seeded employees. It calls the transport itself
-// rather than an http.Client: the API answers without redirects, and the client's redirect
-// bookkeeping, header copies and timer (each request has a deadline of its own) cost the
-// generator CPU on every request for nothing.
+// api sends the workload's requests as the seeded employees. To an http target it sends them
+// through a connPool of its own, which costs the generator far less CPU per request than
+// net/http's Transport. An https target goes through the Transport (the pool speaks no TLS),
+// called directly rather than through an http.Client: the API answers without redirects, and
+// the client's redirect bookkeeping, header copies and timer (each request has a deadline of
+// its own) cost the generator CPU on every request for nothing.
 type api struct {
+	pool    *connPool // nil: the target is https, served by rt
 	rt      http.RoundTripper
 	names   []string
 	bearers [][]string // the Authorization header's value, "Bearer <token>", by employee
-	info    *url.URL
-	buy     map[string]*url.URL // by item
-	send    *url.URL
+	info    endpoint
+	buy     map[string]endpoint // by item
+	send    endpoint
+}
+
+// endpoint is a route as each client wants it.
+type endpoint struct {
+	url    *url.URL // for the Transport, which only reads it
+	target string   // for the pool: the request target, escaped
 }
 
 // jsonContent is the Content-Type of a sendCoin; requests share it, and the transport only
 // reads it.
 var jsonContent = []string{"application/json"}
 
-func newAPI(rt http.RoundTripper, base string, names, tokens, items []string) (*api, error) {
+// newAPI returns the requests to base: through a pool of at most maxConns connections of its
+// own when base is http, through rt when it is https.
+func newAPI(rt http.RoundTripper, maxConns int, base string, names, tokens, items []string) (*api, error) {
+	a, err := newTransportAPI(rt, base, names, tokens, items)
+	if err != nil {
+		return nil, err
+	}
+	if a.info.url.Scheme == "http" {
+		if a.pool, err = newConnPool(a.info.url, maxConns); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// newTransportAPI returns the requests to base, all sent through the transport rt.
+func newTransportAPI(rt http.RoundTripper, base string, names, tokens, items []string) (*api, error) {
 	base = strings.TrimRight(base, "/")
-	a := &api{rt: rt, names: names, bearers: make([][]string, len(tokens)), buy: make(map[string]*url.URL, len(items))}
+	a := &api{rt: rt, names: names, bearers: make([][]string, len(tokens)), buy: make(map[string]endpoint, len(items))}
 	for i, t := range tokens {
 		a.bearers[i] = []string{"Bearer " + t}
 	}
 	var err error
-	if a.info, err = url.Parse(base + "/api/info"); err != nil {
-		return nil, fmt.Errorf("target URL: %w", err)
+	if a.info, err = parseEndpoint(base + "/api/info"); err != nil {
+		return nil, err
 	}
-	if a.send, err = url.Parse(base + "/api/sendCoin"); err != nil {
-		return nil, fmt.Errorf("target URL: %w", err)
+	if a.send, err = parseEndpoint(base + "/api/sendCoin"); err != nil {
+		return nil, err
 	}
 	for _, item := range items {
-		if a.buy[item], err = url.Parse(base + "/api/buy/" + url.PathEscape(item)); err != nil {
-			return nil, fmt.Errorf("target URL: %w", err)
+		if a.buy[item], err = parseEndpoint(base + "/api/buy/" + url.PathEscape(item)); err != nil {
+			return nil, err
 		}
 	}
 	return a, nil
+}
+
+func parseEndpoint(s string) (endpoint, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return endpoint{}, fmt.Errorf("target URL: %w", err)
+	}
+	return endpoint{url: u, target: u.RequestURI()}, nil
+}
+
+// close closes the idle connections.
+func (a *api) close() {
+	if a.pool != nil {
+		a.pool.close()
+	}
 }
 
 type sendCoinBody struct {
@@ -78,50 +119,72 @@ type sendCoinBody struct {
 // do sends q and reads the whole answer. It returns the status and, for an error answer, the
 // contract's error message; err is a failure to get an answer at all, or to read all of it.
 func (a *api) do(ctx context.Context, q request) (status int, message string, err error) {
-	// The URLs and header values are built once and shared: the transport only reads them.
-	req := &http.Request{Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: http.Header{"Authorization": a.bearers[q.user]}}
+	method, ep := http.MethodGet, endpoint{}
+	var body []byte
 	switch q.op {
 	case opInfo:
-		req.Method, req.URL = http.MethodGet, a.info
+		ep = a.info
 	case opBuy:
-		req.Method, req.URL = http.MethodGet, a.buy[q.item]
-		if req.URL == nil {
+		var ok bool
+		if ep, ok = a.buy[q.item]; !ok {
 			return 0, "", fmt.Errorf("item %q is not in the catalog the tool was given", q.item)
 		}
 	case opSend:
-		body, err := json.Marshal(sendCoinBody{ToUser: a.names[q.to], Amount: q.amount})
-		if err != nil {
+		if body, err = json.Marshal(sendCoinBody{ToUser: a.names[q.to], Amount: q.amount}); err != nil {
 			return 0, "", err
 		}
-		req.Method, req.URL = http.MethodPost, a.send
+		method, ep = http.MethodPost, a.send
+	default:
+		return 0, "", fmt.Errorf("unknown operation %v", q.op)
+	}
+	// Both read at most maxAnswer bytes of the body; of a 200, which is a success whatever it
+	// says, nothing is kept.
+	var errBody []byte
+	if a.pool != nil {
+		status, errBody, err = a.pool.roundTrip(ctx, &wireRequest{
+			method: method, target: ep.target, authorization: a.bearers[q.user][0], body: body,
+			readOnly: q.op == opInfo,
+		})
+	} else {
+		status, errBody, err = a.roundTripHTTP(ctx, method, ep.url, a.bearers[q.user], body)
+	}
+	switch {
+	case err != nil:
+		return status, "", err
+	case status == http.StatusOK:
+		return status, "", nil
+	}
+	return status, errorMessage(errBody), nil
+}
+
+// roundTripHTTP sends a request through rt and reads the answer as connPool.roundTrip does.
+func (a *api) roundTripHTTP(ctx context.Context, method string, u *url.URL, bearer []string, body []byte) (int, []byte, error) {
+	// The URL and header values are built once and shared: the transport only reads them.
+	req := &http.Request{Method: method, URL: u, Host: u.Host, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{"Authorization": bearer}}
+	if body != nil {
 		req.Header["Content-Type"] = jsonContent
 		req.ContentLength = int64(len(body))
 		req.Body = io.NopCloser(bytes.NewReader(body))
 		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	default:
-		return 0, "", fmt.Errorf("unknown operation %v", q.op)
 	}
-	req.Host = req.URL.Host
 	resp, err := a.rt.RoundTrip(req.WithContext(ctx))
 	if err != nil {
-		return 0, "", err
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
-	// Read it all, so the connection goes back to the pool; a sane answer is far smaller. A 200
-	// is a success whatever it says, so it is only read, through a pooled buffer.
-	limited := io.LimitReader(resp.Body, 1<<20)
+	// Read it all, so the connection goes back to the pool; a 200's body only through a pooled
+	// buffer.
+	limited := io.LimitReader(resp.Body, maxAnswer)
 	if resp.StatusCode == http.StatusOK {
-		if _, err := io.Copy(io.Discard, limited); err != nil {
-			return resp.StatusCode, "", err
-		}
-		return resp.StatusCode, "", nil
+		_, err := io.Copy(io.Discard, limited)
+		return resp.StatusCode, nil, err
 	}
-	body, err := io.ReadAll(limited)
+	b, err := io.ReadAll(limited)
 	if err != nil {
-		return resp.StatusCode, "", err
+		return resp.StatusCode, nil, err
 	}
-	return resp.StatusCode, errorMessage(body), nil
+	return resp.StatusCode, b, nil
 }
 
 // errorMessage is the contract's {"errors": "..."} message, or a short description of an

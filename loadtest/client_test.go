@@ -10,13 +10,18 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 )
 
 // TestAPIRequests: each operation reaches its route with the employee's token (and sendCoin its
 // JSON body); a 200 of any size is a success and leaves its connection for the next request;
-// an error answer gives the contract's message.
+// an error answer gives the contract's message. So through both clients.
 func TestAPIRequests(t *testing.T) {
+	for _, kind := range clientKinds {
+		t.Run(kind, func(t *testing.T) { testAPIRequests(t, kind) })
+	}
+}
+
+func testAPIRequests(t *testing.T, kind string) {
 	big := strings.Repeat("x", 200_000) // an info with a long history
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/info", func(w http.ResponseWriter, r *http.Request) {
@@ -52,12 +57,7 @@ func TestAPIRequests(t *testing.T) {
 	srv.Start()
 	defer srv.Close()
 
-	tr := newTransport(4, 5*time.Second)
-	defer tr.CloseIdleConnections()
-	a, err := newAPI(tr, srv.URL+"/", []string{"alice", "bob"}, []string{"t0", "t1"}, []string{"tea cup"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := newTestAPI(t, kind, srv.URL+"/", 4)
 	ctx := context.Background()
 	for _, tc := range []struct {
 		q       request
@@ -80,8 +80,14 @@ func TestAPIRequests(t *testing.T) {
 	}
 }
 
-// TestAPITruncatedAnswer: a 200 whose body breaks off is not a success.
+// TestAPITruncatedAnswer: a 200 whose body breaks off is not a success, through either client.
 func TestAPITruncatedAnswer(t *testing.T) {
+	for _, kind := range clientKinds {
+		t.Run(kind, func(t *testing.T) { testAPITruncatedAnswer(t, kind) })
+	}
+}
+
+func testAPITruncatedAnswer(t *testing.T, kind string) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", "1000")
 		io.WriteString(w, `{"coins":`)
@@ -92,12 +98,7 @@ func TestAPITruncatedAnswer(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	tr := newTransport(4, 5*time.Second)
-	defer tr.CloseIdleConnections()
-	a, err := newAPI(tr, srv.URL, []string{"alice", "bob"}, []string{"t0", "t1"}, []string{"cup"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := newTestAPI(t, kind, srv.URL, 4)
 	status, message, err := a.do(context.Background(), request{op: opInfo})
 	if err == nil {
 		t.Fatalf("a body cut short read as %d %q", status, message)

@@ -162,10 +162,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 
 	tr := newTransport(cfg.conns, cfg.timeout)
 	defer tr.CloseIdleConnections()
-	a, err := newAPI(tr, target, names, tokens, cfg.items)
+	a, err := newAPI(tr, cfg.conns, target, names, tokens, cfg.items)
 	if err != nil {
 		return err
 	}
+	defer a.close()
 	if err := checkToken(ctx, &http.Client{Transport: tr, Timeout: cfg.timeout}, target, tokens[0]); err != nil {
 		return err
 	}
