@@ -3,7 +3,6 @@ package eventstore
 import (
 	"context"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -37,31 +36,15 @@ func WithGroupCommit(writers, size int) Option {
 type committer struct {
 	s     *Store
 	batch *group.Batcher[*request]
-
-	groups, grouped atomic.Uint64
 }
 
 func (c *committer) submit(r *request) {
-	c.batch.Do(r, r.done, nil, c.write)
+	c.batch.Do(r, nil, c.write)
 }
 
 // write writes a group, retrying deadlocks and serialization failures. If the group fails
-// otherwise, each append is written alone, so that one bad append fails only itself. Appends
-// whose caller has gone are finished with its error and not written.
-func (c *committer) write(taken []*request) {
-	group := taken[:0]
-	for _, r := range taken {
-		if err := r.ctx.Err(); err != nil {
-			r.finish(AppendResult{}, err)
-			continue
-		}
-		group = append(group, r)
-	}
-	if len(group) == 0 {
-		return
-	}
-	c.groups.Add(1)
-	c.grouped.Add(uint64(len(group)))
+// otherwise, each append is written alone, so that one bad append fails only itself.
+func (c *committer) write(group []*request) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(group[0].ctx), groupTimeout)
 	defer cancel()
 	for attempt := 1; ; attempt++ {

@@ -88,8 +88,9 @@ type Stats struct {
 
 // Stats returns the store's counters.
 func (s *Store) Stats() Stats {
+	groups, grouped := s.group.batch.Stats()
 	return Stats{Conflicts: s.conflicts.Load(), TxRetries: s.txRetries.Load(),
-		Groups: s.group.groups.Load(), GroupedAppends: s.group.grouped.Load()}
+		Groups: groups, GroupedAppends: grouped}
 }
 
 // AppendOption changes one append.
@@ -152,6 +153,11 @@ func (r *request) finish(res AppendResult, err error) {
 	r.res, r.err = res, err
 	close(r.done)
 }
+
+// The request as a group.Request.
+func (r *request) Context() context.Context { return r.ctx }
+func (r *request) Done() <-chan struct{}    { return r.done }
+func (r *request) Abandon(err error)        { r.finish(AppendResult{}, err) }
 
 // writeAlone writes one append in a transaction of its own, retrying deadlocks and
 // serialization failures.

@@ -109,9 +109,10 @@ type Stats struct {
 // Stats returns the counters.
 func (a *App) Stats() Stats {
 	s := &a.stats
+	statements, grouped := a.readGroups.batch.Stats()
 	return Stats{Commands: s.commands.Load(), Conflicts: s.conflicts.Load(), Retries: s.retries.Load(),
 		Exhausted: s.exhausted.Load(), ReadFresh: s.readFresh.Load(), ReadAfterWait: s.readAfterWait.Load(),
-		ReadFolded: s.readFolded.Load(), ReadStatements: a.readGroups.groups.Load(), ReadsGrouped: a.readGroups.grouped.Load()}
+		ReadFolded: s.readFolded.Load(), ReadStatements: statements, ReadsGrouped: grouped}
 }
 
 // Result is what a reader needs to see a command's effect: the new versions of the streams it

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -28,8 +27,6 @@ const (
 type readGroup struct {
 	run   func(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*readModels, error)
 	batch *group.Batcher[*readRequest]
-
-	groups, grouped atomic.Uint64
 }
 
 func newReadGroup(slots, size int, run func(context.Context, []uuid.UUID) (map[uuid.UUID]*readModels, error)) *readGroup {
@@ -45,36 +42,26 @@ type readRequest struct {
 	done chan struct{} // closed once res or err is set
 }
 
+// The request as a group.Request.
+func (r *readRequest) Context() context.Context { return r.ctx }
+func (r *readRequest) Done() <-chan struct{}    { return r.done }
+func (r *readRequest) Abandon(err error)        { r.err = err; close(r.done) }
+
 // read returns the account's row, read by a statement that started after read was called.
 func (g *readGroup) read(ctx context.Context, id uuid.UUID) (*readModels, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	r := &readRequest{ctx: ctx, id: id, done: make(chan struct{})}
-	if !g.batch.Do(r, r.done, ctx.Done(), g.readAll) {
+	if !g.batch.Do(r, ctx.Done(), g.readAll) {
 		// The request stays queued or in flight; whoever reads it finishes it unseen.
 		return nil, ctx.Err()
 	}
 	return r.res, r.err
 }
 
-// readAll reads the accounts of a group in one statement and finishes every request; those
-// whose caller has gone are finished with its error and not read.
-func (g *readGroup) readAll(taken []*readRequest) {
-	reads := taken[:0]
-	for _, r := range taken {
-		if err := r.ctx.Err(); err != nil {
-			r.err = err
-			close(r.done)
-			continue
-		}
-		reads = append(reads, r)
-	}
-	if len(reads) == 0 {
-		return
-	}
-	g.groups.Add(1)
-	g.grouped.Add(uint64(len(reads)))
+// readAll reads the accounts of a group in one statement and finishes every request.
+func (g *readGroup) readAll(reads []*readRequest) {
 	ids := make([]uuid.UUID, 0, len(reads))
 	seen := make(map[uuid.UUID]bool, len(reads))
 	for _, r := range reads {

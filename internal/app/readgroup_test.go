@@ -87,7 +87,7 @@ func TestReadGroupSharesOneStatement(t *testing.T) {
 	if got[0] == got[3] {
 		t.Error("two readers of one account share one row value; each must get its own copy")
 	}
-	if s, n := g.groups.Load(), g.grouped.Load(); s != 1 || n != 5 {
+	if s, n := g.batch.Stats(); s != 1 || n != 5 {
 		t.Errorf("counted %d statements carrying %d reads, want 1 and 5", s, n)
 	}
 }

@@ -8,30 +8,45 @@
 package group
 
 import (
+	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
+// Request is what a Batcher groups.
+type Request interface {
+	// Context is the caller's; a request whose context has ended is abandoned, not handled.
+	Context() context.Context
+	// Done is closed once the request is finished, handled or abandoned.
+	Done() <-chan struct{}
+	// Abandon finishes the request with err without handling it.
+	Abandon(err error)
+}
+
 // Batcher groups requests of type R.
-type Batcher[R any] struct {
+type Batcher[R Request] struct {
 	slots chan struct{}
 	size  int
 
 	mu    sync.Mutex
 	queue []R
+
+	groups, handled atomic.Uint64
 }
 
 // New returns a Batcher with slots groups in flight at once and at most size requests in one.
-func New[R any](slots, size int) *Batcher[R] {
+func New[R Request](slots, size int) *Batcher[R] {
 	return &Batcher[R]{slots: make(chan struct{}, max(1, slots)), size: max(1, size)}
 }
 
-// Do queues r and returns true once done is closed, or false as soon as stop is (nil: never).
-// While r waits, the caller may get a slot and then hands the queue's head to handle, which
-// must close the done channel of every request it is given (its own included, when it is
-// there). A caller that stops leaves r queued or in a group: handle must cope with requests
-// whose caller has gone.
-func (b *Batcher[R]) Do(r R, done, stop <-chan struct{}, handle func(group []R)) bool {
+// Do queues r and returns true once r is finished, or false as soon as stop is closed (nil:
+// never). While r waits, the caller may get a slot and then hands the queue's head to handle,
+// which must finish every request it is given (its own included, when it is there). Requests
+// whose caller has gone meanwhile are abandoned with their context's error instead; a caller
+// that stops leaves r queued or in a group, to be abandoned or handled unseen.
+func (b *Batcher[R]) Do(r R, stop <-chan struct{}, handle func(group []R)) bool {
+	done := r.Done()
 	b.mu.Lock()
 	b.queue = append(b.queue, r)
 	b.mu.Unlock()
@@ -49,7 +64,7 @@ func (b *Batcher[R]) Do(r R, done, stop <-chan struct{}, handle func(group []R))
 		case b.slots <- struct{}{}:
 			group := b.take()
 			if len(group) > 0 {
-				handle(group)
+				b.handle(group, handle)
 			}
 			<-b.slots
 			if len(group) == 0 {
@@ -63,6 +78,29 @@ func (b *Batcher[R]) Do(r R, done, stop <-chan struct{}, handle func(group []R))
 			}
 		}
 	}
+}
+
+// handle abandons the requests whose caller has gone and hands the others to fn as one group.
+func (b *Batcher[R]) handle(taken []R, fn func(group []R)) {
+	group := taken[:0]
+	for _, r := range taken {
+		if err := r.Context().Err(); err != nil {
+			r.Abandon(err)
+			continue
+		}
+		group = append(group, r)
+	}
+	if len(group) == 0 {
+		return
+	}
+	b.groups.Add(1)
+	b.handled.Add(uint64(len(group)))
+	fn(group)
+}
+
+// Stats returns how many groups were handled and how many requests they held.
+func (b *Batcher[R]) Stats() (groups, requests uint64) {
+	return b.groups.Load(), b.handled.Load()
 }
 
 // take removes up to size requests from the head of the queue.

@@ -1,6 +1,7 @@
 package group
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -8,8 +9,16 @@ import (
 
 type req struct {
 	n    int
+	ctx  context.Context
 	done chan struct{}
+	err  error
 }
+
+func newReq(n int) *req { return &req{n: n, ctx: context.Background(), done: make(chan struct{})} }
+
+func (r *req) Context() context.Context { return r.ctx }
+func (r *req) Done() <-chan struct{}    { return r.done }
+func (r *req) Abandon(err error)        { r.err = err; close(r.done) }
 
 func waitQueued(t *testing.T, b *Batcher[*req], n int) {
 	t.Helper()
@@ -40,8 +49,8 @@ func TestRequestsThatWaitTogetherAreHandledTogether(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 5 {
 		wg.Go(func() {
-			r := &req{n: i, done: make(chan struct{})}
-			if !b.Do(r, r.done, nil, handle) {
+			r := newReq(i)
+			if !b.Do(r, nil, handle) {
 				t.Error("Do returned false without a stop")
 			}
 		})
@@ -62,8 +71,8 @@ func TestRequestsThatWaitTogetherAreHandledTogether(t *testing.T) {
 
 	// Alone, a request is handled at once, in a group of its own.
 	groups = nil
-	r := &req{n: 9, done: make(chan struct{})}
-	b.Do(r, r.done, nil, handle)
+	r := newReq(9)
+	b.Do(r, nil, handle)
 	if len(groups) != 1 || len(groups[0]) != 1 {
 		t.Errorf("a lone request was handled as %v", groups)
 	}
@@ -74,9 +83,9 @@ func TestStopEndsTheWait(t *testing.T) {
 	release := b.Hold()
 	defer release()
 	stop := make(chan struct{})
-	r := &req{done: make(chan struct{})}
+	r := newReq(0)
 	got := make(chan bool)
-	go func() { got <- b.Do(r, r.done, stop, func([]*req) { t.Error("handled while every slot was held") }) }()
+	go func() { got <- b.Do(r, stop, func([]*req) { t.Error("handled while every slot was held") }) }()
 	waitQueued(t, b, 1)
 	close(stop)
 	if <-got {
@@ -84,5 +93,37 @@ func TestStopEndsTheWait(t *testing.T) {
 	}
 	if b.Queued() != 1 {
 		t.Error("a stopped request must stay queued for whoever handles it next")
+	}
+}
+
+func TestRequestsWhoseCallerHasGoneAreAbandoned(t *testing.T) {
+	b := New[*req](1, 8)
+	release := b.Hold()
+	gone := newReq(1)
+	ctx, cancel := context.WithCancel(context.Background())
+	gone.ctx = ctx
+	stop := make(chan struct{})
+	go b.Do(gone, stop, nil)
+	waitQueued(t, b, 1)
+	close(stop) // its caller stops waiting, and its context ends
+	cancel()
+	release()
+	var handled []int
+	r := newReq(2)
+	b.Do(r, nil, func(g []*req) {
+		for _, q := range g {
+			handled = append(handled, q.n)
+			close(q.done)
+		}
+	})
+	<-gone.done
+	if gone.err != context.Canceled {
+		t.Errorf("the gone request finished with %v, want context.Canceled", gone.err)
+	}
+	if len(handled) != 1 || handled[0] != 2 {
+		t.Errorf("handled %v, want only the live request", handled)
+	}
+	if groups, requests := b.Stats(); groups != 1 || requests != 1 {
+		t.Errorf("stats %d groups, %d requests; want 1 and 1 (the abandoned one is not counted)", groups, requests)
 	}
 }
