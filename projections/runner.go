@@ -53,8 +53,8 @@ type Config struct {
 	BeforeApply func(group string, e Envelope) error
 }
 
-// defaultPollSpacing is Config.PollSpacing's default.
-var defaultPollSpacing = 5 * time.Millisecond
+// DefaultPollSpacing is Config.PollSpacing's default.
+const DefaultPollSpacing = 5 * time.Millisecond
 
 func (c *Config) defaults() {
 	if c.BatchSize <= 0 {
@@ -64,7 +64,7 @@ func (c *Config) defaults() {
 		c.PollInterval = time.Second
 	}
 	if c.PollSpacing == 0 {
-		c.PollSpacing = defaultPollSpacing
+		c.PollSpacing = DefaultPollSpacing
 	}
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 5

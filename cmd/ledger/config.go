@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ledger/ledger/httpapi"
+	"github.com/ledger/ledger/projections"
 )
 
 // Token claims that tie tokens to this service.
@@ -117,7 +118,7 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 		"group-commit transactions in flight at once; appends arriving meanwhile share the next (env APP_APPEND_WRITERS)")
 	fs.IntVar(&c.ReadSlots, "read-slots", envInt("APP_READ_SLOTS", 4),
 		"statements reading read models at once; reads arriving meanwhile share the next (env APP_READ_SLOTS)")
-	fs.DurationVar(&c.PollSpacing, "projector-poll-spacing", envDuration("APP_PROJECTOR_POLL_SPACING", 5*time.Millisecond),
+	fs.DurationVar(&c.PollSpacing, "projector-poll-spacing", envDuration("APP_PROJECTOR_POLL_SPACING", projections.DefaultPollSpacing),
 		"least time between two polls of one projector: larger batches, at most this much more lag (env APP_PROJECTOR_POLL_SPACING; 0: none)")
 }
 

@@ -30,6 +30,7 @@ import (
 
 	"github.com/ledger/ledger/httpapi"
 	"github.com/ledger/ledger/internal/pgtest"
+	"github.com/ledger/ledger/projections"
 )
 
 var db *pgtest.Database
@@ -109,7 +110,7 @@ func startTestService(t *testing.T, adjust ...func(*serveConfig)) *testService {
 		DBMaxConns:          16, // the server is shared with other test packages
 		AppendWriters:       4,
 		ReadSlots:           4,
-		PollSpacing:         5 * time.Millisecond,
+		PollSpacing:         projections.DefaultPollSpacing,
 		ShutdownTimeout:     20 * time.Second,
 	}
 	for _, a := range adjust {
