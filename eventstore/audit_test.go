@@ -204,3 +204,32 @@ func TestVerifyLinkIsVerifyChain(t *testing.T) {
 		t.Fatalf("metadata with a fraction: %+v", brk)
 	}
 }
+
+// WaitSettled waits for every transaction below the given id to end, and no longer.
+func TestWaitSettledWaitsForOlderTransactions(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	var held uint64
+	if err := tx.QueryRow(ctx, `SELECT pg_current_xact_id()::text::bigint`).Scan(&held); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitSettled(ctx, held); err != nil {
+		t.Fatalf("waiting for the transactions below the held one: %v", err)
+	}
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if err := s.WaitSettled(short, held+1); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitSettled past a running transaction returned %v, want the deadline", err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitSettled(ctx, held+1); err != nil {
+		t.Fatalf("after the transaction ended: %v", err)
+	}
+}

@@ -1,7 +1,6 @@
 package projections
 
 import (
-	"cmp"
 	stdsql "database/sql"
 	"errors"
 	"fmt"
@@ -27,9 +26,14 @@ const (
 	mdEvents        = "events"
 )
 
-// eventsSchema is a watermill-sql SchemaAdapter that reads the event store's own events table,
-// in (transaction_id, global_position) order below the oldest running transaction, so no
-// second copy of the events exists and no late-committing event is skipped.
+// eventsSchema is a watermill-sql SchemaAdapter that reads the event store's own events table
+// in (transaction_id, global_position) order, so no second copy of the events exists. A batch
+// is every committed event after the checkpoint, up to the batch size, that the projector has
+// not applied yet. The events below the oldest running transaction (the fence) are settled:
+// no transaction still running can commit an event before them. Only settled events move the
+// checkpoint, so no late-committing event is ever skipped; the events above the fence are
+// applied at once all the same, so that a slow commit holds back the checkpoint but not the
+// read models, and are then left out of the next polls (see ahead).
 type eventsSchema struct {
 	batchSize int
 	// wake is taken at the start of every poll, so that the backoff manager waits on a channel
@@ -44,20 +48,39 @@ type eventsSchema struct {
 	// poll and polls again only once it is acked or abandoned, so the adapter hands the events
 	// it has already decoded to the handler in process instead of encoding them again.
 	current atomic.Pointer[pendingBatch]
+	// ahead is what the projector committed above the fence.
+	ahead ahead
 }
 
+// pendingBatch is what a poll found: events to apply (possibly none) and where the checkpoint
+// goes once they are applied.
 type pendingBatch struct {
 	id     string // the message's UUID
 	events []logEvent
+	to     checkpoint
 }
 
-// batch returns the events of the message with the given UUID.
-func (s *eventsSchema) batch(id string) ([]logEvent, bool) {
+// first is the position the batch begins at, for logs.
+func (b *pendingBatch) first() int64 {
+	if len(b.events) > 0 {
+		return b.events[0].Position
+	}
+	return b.to.Position
+}
+
+// checkpoint is a position in the log's (transaction id, position) order.
+type checkpoint struct {
+	TransactionID uint64
+	Position      int64
+}
+
+// batch returns the batch of the message with the given UUID.
+func (s *eventsSchema) batch(id string) (*pendingBatch, bool) {
 	b := s.current.Load()
 	if b == nil || b.id != id {
 		return nil, false
 	}
-	return b.events, true
+	return b, true
 }
 
 var _ wsql.SchemaAdapter = (*eventsSchema)(nil)
@@ -66,10 +89,13 @@ func (s *eventsSchema) InsertQuery(wsql.InsertQueryParams) (wsql.Query, error) {
 	return wsql.Query{}, errors.New("projections: events are appended by the event store, never published through watermill")
 }
 
-// SelectQuery reads the consumer group's checkpoint and the next batch after it as one row of
+// SelectQuery reads the consumer group's checkpoint, the next batch after it as one row of
 // arrays, in binary, so that a batch is one message and is applied by one statement instead of
-// one round trip per event. The transaction already holds the group's poll lock (see
-// pollLock), so no other subscriber of the group moves the checkpoint meanwhile.
+// one round trip per event, and the fence: the oldest transaction still running, as of the
+// same snapshot. It leaves out the events the projector committed ahead ($2), but only if the
+// checkpoint's row is still as the projector left it ($3 wrote it), and reads above the fence
+// only while that record has room ($4; see ahead). The transaction already holds the group's
+// poll lock (see pollLock), so no other subscriber of the group moves the checkpoint meanwhile.
 func (s *eventsSchema) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error) {
 	ch := s.wake.C()
 	s.pollGen.Store(&ch)
@@ -81,41 +107,51 @@ func (s *eventsSchema) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error)
 	return wsql.Query{
 		Query: `
 WITH cp AS (
-    SELECT transaction_id, position FROM projection_checkpoints WHERE consumer_group = $1
+    SELECT transaction_id, position, xmin::text::bigint AS writer FROM projection_checkpoints WHERE consumer_group = $1
 ), batch AS (
     SELECT e.global_position, e.transaction_id, e.event_id, e.stream_id, e.stream_version,
            e.event_type, e.schema_version, e.payload, e.recorded_at
     FROM events e
     WHERE (e.transaction_id, e.global_position) > ((SELECT transaction_id FROM cp), (SELECT position FROM cp))
-      AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+      AND NOT (e.global_position = ANY ($2::bigint[]) AND (SELECT writer FROM cp) = $3)
+      AND ($4 OR e.transaction_id < pg_snapshot_xmin(pg_current_snapshot()))
     ORDER BY e.transaction_id, e.global_position
     LIMIT ` + strconv.Itoa(limit) + `
 )
 SELECT count(*), array_agg(b.global_position), array_agg(b.transaction_id::text::bigint), array_agg(b.event_id),
        array_agg(b.stream_id), array_agg(b.stream_version), array_agg(b.event_type),
-       array_agg(b.schema_version), array_agg(b.payload), array_agg(b.recorded_at)
+       array_agg(b.schema_version), array_agg(b.payload), array_agg(b.recorded_at),
+       pg_snapshot_xmin(pg_current_snapshot())::text::bigint,
+       (SELECT transaction_id::text::bigint FROM cp), (SELECT position FROM cp), (SELECT writer FROM cp)
 FROM batch b`,
-		Args: []any{p.ConsumerGroup},
+		Args: append([]any{p.ConsumerGroup}, exclusions(&s.ahead)...),
 	}, nil
 }
 
-// UnmarshalMessage turns a poll's row into one batch message; an empty poll is no message.
+func exclusions(a *ahead) []any {
+	positions, writer, aboveFence := a.exclusions()
+	return []any{positions, writer, aboveFence}
+}
+
+// UnmarshalMessage turns a poll's row into one batch message; a poll that found nothing to
+// apply and cannot move the checkpoint is no message.
 func (s *eventsSchema) UnmarshalMessage(p wsql.UnmarshalMessageParams) (wsql.Row, error) {
 	var (
-		n                    int
-		positions, txs, vers []int64
-		ids                  []uuid.UUID
-		streams, types       []string
-		schemas              []int32
-		payloads             [][]byte
-		recordedAt           []time.Time
+		n                     int
+		positions, txs, vers  []int64
+		ids                   []uuid.UUID
+		streams, types        []string
+		schemas               []int32
+		payloads              [][]byte
+		recordedAt            []time.Time
+		fence, fromTx, writer int64
+		from                  checkpoint
 	)
-	if err := p.Row.Scan(&n, &positions, &txs, &ids, &streams, &vers, &types, &schemas, &payloads, &recordedAt); err != nil {
+	if err := p.Row.Scan(&n, &positions, &txs, &ids, &streams, &vers, &types, &schemas, &payloads, &recordedAt,
+		&fence, &fromTx, &from.Position, &writer); err != nil {
 		return wsql.Row{}, fmt.Errorf("projections: scan batch: %w", err)
 	}
-	if n == 0 {
-		return wsql.Row{}, stdsql.ErrNoRows
-	}
+	from.TransactionID = uint64(fromTx)
 	for _, l := range []int{len(positions), len(txs), len(ids), len(streams), len(vers), len(types), len(schemas), len(payloads), len(recordedAt)} {
 		if l != n {
 			return wsql.Row{}, fmt.Errorf("projections: batch of %d events has a column of %d", n, l)
@@ -131,24 +167,36 @@ func (s *eventsSchema) UnmarshalMessage(p wsql.UnmarshalMessageParams) (wsql.Row
 	if !slices.IsSortedFunc(events, logOrder) {
 		slices.SortFunc(events, logOrder)
 	}
-	first, last := events[0], events[n-1]
-	msg := message.NewMessage(first.ID.String(), nil)
+	to := s.ahead.settle(events, n == s.batchSize, from, uint64(fence), uint32(writer))
+	if n == 0 && to == from {
+		return wsql.Row{}, stdsql.ErrNoRows
+	}
+	// A message is named after its first event; one that only moves the checkpoint (the
+	// fence passed events applied earlier) after the position it moves to.
+	name, first, last := "checkpoint-"+strconv.FormatInt(to.Position, 10), to.Position, to.Position
+	if n > 0 {
+		name, first, last = events[0].ID.String(), events[0].Position, events[n-1].Position
+	}
+	msg := message.NewMessage(name, nil)
 	msg.Metadata = message.Metadata{
-		mdFirstPosition: strconv.FormatInt(first.Position, 10),
-		mdLastPosition:  strconv.FormatInt(last.Position, 10),
+		mdFirstPosition: strconv.FormatInt(first, 10),
+		mdLastPosition:  strconv.FormatInt(last, 10),
 		mdEvents:        strconv.Itoa(n),
 	}
-	s.current.Store(&pendingBatch{id: msg.UUID, events: events})
-	return wsql.Row{Offset: last.Position, UUID: first.ID[:], Msg: msg,
-		ExtraData: map[string]any{"transaction_id": last.TransactionID}}, nil
+	s.current.Store(&pendingBatch{id: msg.UUID, events: events, to: to})
+	row := wsql.Row{Offset: max(last, 1), UUID: []byte(msg.UUID), Msg: msg}
+	if to != from {
+		row.ExtraData = map[string]any{"checkpoint": to}
+	}
+	return row, nil
 }
 
-func logOrder(a, b logEvent) int {
-	if c := cmp.Compare(a.TransactionID, b.TransactionID); c != 0 {
-		return c
-	}
-	return cmp.Compare(a.Position, b.Position)
+// checkpoint is the log position of the event.
+func (l logEvent) checkpoint() checkpoint {
+	return checkpoint{TransactionID: l.TransactionID, Position: l.Position}
 }
+
+func logOrder(a, b logEvent) int { return checkpointOrder(a.checkpoint(), b.checkpoint()) }
 
 func (s *eventsSchema) SchemaInitializingQueries(wsql.SchemaInitializingQueriesParams) ([]wsql.Query, error) {
 	return nil, nil // the migrations own the schema
@@ -178,21 +226,31 @@ func pollLock(group string) queuedStmt {
 }
 
 // checkpoints is a watermill-sql OffsetsAdapter over projection_checkpoints. The checkpoint is
-// the (transaction id, position) pair of the last event applied.
+// the (transaction id, position) pair of the last settled event applied: every event up to it
+// is applied, and no transaction still running can add one before it.
 type checkpoints struct{}
 
 var _ wsql.OffsetsAdapter = checkpoints{}
 
+// AckMessageQuery moves the checkpoint to where the batch settles it. A projector's handler
+// sends that with its batch and the COMMIT (see handler.handle), and the subscriber's ack is
+// then dropped; the ack runs when the handler leaves the commit to the subscriber.
 func (checkpoints) AckMessageQuery(p wsql.AckMessageQueryParams) (wsql.Query, error) {
-	txID, ok := p.LastRow.ExtraData["transaction_id"].(uint64)
+	to, ok := p.LastRow.ExtraData["checkpoint"].(checkpoint)
 	if !ok {
-		return wsql.Query{}, fmt.Errorf("projections: row at %d has no transaction id", p.LastRow.Offset)
+		// The fence passed no event of the batch: the checkpoint stays where it is.
+		return wsql.Query{Query: "SELECT"}, nil
 	}
+	return checkpointQuery(p.ConsumerGroup, to), nil
+}
+
+// checkpointQuery moves group's checkpoint to the log position to.
+func checkpointQuery(group string, to checkpoint) wsql.Query {
 	return wsql.Query{
 		Query: `UPDATE projection_checkpoints SET transaction_id = $1, position = $2, updated_at = now()
 		        WHERE consumer_group = $3`,
-		Args: []any{txID, p.LastRow.Offset, p.ConsumerGroup},
-	}, nil
+		Args: []any{to.TransactionID, to.Position, group},
+	}
 }
 
 func (checkpoints) ConsumedMessageQuery(wsql.ConsumedMessageQueryParams) (wsql.Query, error) {
@@ -227,8 +285,8 @@ type wakeBackoff struct {
 	retryInterval time.Duration
 	// spacing is the least time between the starts of two polls (see Config.PollSpacing).
 	spacing time.Duration
-	stop          <-chan struct{}
-	onBatch       func()
+	stop    <-chan struct{}
+	onBatch func()
 	// idle is closed after the first poll that ends once the schema is stopping: from then on
 	// no poll transaction is in flight.
 	idle     chan struct{}

@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // handler applies one projection's batches.
@@ -29,11 +30,20 @@ func newHandler(r *Runner, schema *eventsSchema, p Projection, st *projectorStat
 	return &handler{r: r, schema: schema, p: p, sql: p.batchSQL(), st: st, giveUp: giveUp, attempts: make(map[string]int)}
 }
 
-// handle applies one batch message. It first applies the batch whole, in one statement. If
-// that fails, it applies the events one at a time, so that a transient error costs one retry
-// and an event that cannot be applied is found and named: the events before it stay applied,
-// the version guard skips them when the batch is delivered again, and the failing event is
-// retried MaxAttempts times before the projection is marked failed at that event.
+// handle applies one batch message: the committed events after the checkpoint not applied yet,
+// settled (below the fence) or not, so that a transaction that is slow to commit holds back no
+// read model; and it moves the checkpoint only as far as the settled events go, so that an
+// event committing late, before the others in the log, is read by a later poll and never
+// skipped (see eventsSchema). (Per account, nothing can commit before an event already
+// committed: appends to a stream hold its lock until they commit, so the version guard never
+// sees a hole that a late commit would fill.)
+//
+// It first applies the events whole, in one statement, and commits them with the checkpoint
+// in the same round trip. If that statement fails, it applies the events one at a time, so
+// that a transient error costs one retry and an event that cannot be applied is found and
+// named: the events before it stay applied, the version guard skips them when the batch is
+// delivered again, and the failing event is retried MaxAttempts times before the projection
+// is marked failed at that event.
 func (h *handler) handle(msg *message.Message) error {
 	ctx := msg.Context()
 	if err := ctx.Err(); err != nil {
@@ -45,34 +55,48 @@ func (h *handler) handle(msg *message.Message) error {
 	if err != nil {
 		return err
 	}
-	batch, ok := h.schema.batch(msg.UUID)
+	pb, ok := h.schema.batch(msg.UUID)
 	if !ok {
 		return fmt.Errorf("projections: the events of message %s are gone", msg.UUID)
 	}
+	batch := pb.events
 	if h.attempts[msg.UUID] == 0 {
-		err := h.applyBatch(ctx, tx, batch, false)
+		wrote, err := h.commitBatch(ctx, tx, batch, pb.to)
 		if err == nil {
-			h.succeeded(ctx, batch)
+			h.schema.ahead.committed(batch, pb.to, wrote)
+			h.succeeded(ctx, pb.first())
 			return nil
 		}
-		if ctx.Err() != nil {
+		h.schema.ahead.forget()
+		if ctx.Err() != nil && !errors.Is(err, errPollTxOver) {
 			return err
 		}
 		h.attempts[msg.UUID]++
 		h.st.failures.Add(1)
 		h.r.log.Warn("projection could not apply a batch; applying its events one at a time", "projection", h.p.Group(),
 			"first_position", msg.Metadata.Get(mdFirstPosition), "last_position", msg.Metadata.Get(mdLastPosition), "err", err)
+		if errors.Is(err, errPollTxOver) {
+			// The transaction is over: rolled back, or its COMMIT was sent and it is not known
+			// whether it committed. Nothing more can be applied in it. Acking ends the poll at
+			// once (the subscriber commits nothing more and reports the error); the next poll
+			// reads the checkpoint again, which moved only if the batch committed with it,
+			// and applies the rest one event at a time.
+			return nil
+		}
 	}
+	// The subscriber commits what this loop applies with its ack, the checkpoint (see
+	// checkpoints.AckMessageQuery), once the handler returns.
+	h.schema.ahead.forget()
 	for i := range batch {
-		if err := h.applyBatch(ctx, tx, batch[i:i+1], true); err != nil {
+		if err := h.applyBatch(ctx, tx, batch[i:i+1]); err != nil {
 			return h.failed(ctx, batch[i].ID.String(), strconv.FormatInt(batch[i].Position, 10), err)
 		}
 	}
-	h.succeeded(ctx, batch)
+	h.succeeded(ctx, pb.first())
 	return nil
 }
 
-func (h *handler) succeeded(ctx context.Context, batch []logEvent) {
+func (h *handler) succeeded(ctx context.Context, position int64) {
 	if len(h.attempts) > 0 {
 		clear(h.attempts)
 	}
@@ -81,7 +105,7 @@ func (h *handler) succeeded(ctx context.Context, batch []logEvent) {
 		if err := h.r.setState(context.WithoutCancel(ctx), h.p.Group(), "live", nil); err != nil {
 			h.r.log.Error("projection status not recorded", "projection", h.p.Group(), "err", err)
 		}
-		h.r.log.Info("projection recovered", "projection", h.p.Group(), "position", batch[0].Position)
+		h.r.log.Info("projection recovered", "projection", h.p.Group(), "position", position)
 	}
 }
 
@@ -114,35 +138,96 @@ func (h *handler) failed(ctx context.Context, id, position string, err error) er
 	return err
 }
 
-// applyBatch applies events through the poll transaction, in one statement inside a
-// savepoint, so a failed attempt leaves nothing behind. release ends the savepoint afterwards
-// (one more round trip); otherwise the commit ends it.
-func (h *handler) applyBatch(ctx context.Context, tx batchTx, batch []logEvent, release bool) error {
+// commitBatch applies a batch (which may be empty), writes the checkpoint "to" and commits, in
+// one round trip: the transaction holds its id only while the server works. It returns the
+// (32-bit) id of the transaction, which wrote the checkpoint's row: no savepoint, whose
+// subtransaction would write it under an id of its own. If a statement fails, the
+// transaction is rolled back and over (the error wraps errPollTxOver); an error before
+// anything was sent leaves it as it was.
+func (h *handler) commitBatch(ctx context.Context, tx pollBatchTx, batch []logEvent, to checkpoint) (uint32, error) {
+	b := &pgx.Batch{}
+	var res *guardResult
+	if len(batch) > 0 {
+		var err error
+		if res, err = h.queueBatch(b, batch, false); err != nil {
+			return 0, err
+		}
+	} else {
+		b.Queue(asyncCommit)
+	}
+	q := checkpointQuery(h.p.Group(), to)
+	b.Queue(q.Query, q.Args...)
+	var xid int64
+	b.Queue(`SELECT pg_current_xact_id()::text::bigint`).QueryRow(func(row pgx.Row) error { return row.Scan(&xid) })
+	if err := tx.CommitWith(ctx, b); err != nil {
+		err = describeGap(err)
+		if errors.Is(err, errPollTxOver) {
+			return 0, err
+		}
+		return 0, tx.Abort(ctx, err)
+	}
+	if res != nil {
+		res.count(h.st)
+	}
+	return uint32(xid), nil // the row's xmin is the 32-bit transaction id
+}
+
+// applyBatch applies a batch and releases its savepoint (one more round trip), leaving the
+// transaction open for the next; the subscriber moves the checkpoint and commits.
+func (h *handler) applyBatch(ctx context.Context, tx pollBatchTx, batch []logEvent) error {
+	b := &pgx.Batch{}
+	res, err := h.queueBatch(b, batch, true)
+	if err != nil {
+		return err
+	}
+	b.Queue("RELEASE SAVEPOINT projection_batch")
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		err = describeGap(err)
+		if _, rbErr := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT projection_batch"); rbErr != nil {
+			return errors.Join(err, fmt.Errorf("rollback to savepoint: %w", rbErr))
+		}
+		return err
+	}
+	res.count(h.st)
+	return nil
+}
+
+// asyncCommit lets the poll transaction commit without waiting for its WAL to reach the disk.
+// The read models are derived from the log and move with their checkpoint in one transaction:
+// a crash can only lose their last few milliseconds, which the projector applies again from
+// the (equally rolled back) checkpoint. Appends keep synchronous commit.
+const asyncCommit = "SET LOCAL synchronous_commit = off"
+
+// guardResult is what the version guard reports of a batch.
+type guardResult struct{ stale, applied int64 }
+
+func (r *guardResult) count(st *projectorState) {
+	st.applied.Add(uint64(r.applied))
+	st.skipped.Add(uint64(r.stale)) // redeliveries of events already applied: the guard kept them out
+}
+
+// queueBatch queues on b the statements that apply batch in one statement; with savepoint,
+// inside a savepoint, so that a failed attempt leaves nothing behind and the transaction open.
+func (h *handler) queueBatch(b *pgx.Batch, batch []logEvent, savepoint bool) (*guardResult, error) {
 	envs := make([]Envelope, len(batch))
 	for i, le := range batch {
 		env, err := le.envelope()
 		if err != nil {
-			return fmt.Errorf("event %s at %d: %w", le.ID, le.Position, err)
+			return nil, fmt.Errorf("event %s at %d: %w", le.ID, le.Position, err)
 		}
 		if h.r.cfg.BeforeApply != nil {
 			if err := h.r.cfg.BeforeApply(h.p.Group(), env); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		envs[i] = env
 	}
 	args, err := h.p.args(envs)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var stale, applied int64
-	var gaps []byte
-	b := &pgx.Batch{}
-	// The read models are derived from the log and move with their checkpoint in one
-	// transaction, so the poll transaction need not wait for its WAL to reach the disk: a
-	// crash can only lose its last few milliseconds, which the projector applies again from
-	// the (equally rolled back) checkpoint. Appends keep synchronous commit.
-	b.Queue("SET LOCAL synchronous_commit = off")
+	res := &guardResult{}
+	b.Queue(asyncCommit)
 	// A generic plan, which the server switches to after a few executions of a prepared
 	// statement, cannot see how many records a batch holds and plans the joins for a
 	// hundred: fine for the small batches of live traffic, poor for catch-up batches, which
@@ -150,38 +235,33 @@ func (h *handler) applyBatch(ctx context.Context, tx batchTx, batch []logEvent, 
 	if len(batch) > customPlanBatch {
 		b.Queue("SET LOCAL plan_cache_mode = force_custom_plan")
 	}
-	b.Queue("SAVEPOINT projection_batch")
-	b.Queue(h.sql, args...).QueryRow(func(row pgx.Row) error { return row.Scan(&stale, &applied, &gaps) })
-	err = tx.SendBatch(ctx, b).Close()
-	if err == nil && gaps != nil {
-		err = gapError(gaps)
+	if savepoint {
+		b.Queue("SAVEPOINT projection_batch")
 	}
-	if err == nil && release {
-		_, err = tx.Exec(ctx, "RELEASE SAVEPOINT projection_batch")
-	}
-	if err != nil {
-		if _, rbErr := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT projection_batch"); rbErr != nil {
-			return errors.Join(err, fmt.Errorf("rollback to savepoint: %w", rbErr))
-		}
-		return err
-	}
-	h.st.applied.Add(uint64(applied))
-	h.st.skipped.Add(uint64(stale)) // redeliveries of events already applied: the guard kept them out
-	return nil
+	b.Queue(h.sql, args...).QueryRow(func(row pgx.Row) error { return row.Scan(&res.stale, &res.applied, nil) })
+	return res, nil
 }
 
 // customPlanBatch is the batch size above which a batch gets a plan of its own.
 const customPlanBatch = 50
 
-// gapError describes the accounts whose events in a batch do not follow on the version applied.
-func gapError(raw []byte) error {
+// gapSQLState is the SQLSTATE of the version guard's refusal (projection_refuse_gaps).
+const gapSQLState = "LDG01"
+
+// describeGap turns the version guard's refusal into an error that names the accounts whose
+// events in a batch do not follow on the version applied; other errors pass unchanged.
+func describeGap(err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != gapSQLState {
+		return err
+	}
 	var gaps []struct {
 		Account     uuid.UUID
 		First, Last int64
 		Prior       int64
 	}
-	if err := json.Unmarshal(raw, &gaps); err != nil || len(gaps) == 0 {
-		return fmt.Errorf("the version guard refused the batch: %s", raw)
+	if jerr := json.Unmarshal([]byte(pgErr.Detail), &gaps); jerr != nil || len(gaps) == 0 {
+		return fmt.Errorf("the version guard refused the batch: %s", pgErr.Detail)
 	}
 	g := gaps[0]
 	msg := fmt.Sprintf("account %s: events %d..%d arrived but version %d is applied: an event is missing",

@@ -18,10 +18,13 @@ import (
 
 // pipelinedBeginner is a watermill-sql Beginner whose transactions pipeline their statements:
 // the BEGIN travels with the poll query, and the statements the subscriber executes (the ack)
-// travel with the COMMIT. A poll that applies a batch costs three round trips (poll, the
-// handler's batch, ack and commit) instead of five, and an empty poll two instead of three.
-// Each round trip costs socket writes and wake-ups on both sides, which dominate a projector
-// under load.
+// travel with the COMMIT. The handler may also end the transaction itself, sending its batch,
+// the checkpoint and the COMMIT in one round trip (CommitWith); the subscriber's ack and commit
+// then have nothing left to do. A poll that applies a batch costs two round trips (poll; batch,
+// checkpoint and commit) instead of five, and an empty poll two instead of three. Each round
+// trip costs socket writes and wake-ups on both sides, which dominate a projector under load;
+// and a transaction that wrote holds the log's fence back for every projector until it ends,
+// so it should end in the round trip that wrote.
 type pipelinedBeginner struct {
 	pool *pgxpool.Pool
 	// prelude runs first in every transaction (the poll lock).
@@ -133,6 +136,10 @@ type pipelinedTx struct {
 	// statement the transaction sends, or with its COMMIT.
 	queued []queuedStmt
 	rows   *pipelinedRows // the query's results while they are still being read
+	// over is set once the handler sent the COMMIT (CommitWith); overErr is why that commit
+	// failed, if it did. The subscriber's ack and commit then send nothing.
+	over    bool
+	overErr error
 }
 
 var _ wsql.Tx = (*pipelinedTx)(nil)
@@ -145,13 +152,18 @@ type queuedStmt struct {
 // ExecContext queues the statement; it runs with the transaction's next statement or its
 // COMMIT, and an error it meets is returned there. The statements the subscriber executes
 // are the ack and the consumed-message query, whose results it uses for a log line at most.
+// Once the handler has sent the COMMIT, the ack is dropped: the handler moved the checkpoint
+// in its own batch, and an ack sent now would run outside that transaction, moving the
+// checkpoint even where the batch did not commit.
 func (t *pipelinedTx) ExecContext(_ context.Context, query string, args ...any) (wsql.Result, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.conn == nil {
 		return nil, sql.ErrTxDone
 	}
-	t.queued = append(t.queued, queuedStmt{sql: query, args: args})
+	if !t.over {
+		t.queued = append(t.queued, queuedStmt{sql: query, args: args})
+	}
 	return deferredResult{}, nil
 }
 
@@ -192,7 +204,9 @@ func (t *pipelinedTx) QueryContext(ctx context.Context, query string, args ...an
 }
 
 // Commit sends the queued statements and the COMMIT in one batch. A transaction that never
-// sent anything commits nothing and only gives its connection back.
+// sent anything commits nothing and only gives its connection back, as does one whose handler
+// already sent the COMMIT; if that commit failed, the failure goes to the backoff manager, so
+// that the poll counts as failed.
 func (t *pipelinedTx) Commit() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -200,6 +214,14 @@ func (t *pipelinedTx) Commit() error {
 		return sql.ErrTxDone
 	}
 	t.closeRows()
+	if t.over {
+		err := t.overErr
+		if err != nil {
+			t.b.refused.Store(&err)
+			err = fmt.Errorf("%w: %w", pgx.ErrTxCommitRollback, err)
+		}
+		return errors.Join(err, t.end())
+	}
 	if !t.sent && len(t.queued) == 0 {
 		return t.end()
 	}
@@ -282,6 +304,67 @@ func (t *pipelinedTx) send(ctx context.Context, b *pgx.Batch) (pgx.BatchResults,
 	return br, nil
 }
 
+// errPollTxOver marks an error after which the poll transaction is over: the handler rolled it
+// back (abort), or sent its COMMIT and whether it committed is not known from here (commitWith).
+// Nothing more can run in it.
+var errPollTxOver = errors.New("the poll transaction is over")
+
+// commitWith sends b and a COMMIT in one batch, after what the transaction owes the server:
+// one round trip. If a statement of b fails, the server skips the rest of the batch, the
+// COMMIT included, and the transaction stays open in its failed state, to be rolled back to a
+// savepoint; the error is b's. Otherwise the transaction is over: committed if commitWith
+// returns nil, committed or not if it returns an error, which then wraps errPollTxOver.
+func (t *pipelinedTx) commitWith(ctx context.Context, b *pgx.Batch) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.conn == nil || t.over {
+		return pgx.ErrTxClosed
+	}
+	t.closeRows()
+	b.Queue("commit").Exec(func(tag pgconn.CommandTag) error {
+		if tag.String() == "ROLLBACK" {
+			// The transaction had failed before: PostgreSQL answers its COMMIT with a rollback.
+			return pgx.ErrTxCommitRollback
+		}
+		return nil
+	})
+	br, err := t.send(ctx, b)
+	if err == nil {
+		err = br.Close()
+	}
+	pg := t.conn.Conn().PgConn()
+	if err != nil && !pg.IsClosed() && !pg.IsBusy() && pg.TxStatus() == 'E' {
+		return err
+	}
+	t.over = true
+	if err != nil {
+		t.overErr = fmt.Errorf("%w: %w", errPollTxOver, err)
+		return t.overErr
+	}
+	return nil
+}
+
+// abort rolls the transaction back at once and ends it. The subscriber's ack is dropped, and
+// its commit reports cause, as it reports a failed commit, so that the poll counts as failed.
+// The error returned wraps errPollTxOver and cause.
+func (t *pipelinedTx) abort(ctx context.Context, cause error) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.conn == nil || t.over {
+		return errors.Join(cause, pgx.ErrTxClosed)
+	}
+	t.closeRows()
+	t.over = true
+	t.overErr = fmt.Errorf("%w: rolled back: %w", errPollTxOver, cause)
+	if t.sent {
+		if _, err := t.conn.Exec(ctx, "rollback"); err != nil {
+			// end closes a connection whose transaction is still open.
+			t.overErr = errors.Join(t.overErr, fmt.Errorf("projections: roll back poll transaction: %w", err))
+		}
+	}
+	return t.overErr
+}
+
 // closeRows reads what is left of the query's results, so the connection is free.
 func (t *pipelinedTx) closeRows() {
 	if t.rows != nil {
@@ -314,13 +397,13 @@ func (t *pipelinedTx) end() error {
 }
 
 // pgxTx returns the transaction as the handler uses it.
-func (t *pipelinedTx) pgxTx() batchTx { return handlerTx{t} }
+func (t *pipelinedTx) pgxTx() pollBatchTx { return handlerTx{t} }
 
 // exec runs a statement of the handler, after what the transaction owes the server.
 func (t *pipelinedTx) exec(ctx context.Context, query string, args ...any) (pgconn.CommandTag, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.conn == nil {
+	if t.conn == nil || t.over {
 		return pgconn.CommandTag{}, pgx.ErrTxClosed
 	}
 	t.closeRows()
@@ -344,7 +427,7 @@ func (t *pipelinedTx) exec(ctx context.Context, query string, args ...any) (pgco
 // transaction is the batch's until its results are closed.
 func (t *pipelinedTx) sendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	t.mu.Lock()
-	if t.conn == nil {
+	if t.conn == nil || t.over {
 		t.mu.Unlock()
 		return pgx.FailedBatchResults(b, pgx.ErrTxClosed)
 	}
@@ -442,10 +525,25 @@ type batchTx interface {
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
+// pollBatchTx is the poll transaction as a projector's handler uses it: it may also end the
+// transaction with its last batch (see pipelinedTx.commitWith).
+type pollBatchTx interface {
+	batchTx
+	CommitWith(ctx context.Context, b *pgx.Batch) error
+	// Abort rolls the transaction back and ends it; see pipelinedTx.abort.
+	Abort(ctx context.Context, cause error) error
+}
+
 // handlerTx is the poll transaction as the handler sees it.
 type handlerTx struct{ t *pipelinedTx }
 
-var _ batchTx = handlerTx{}
+var _ pollBatchTx = handlerTx{}
+
+func (h handlerTx) CommitWith(ctx context.Context, b *pgx.Batch) error {
+	return h.t.commitWith(ctx, b)
+}
+
+func (h handlerTx) Abort(ctx context.Context, cause error) error { return h.t.abort(ctx, cause) }
 
 func (h handlerTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	return h.t.exec(ctx, sql, args...)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"sync/atomic"
@@ -97,6 +98,13 @@ func (r *pollRig) open(t *testing.T) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Another test's transaction on the shared server may still hold the log's fence below the
+	// append; a poll moves the checkpoint past it only once it is settled.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := r.store.WaitSettled(ctx, res.Checkpoint.TransactionID+1); err != nil {
+		t.Fatalf("the append stays behind the log's fence: %v", err)
+	}
 	return res.Checkpoint.Position
 }
 
@@ -137,6 +145,8 @@ type pollSub struct {
 	next chan struct{}
 	txOf func(context.Context) (batchTx, error)
 	last pollEnd
+	// schema is the subscriber's schema adapter, which holds the batch of the message in flight.
+	schema *eventsSchema
 }
 
 type pollEnd struct {
@@ -157,7 +167,8 @@ type subOptions struct {
 func (r *pollRig) subscribe(t *testing.T, group string, o subOptions) *pollSub {
 	t.Helper()
 	if o.beginner == nil {
-		o.beginner, o.txOf = newPipelinedBeginner(r.pool, pollLock(group)), pollTx
+		o.beginner = newPipelinedBeginner(r.pool, pollLock(group))
+		o.txOf = func(ctx context.Context) (batchTx, error) { return pollTx(ctx) }
 	}
 	if o.offsets == nil {
 		o.offsets = checkpoints{}
@@ -166,14 +177,15 @@ func (r *pollRig) subscribe(t *testing.T, group string, o subOptions) *pollSub {
 		o.ackDeadline = 30 * time.Second
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &pollSub{ends: make(chan pollEnd), next: make(chan struct{}), txOf: o.txOf}
+	schema := &eventsSchema{batchSize: 100, wake: NewSignal()}
+	s := &pollSub{ends: make(chan pollEnd), next: make(chan struct{}), txOf: o.txOf, schema: schema}
 	var backoff wsql.BackoffManager = &stepper{r: r, s: s, done: ctx.Done()}
 	if p, ok := o.beginner.(*pipelinedBeginner); ok {
 		backoff = p.reportRefusals(backoff)
 	}
 	sub, err := wsql.NewSubscriber(o.beginner, wsql.SubscriberConfig{
 		ConsumerGroup:  group,
-		SchemaAdapter:  &eventsSchema{batchSize: 100, wake: NewSignal()},
+		SchemaAdapter:  schema,
 		OffsetsAdapter: o.offsets,
 		PollInterval:   time.Second,
 		ResendInterval: 10 * time.Millisecond,
@@ -287,6 +299,48 @@ func record(group string) func(context.Context, batchTx, *message.Message) error
 	}
 }
 
+// recordAndCommit writes as record does, then moves the checkpoint to the batch's last event
+// and commits, all in one round trip, as a projector does with a batch that applies whole.
+func recordAndCommit(s *pollSub, group string) func(context.Context, batchTx, *message.Message) error {
+	return func(ctx context.Context, tx batchTx, msg *message.Message) error {
+		return commitWith(ctx, s, group, tx, msg, record(group))
+	}
+}
+
+// commitWith sends what queue queues, the checkpoint of msg's batch and the COMMIT through the
+// poll transaction's CommitWith.
+func commitWith(ctx context.Context, s *pollSub, group string, tx batchTx, msg *message.Message, queue func(context.Context, batchTx, *message.Message) error) error {
+	ptx, ok := tx.(pollBatchTx)
+	if !ok {
+		return fmt.Errorf("the poll transaction %T cannot commit", tx)
+	}
+	pb, ok := s.schema.batch(msg.UUID)
+	if !ok {
+		return errors.New("the message's batch is gone")
+	}
+	events := pb.events
+	b := &pgx.Batch{}
+	if err := queue(ctx, batchQueue{b}, msg); err != nil {
+		return err
+	}
+	last := events[len(events)-1]
+	ack := checkpointQuery(group, last.checkpoint())
+	b.Queue(ack.Query, ack.Args...)
+	return ptx.CommitWith(ctx, b)
+}
+
+// batchQueue is a batchTx whose Exec queues its statement on a batch.
+type batchQueue struct{ b *pgx.Batch }
+
+func (q batchQueue) Exec(_ context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	q.b.Queue(sql, args...)
+	return pgconn.CommandTag{}, nil
+}
+
+func (q batchQueue) SendBatch(_ context.Context, b *pgx.Batch) pgx.BatchResults {
+	return pgx.FailedBatchResults(b, errors.New("batchQueue sends nothing"))
+}
+
 func pgxAdapterTx(ctx context.Context) (batchTx, error) {
 	wtx, _ := wsql.TxFromContext(ctx)
 	ptx, ok := wtx.(*wsql.PgxTx)
@@ -298,21 +352,29 @@ func pgxAdapterTx(ctx context.Context) (batchTx, error) {
 
 func TestPollRoundTrips(t *testing.T) {
 	r := newPollRig(t)
+	byRecord := func(_ *pollSub, group string) func(context.Context, batchTx, *message.Message) error {
+		return record(group)
+	}
 	for _, c := range []struct {
 		name              string
 		opts              subOptions
+		handler           func(*pollSub, string) func(context.Context, batchTx, *message.Message) error
 		withEvents, empty int64
 	}{
-		{"pipelined", subOptions{}, 3, 2},
+		// A projector's batch that applies whole: it commits with its checkpoint.
+		{"pipelined_commit_with", subOptions{}, recordAndCommit, 2, 2},
+		// A batch applied event by event: the subscriber's ack commits.
+		{"pipelined", subOptions{}, byRecord, 3, 2},
 		// The same polls through watermill's own pgx adapter show what the count measures.
-		{"pgx_adapter", subOptions{beginner: wsql.BeginnerFromPgx(r.pool), txOf: pgxAdapterTx}, 5, 3},
+		{"pgx_adapter", subOptions{beginner: wsql.BeginnerFromPgx(r.pool), txOf: pgxAdapterTx}, byRecord, 5, 3},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			pid := r.idleConn(t)
 			r.open(t)
 			s := r.subscribe(t, c.name, c.opts)
+			handler := c.handler(s, c.name)
 			// The first poll with events prepares the statements: it is not counted.
-			s.handle(t, record(c.name))
+			s.handle(t, handler)
 			s.end(t)
 
 			// The xid fence may hold events back for a poll or two (the server is shared):
@@ -321,7 +383,7 @@ func TestPollRoundTrips(t *testing.T) {
 			polls := 1
 			for done := false; !done; polls++ {
 				s.poll(t)
-				msg := s.handle(t, record(c.name))
+				msg := s.handle(t, handler)
 				e := s.end(t)
 				if e.err != nil || e.noMsg || e.roundTrips != c.withEvents || e.acquired != 0 {
 					t.Errorf("poll with events: %+v, want %d round trips and the connection back", e, c.withEvents)
@@ -359,15 +421,16 @@ func TestPollTxHoldsThePollLockWithoutATransactionID(t *testing.T) {
 		b.Queue(`SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()
 		           AND classid = $1 AND objid = hashtext($2)::oid)`, pollLockClass, "isolation").
 			QueryRow(func(row pgx.Row) error { return row.Scan(&locked) })
-		return tx.SendBatch(ctx, b).Close()
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+		// Another session cannot take the group's poll lock while the poll holds it. (Asked
+		// here, while the handler runs: once it returns, the subscriber commits.)
+		var other bool
+		err := r.db.Pool.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1, hashtext($2))`, pollLockClass, "isolation").Scan(&other)
+		lockedElsewhere = !other
+		return err
 	})
-	// Another session cannot take the group's poll lock while the poll holds it.
-	var other bool
-	err := r.db.Pool.QueryRow(context.Background(), `SELECT pg_try_advisory_xact_lock($1, hashtext($2))`, pollLockClass, "isolation").Scan(&other)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lockedElsewhere = !other
 	if e := s.end(t); e.err != nil {
 		t.Fatal(e.err)
 	}
@@ -406,15 +469,140 @@ func TestPollWhoseAckIsRefusedCommitsNothing(t *testing.T) {
 	if _, err := r.db.Pool.Exec(ctx, `ALTER TABLE projection_checkpoints DROP CONSTRAINT refused_stays_put`); err != nil {
 		t.Fatal(err)
 	}
+	r.deliversAgain(t, s, "refused", first, last, record("refused"))
+}
+
+// A statement of the handler's last batch fails: the server skips the checkpoint and the
+// COMMIT behind it, and the transaction stays open for the handler to roll back to its
+// savepoint and carry on; the subscriber's ack then commits.
+func TestHandlerCommitWhoseStatementFailsLeavesTheTransactionOpen(t *testing.T) {
+	r := newPollRig(t)
+	pid := r.idleConn(t)
+	last := r.open(t)
+	s := r.subscribe(t, "failing", subOptions{})
+	var stillOpen byte
+	s.handle(t, func(ctx context.Context, tx batchTx, msg *message.Message) error {
+		err := commitWith(ctx, s, "failing", tx, msg, func(ctx context.Context, q batchTx, msg *message.Message) error {
+			_, _ = q.Exec(ctx, "SAVEPOINT attempt")
+			_, _ = q.Exec(ctx, `INSERT INTO polltx_writes (consumer_group, position) VALUES ('failing', -1)`)
+			_, _ = q.Exec(ctx, "SELECT 1/0")
+			return nil
+		})
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "22012" || errors.Is(err, errPollTxOver) {
+			return fmt.Errorf("CommitWith returned %v, want the division by zero and the transaction open", err)
+		}
+		if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT attempt"); err != nil {
+			return err
+		}
+		stillOpen = tx.(handlerTx).t.conn.Conn().PgConn().TxStatus()
+		return record("failing")(ctx, tx, msg)
+	})
+	if e := s.end(t); e.err != nil || e.acquired != 0 {
+		t.Fatalf("poll ended with %+v, want no error and the connection back", e)
+	}
+	if stillOpen != 'T' {
+		t.Errorf("after the rollback to the savepoint the transaction status was %q, want T", stillOpen)
+	}
+	// The write rolled back to the savepoint is gone; the one after it committed with the ack.
+	if writes, cp := r.committed(t, "failing"); writes != 1 || cp != last {
+		t.Errorf("committed %d writes and checkpoint %d, want 1 and %d", writes, cp, last)
+	}
+	if got := r.idleConn(t); got != pid {
+		t.Errorf("the poll connection was replaced (pid %d, then %d)", pid, got)
+	}
+}
+
+// The handler's COMMIT itself fails (here a deferred constraint, checked at commit): nothing of
+// the batch is kept, the checkpoint included; the subscriber's ack, which would now run in a
+// transaction of its own, is dropped; the poll counts as failed; and the next poll delivers
+// the same batch again.
+func TestHandlerCommitThatFailsKeepsNothingAndDropsTheAck(t *testing.T) {
+	r := newPollRig(t)
+	ctx := context.Background()
+	if _, err := r.db.Pool.Exec(ctx, `
+		CREATE FUNCTION polltx_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN RAISE EXCEPTION 'refused at commit' USING ERRCODE = 'P0001'; END $$;
+		CREATE CONSTRAINT TRIGGER polltx_refuse AFTER INSERT ON polltx_writes
+		DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION polltx_refuse()`); err != nil {
+		t.Fatal(err)
+	}
+	pid := r.idleConn(t)
+	last := r.open(t)
+	s := r.subscribe(t, "deferred", subOptions{})
+	var handlerErr error
+	first := s.handle(t, func(ctx context.Context, tx batchTx, msg *message.Message) error {
+		handlerErr = commitWith(ctx, s, "deferred", tx, msg, record("deferred"))
+		return nil // as the projector's handler does: the ack ends the poll
+	})
+	e := s.end(t)
+	if !errors.Is(handlerErr, errPollTxOver) {
+		t.Errorf("CommitWith returned %v, want errPollTxOver", handlerErr)
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(e.err, &pgErr) || pgErr.Message != "refused at commit" || e.acquired != 0 {
+		t.Fatalf("poll ended with %+v, want the refusal at commit and the connection back", e)
+	}
+	if writes, cp := r.committed(t, "deferred"); writes != 0 || cp != 0 {
+		t.Errorf("committed %d writes and checkpoint %d of a refused commit", writes, cp)
+	}
+	if got := r.idleConn(t); got != pid {
+		t.Errorf("the poll connection was replaced (pid %d, then %d)", pid, got)
+	}
+
+	if _, err := r.db.Pool.Exec(ctx, `DROP TRIGGER polltx_refuse ON polltx_writes`); err != nil {
+		t.Fatal(err)
+	}
+	r.deliversAgain(t, s, "deferred", first, last, recordAndCommit(s, "deferred"))
+}
+
+// A handler that aborts its poll: the transaction rolls back at once, the subscriber's ack is
+// dropped, the poll counts as failed with the handler's cause, and the next poll delivers the
+// same batch.
+func TestHandlerAbortRollsBackAndDropsTheAck(t *testing.T) {
+	r := newPollRig(t)
+	pid := r.idleConn(t)
+	last := r.open(t)
+	s := r.subscribe(t, "aborted", subOptions{})
+	cause := errors.New("the batch cannot be applied whole")
+	var abortErr error
+	first := s.handle(t, func(ctx context.Context, tx batchTx, msg *message.Message) error {
+		if err := record("aborted")(ctx, tx, msg); err != nil {
+			return err
+		}
+		abortErr = tx.(pollBatchTx).Abort(ctx, cause)
+		return nil
+	})
+	e := s.end(t)
+	if !errors.Is(abortErr, errPollTxOver) || !errors.Is(abortErr, cause) {
+		t.Errorf("Abort returned %v, want errPollTxOver and the cause", abortErr)
+	}
+	if !errors.Is(e.err, cause) || e.acquired != 0 {
+		t.Fatalf("poll ended with %+v, want the cause and the connection back", e)
+	}
+	if writes, cp := r.committed(t, "aborted"); writes != 0 || cp != 0 {
+		t.Errorf("committed %d writes and checkpoint %d of an aborted poll", writes, cp)
+	}
+	if got := r.idleConn(t); got != pid {
+		t.Errorf("the poll connection was replaced (pid %d, then %d)", pid, got)
+	}
+	r.deliversAgain(t, s, "aborted", first, last, recordAndCommit(s, "aborted"))
+}
+
+// deliversAgain checks that the next poll delivers the batch that began with first again, and
+// that handling it with handler commits it: one write, and the checkpoint at last.
+func (r *pollRig) deliversAgain(t *testing.T, s *pollSub, group string, first *message.Message, last int64,
+	handler func(context.Context, batchTx, *message.Message) error) {
+	t.Helper()
 	s.poll(t)
-	again := s.handle(t, record("refused"))
+	again := s.handle(t, handler)
 	if e := s.end(t); e.err != nil {
 		t.Fatal(e.err)
 	}
-	if again.Metadata.Get(mdFirstPosition) != first.Metadata.Get(mdFirstPosition) {
-		t.Errorf("the batch after the refused ack starts at %s, want %s again", again.Metadata.Get(mdFirstPosition), first.Metadata.Get(mdFirstPosition))
+	if got, want := again.Metadata.Get(mdFirstPosition), first.Metadata.Get(mdFirstPosition); got != want {
+		t.Errorf("the batch after the failed poll starts at %s, want %s again", got, want)
 	}
-	if writes, cp := r.committed(t, "refused"); writes != 1 || cp != last {
+	if writes, cp := r.committed(t, group); writes != 1 || cp != last {
 		t.Errorf("committed %d writes and checkpoint %d, want 1 and %d", writes, cp, last)
 	}
 }

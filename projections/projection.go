@@ -1,11 +1,12 @@
 // Package projections builds the read models that queries are served from (balances,
 // inventories, coin history) out of the event log, asynchronously. Each projection version is
 // a watermill consumer group fed by a watermill-sql subscriber reading the event store's own
-// table in xid-fenced order; one watermill message is one batch of consecutive events, applied
-// by one set-based statement. Every read-model write runs in the subscriber's poll transaction,
-// inside a savepoint per message, behind a per-account version guard: the checkpoint moves with
-// the data, a redelivered event is never applied twice, and a missing one stops the projection
-// instead of being skipped.
+// table in (transaction id, position) order; one watermill message is one batch of the events
+// committed after the checkpoint, applied by one set-based statement, and the checkpoint moves
+// only past those below the log's xid fence (ADR 6). Every read-model write runs in the
+// subscriber's poll transaction, behind a per-account version guard, and commits with the
+// checkpoint: a redelivered event is never applied twice, and a missing one stops the
+// projection instead of being skipped.
 package projections
 
 import (
@@ -97,8 +98,10 @@ func keyOf(e Envelope) key { return key{Account: e.AccountID, Version: e.Version
 // Per account it keeps the events after the version projection_heads holds ("fresh"; older
 // ones are redeliveries), and advances the head only when they are exactly the next versions
 // with no hole. The write sees the fresh records of those accounts as "applied"; an account
-// whose events do not follow on its head is reported back, untouched, and the caller rolls the
-// whole batch back: a gap is an error, never a skip.
+// whose events do not follow on its head makes the statement raise (projection_refuse_gaps,
+// SQLSTATE LDG01, the accounts as DETAIL), which undoes the whole batch and whatever was
+// queued behind it in the same round trip: a gap is an error, never a skip. It returns how
+// many records were redeliveries and how many were applied.
 const guardSQL = `WITH ev AS (
     SELECT * FROM jsonb_to_recordset($2::jsonb) AS r(account_id uuid, version bigint, %s)
 ), prior AS (
@@ -127,8 +130,9 @@ const guardSQL = `WITH ev AS (
 ), %s
 SELECT (SELECT count(*) FROM ev) - (SELECT count(*) FROM fresh),
        (SELECT count(*) FROM applied),
-       (SELECT json_agg(json_build_object('account', s.account_id, 'first', s.first, 'last', s.last, 'prior', s.prior))
-        FROM span s WHERE s.account_id NOT IN (SELECT account_id FROM ok))`
+       projection_refuse_gaps((
+           SELECT json_agg(json_build_object('account', s.account_id, 'first', s.first, 'last', s.last, 'prior', s.prior))
+           FROM span s WHERE s.account_id NOT IN (SELECT account_id FROM ok)))`
 
 // batchSQL is the projection's statement applying a batch of events.
 func (p Projection) batchSQL() string { return fmt.Sprintf(guardSQL, p.record, p.write) }

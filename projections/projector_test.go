@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -25,6 +26,8 @@ type world struct {
 	store *eventstore.Store
 	wake  *projections.Signal
 	users map[string]uuid.UUID
+	// rounds counts the rounds of traffic written so far.
+	rounds int
 }
 
 func newWorld(t *testing.T) *world {
@@ -74,7 +77,10 @@ func (w *world) buy(who, item string, price domain.Coins) {
 		Events: data(domain.ItemPurchased{Item: item, Price: price, Quantity: 1})})
 }
 
-// traffic writes n rounds of purchases and transfers among the accounts, never overdrawing.
+// traffic writes n more rounds of purchases and transfers among the accounts, never
+// overdrawing, however often it is called: the rounds go on where the last call stopped, so
+// that over every twelve rounds each account sends what it receives, and a purchase is paid
+// with coins granted for it.
 func (w *world) traffic(n int) {
 	names := []string{"ann", "ben", "cat", "dan"}
 	for _, name := range names {
@@ -82,13 +88,21 @@ func (w *world) traffic(n int) {
 			w.open(name)
 		}
 	}
-	for i := range n {
+	for range n {
+		i := w.rounds
+		w.rounds++
 		a, b := names[i%4], names[(i+1)%4]
 		w.transfer(a, b, domain.Coins(1+i%3))
 		if i%5 == 0 {
+			w.grant(a, 10)
 			w.buy(a, "pen", 10)
 		}
 	}
+}
+
+func (w *world) grant(who string, amount domain.Coins) {
+	w.append(eventstore.StreamAppend{StreamID: domain.StreamID(w.users[who]), Expected: eventstore.Any(),
+		Events: data(domain.CoinsGranted{Amount: amount, Reason: "traffic"})})
 }
 
 func (w *world) runner(cfg projections.Config) (*projections.Runner, func()) {
@@ -269,39 +283,122 @@ func TestStopMidBatchAndResume(t *testing.T) {
 	}
 }
 
-// The projector must not skip an event whose transaction commits after a later one.
-func TestProjectorWaitsForOutOfOrderCommit(t *testing.T) {
+// holdOpen appends a grant to the account in a transaction that stays open until release is
+// called; it returns the transaction's id and release, which waits for the commit.
+func (w *world) holdOpen(name string, expected int64, amount domain.Coins) (xid string, release func()) {
+	w.t.Helper()
+	inTx, proceed, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		_, err := w.store.Append(context.Background(), []eventstore.StreamAppend{{StreamID: domain.StreamID(w.users[name]),
+			Expected: eventstore.Exactly(expected), Events: data(domain.CoinsGranted{Amount: amount, Reason: "held open"})}},
+			eventstore.InTransaction(func(ctx context.Context, tx pgx.Tx) error {
+				err := tx.QueryRow(ctx, `SELECT pg_current_xact_id()::text`).Scan(&xid)
+				close(inTx)
+				<-proceed
+				return err
+			}))
+		done <- err
+	}()
+	<-inTx
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			close(proceed)
+			if err := <-done; err != nil {
+				w.t.Error(err)
+			}
+		})
+	}
+	w.t.Cleanup(release) // never leave the server-wide fence held by a failed test
+	return xid, release
+}
+
+// checkpointsPast returns the consumer groups whose checkpoint is at or past transaction xid.
+func checkpointsPast(t *testing.T, xid string) []string {
+	t.Helper()
+	rows, err := db.Pool.Query(context.Background(), `SELECT consumer_group FROM projection_checkpoints WHERE transaction_id >= $1::xid8`, xid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return groups
+}
+
+// Two transactions commit out of log order: T1 (the older transaction id) is still open when
+// T2 commits. The read models must not wait for T1 to show T2, and must not skip T1 either:
+// the checkpoint stays before T1 until it commits, and then T1 is applied once, and T2 is not
+// sent to the database again.
+func TestProjectorAppliesAnOutOfOrderCommitWithoutSkippingTheOlderOne(t *testing.T) {
+	w := newWorld(t)
+	w.open("early")
+	w.open("late")
+	r, _ := w.runner(projections.Config{PollInterval: 20 * time.Millisecond})
+	w.waitCaughtUp()
+
+	t1, releaseT1 := w.holdOpen("early", 2, 5)
+	w.append(eventstore.StreamAppend{StreamID: domain.StreamID(w.users["late"]), Expected: eventstore.Exactly(2),
+		Events: data(domain.CoinsGranted{Amount: 7, Reason: "t2"})})
+
+	// T2 is committed and T1 is not: every read model shows T2, and no checkpoint passes T1.
+	w.waitCaughtUp()
+	w.checkReadModels()
+	time.Sleep(100 * time.Millisecond) // polls go on meanwhile
+	if passed := checkpointsPast(t, t1); len(passed) > 0 {
+		t.Fatalf("the checkpoints of %v passed T1 (transaction %s) while it was still open", passed, t1)
+	}
+	releaseT1()
+	w.waitCaughtUp()
+	w.checkReadModels()
+	for _, g := range []string{"balance_v1", "inventory_v1", "history_v1"} {
+		if c := r.Counters(g); c.Failures != 0 || c.Redelivered != 0 {
+			t.Errorf("%s counters %+v: want no failure, and T2 not sent again", g, c)
+		}
+	}
+}
+
+// What a projector applied above the fence is left out of later polls only while nothing else
+// wrote its checkpoint. Here an operator's fix (as a rebuild does, under the poll lock) takes
+// T2 out of the read model and writes the checkpoint back unchanged while T1 is open: the
+// projector must apply T2 again.
+func TestRewrittenCheckpointForgetsWhatWasAppliedAhead(t *testing.T) {
 	w := newWorld(t)
 	w.open("early")
 	w.open("late")
 	w.runner(projections.Config{PollInterval: 20 * time.Millisecond})
 	w.waitCaughtUp()
-
-	inT1, release, t1done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
-	var releaseOnce sync.Once
-	releaseT1 := func() { releaseOnce.Do(func() { close(release) }) }
-	t.Cleanup(releaseT1) // never leave the server-wide fence held by a failed test
-	go func() {
-		_, err := w.store.Append(context.Background(), []eventstore.StreamAppend{{StreamID: domain.StreamID(w.users["early"]),
-			Expected: eventstore.Exactly(2), Events: data(domain.CoinsGranted{Amount: 5, Reason: "t1"})}},
-			eventstore.InTransaction(func(context.Context, pgx.Tx) error { close(inT1); <-release; return nil }))
-		t1done <- err
-	}()
-	<-inT1
+	_, releaseT1 := w.holdOpen("early", 2, 5)
 	w.append(eventstore.StreamAppend{StreamID: domain.StreamID(w.users["late"]), Expected: eventstore.Exactly(2),
 		Events: data(domain.CoinsGranted{Amount: 7, Reason: "t2"})})
+	w.waitCaughtUp("balance_v1")
 
-	// T2 is committed; the projector polls repeatedly but must not move past the open T1.
-	time.Sleep(200 * time.Millisecond)
-	var lateV int64
-	_ = db.Pool.QueryRow(context.Background(), `SELECT version FROM projection_heads WHERE consumer_group = 'balance_v1' AND account_id = $1`, w.users["late"]).Scan(&lateV)
-	if lateV != 2 {
-		t.Fatalf("the projector applied T2 (version %d) while the older T1 was still open", lateV)
-	}
-	releaseT1()
-	if err := <-t1done; err != nil {
+	ctx := context.Background()
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer tx.Rollback(ctx)
+	late := w.users["late"]
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		{`SELECT pg_advisory_xact_lock(1279607892, hashtext('balance_v1'))`, nil},
+		{`UPDATE projection_heads SET version = 2 WHERE consumer_group = 'balance_v1' AND account_id = $1`, []any{late}},
+		{`UPDATE balance_v1 SET coins = coins - 7 WHERE account_id = $1`, []any{late}},
+		{`UPDATE projection_checkpoints SET updated_at = now() WHERE consumer_group = 'balance_v1'`, nil},
+	} {
+		if _, err := tx.Exec(ctx, q.sql, q.args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w.waitCaughtUp("balance_v1")
+	releaseT1()
 	w.waitCaughtUp()
 	w.checkReadModels()
 }
@@ -358,4 +455,72 @@ func TestFailingProjectionIsVisibleAndRecovers(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 		_ = db.Pool.QueryRow(context.Background(), `SELECT state FROM projection_status WHERE consumer_group = 'history_v1'`).Scan(&state)
 	}
+}
+
+// An event whose predecessor the projection never applied (here: the head moved back behind
+// the projector's back) stops the projection at that event: the version guard refuses the
+// batch, which is then applied event by event until the gap is named, and nothing after it
+// is applied or checkpointed. The other projections go on. Once the gap is mended the
+// projection resumes from its checkpoint.
+func TestGapStopsTheProjectionInsteadOfSkipping(t *testing.T) {
+	w := newWorld(t)
+	w.traffic(8)
+	_, stop := w.runner(projections.Config{})
+	w.waitCaughtUp()
+	stop()
+	ctx := context.Background()
+	ann := w.users["ann"]
+	var head int64
+	if err := db.Pool.QueryRow(ctx, `UPDATE projection_heads SET version = version - 1
+		WHERE consumer_group = 'balance_v1' AND account_id = $1 RETURNING version + 1`, ann).Scan(&head); err != nil {
+		t.Fatal(err)
+	}
+	var coinsBefore int64
+	_ = db.Pool.QueryRow(ctx, `SELECT coins FROM balance_v1 WHERE account_id = $1`, ann).Scan(&coinsBefore)
+	w.transfer("ben", "cat", 1)
+	w.transfer("ben", "ann", 2) // ann's next version follows head, which the projection no longer holds
+	var gapAt int64
+	_ = db.Pool.QueryRow(ctx, `SELECT max(global_position) FROM events WHERE stream_id = $1`, domain.StreamID(ann)).Scan(&gapAt)
+	w.transfer("cat", "dan", 1)
+
+	r, stop := w.runner(projections.Config{MaxAttempts: 2, RetryInterval: 5 * time.Millisecond, RestartBackoff: time.Hour})
+	w.waitCaughtUp("inventory_v1", "history_v1")
+	var state, lastError string
+	var failedAt *int64
+	deadline := time.Now().Add(20 * time.Second)
+	for state != "failed" {
+		if time.Now().After(deadline) {
+			t.Fatalf("balance never reported failed (state %q)", state)
+		}
+		time.Sleep(10 * time.Millisecond)
+		_ = db.Pool.QueryRow(ctx, `SELECT state, failed_position, COALESCE(last_error, '') FROM projection_status
+			WHERE consumer_group = 'balance_v1'`).Scan(&state, &failedAt, &lastError)
+	}
+	if failedAt == nil || *failedAt != gapAt {
+		t.Errorf("failed at %v, want the event after the gap at %d", failedAt, gapAt)
+	}
+	if !strings.Contains(lastError, "an event is missing") || !strings.Contains(lastError, ann.String()) {
+		t.Errorf("last error %q does not name the gap on %s", lastError, ann)
+	}
+	var cp, coins int64
+	_ = db.Pool.QueryRow(ctx, `SELECT position FROM projection_checkpoints WHERE consumer_group = 'balance_v1'`).Scan(&cp)
+	if cp >= gapAt {
+		t.Errorf("balance checkpoint %d moved past the gap at %d", cp, gapAt)
+	}
+	_ = db.Pool.QueryRow(ctx, `SELECT coins FROM balance_v1 WHERE account_id = $1`, ann).Scan(&coins)
+	if coins != coinsBefore {
+		t.Errorf("ann's balance moved from %d to %d across the gap", coinsBefore, coins)
+	}
+	if c := r.Counters("balance_v1"); c.Failures == 0 {
+		t.Errorf("balance counters %+v count no failure", c)
+	}
+
+	if _, err := db.Pool.Exec(ctx, `UPDATE projection_heads SET version = $2
+		WHERE consumer_group = 'balance_v1' AND account_id = $1`, ann, head); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	w.runner(projections.Config{})
+	w.waitCaughtUp()
+	w.checkReadModels()
 }

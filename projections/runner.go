@@ -25,7 +25,7 @@ type Config struct {
 	// PollInterval is the fallback poll when no wake-up arrives (default 1s).
 	PollInterval time.Duration
 	// PollSpacing is the least time between the starts of two polls of one projector
-	// (default 5ms; negative: none). Every poll transaction costs round trips whatever it
+	// (default 10ms; negative: none). Every poll transaction costs round trips whatever it
 	// carries, so under load the events that commit meanwhile gather into fewer, larger
 	// batches; it adds at most this much to the projection lag.
 	PollSpacing time.Duration
@@ -54,7 +54,7 @@ type Config struct {
 }
 
 // DefaultPollSpacing is Config.PollSpacing's default.
-const DefaultPollSpacing = 5 * time.Millisecond
+const DefaultPollSpacing = 10 * time.Millisecond
 
 func (c *Config) defaults() {
 	if c.BatchSize <= 0 {
@@ -424,7 +424,7 @@ func (r *Runner) runOnce(ctx context.Context, p Projection, st *projectorState) 
 
 // pollTx returns the subscriber's poll transaction of the message context ctx. It runs the
 // handler's statements and batches; the subscriber commits it when the message is acked.
-func pollTx(ctx context.Context) (batchTx, error) {
+func pollTx(ctx context.Context) (pollBatchTx, error) {
 	wtx, ok := wsql.TxFromContext(ctx)
 	if !ok {
 		return nil, errors.New("no subscriber transaction in the message context")

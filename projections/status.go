@@ -13,10 +13,12 @@ type Status struct {
 	Name          string `json:"name"`
 	ActiveVersion int    `json:"activeVersion"`
 	// Checkpoint is the active version's place in the log, "transaction:position".
-	Checkpoint   string `json:"checkpoint"`
-	EventsBehind int64  `json:"eventsBehind"`
-	// LagMs is how long ago the oldest event the active version has not applied was
-	// recorded; 0 when it is caught up.
+	Checkpoint string `json:"checkpoint"`
+	// EventsBehind counts the events after the checkpoint: not applied yet, or applied while
+	// an older transaction was still running (ADR 6), until that transaction ends.
+	EventsBehind int64 `json:"eventsBehind"`
+	// LagMs is how long ago the oldest event after the checkpoint was recorded; 0 when it is
+	// caught up.
 	LagMs int64 `json:"lagMs"`
 	// State is "live", "failed" or "rebuilding" (a rebuild of a next version is running).
 	State          string `json:"state"`

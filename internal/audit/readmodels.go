@@ -52,6 +52,9 @@ type snapshotOf struct {
 	names      modelNames
 	readModels map[uuid.UUID]*readModel
 	heads      map[string]*streamHead
+	// committedBelow is the snapshot's xmax: every transaction whose writes it sees has an id
+	// below it.
+	committedBelow uint64
 }
 
 // readSnapshot reads the stream head rows, the projectors' applied versions and every read
@@ -68,6 +71,10 @@ func readSnapshot(ctx context.Context, pool *pgxpool.Pool) (_ *snapshotOf, err e
 			_ = tx.Rollback(context.WithoutCancel(ctx)) // read-only: nothing to undo, the error says it all
 		}
 	}()
+	var committedBelow int64
+	if err := tx.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint`).Scan(&committedBelow); err != nil {
+		return nil, fmt.Errorf("read models: snapshot: %w", err)
+	}
 	heads := make(map[string]*streamHead)
 	var (
 		stream string
@@ -170,5 +177,5 @@ func readSnapshot(ctx context.Context, pool *pgxpool.Pool) (_ *snapshotOf, err e
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("read models: commit: %w", err)
 	}
-	return &snapshotOf{names: names, readModels: rms, heads: heads}, nil
+	return &snapshotOf{names: names, readModels: rms, heads: heads, committedBelow: uint64(committedBelow)}, nil
 }

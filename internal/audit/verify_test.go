@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/ledger/ledger/domain"
+	"github.com/ledger/ledger/eventstore"
 	"github.com/ledger/ledger/internal/app"
 	"github.com/ledger/ledger/internal/audit"
 	"github.com/ledger/ledger/projections"
@@ -344,5 +346,45 @@ func TestVerifyComparesTheActiveVersion(t *testing.T) {
 	rep = verify(t, l)
 	if len(rep.Mismatches) != 1 || rep.Mismatches[0].Username != "bob" || rep.Mismatches[0].ReadModel != "balance_v2" {
 		t.Fatalf("want bob named in balance_v2, got:%s", mismatches(rep))
+	}
+}
+
+// Projectors apply an event as soon as it commits, before an older transaction that is still
+// running has ended, while the log's readers cannot read the event until then (ADR 6). A
+// verification that reads the read models meanwhile must not take them for being ahead of the
+// log: it waits for the older transaction, then replays up to the event.
+func TestVerifyWhileAReadModelIsAheadOfTheReadableLog(t *testing.T) {
+	l := newLedger(t, true)
+	ctx := context.Background()
+	ids := scenario(t, l)
+	waitProjected(t)
+
+	held, release, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	var releaseOnce sync.Once
+	releaseHeld := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(releaseHeld) // never leave the server-wide fence held by a failed test
+	go func() {
+		grant := domain.CoinsGranted{Amount: 5, Reason: "held open"}
+		_, err := l.store.Append(ctx, []eventstore.StreamAppend{{StreamID: domain.StreamID(ids["alice"]), Expected: eventstore.Any(),
+			Events: []eventstore.EventData{{Type: grant.EventType(), SchemaVersion: domain.SchemaVersion, Payload: grant}}}},
+			eventstore.InTransaction(func(context.Context, pgx.Tx) error { close(held); <-release; return nil }))
+		done <- err
+	}()
+	<-held
+	if _, err := l.app.Transfer(ctx, ids["bob"], "carol", 3); err != nil {
+		t.Fatal(err)
+	}
+	waitProjected(t) // bob's and carol's read models show the transfer; the log's readers cannot read it yet
+
+	time.AfterFunc(200*time.Millisecond, releaseHeld)
+	rep := verify(t, l)
+	if !rep.OK() {
+		t.Fatalf("verify while a read model was ahead of the readable log:%s", mismatches(rep))
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if rep.Events != scenarioEvents+3 {
+		t.Errorf("replayed %d events, want the scenario's %d, the held grant and the transfer's two", rep.Events, scenarioEvents+3)
 	}
 }

@@ -79,8 +79,8 @@ var (
 	statusUp          = desc("projection_status_up", "1 when the last projection status query succeeded; the projection_* series are missing otherwise.")
 	statusCheckpoint  = desc("projection_checkpoint_position", "Global log position of the active version's checkpoint.", "projection", "version")
 	statusCheckpointX = desc("projection_checkpoint_transaction_id", "Transaction id of the active version's checkpoint.", "projection", "version")
-	statusBehind      = desc("projection_events_behind", "Events in the log the active version has not applied yet.", "projection", "version")
-	statusLag         = desc("projection_lag_seconds", "How long ago the oldest event the active version has not applied was recorded; 0 when caught up.", "projection", "version")
+	statusBehind      = desc("projection_events_behind", "Events in the log after the active version's checkpoint: not applied yet, or applied while an older transaction was still running.", "projection", "version")
+	statusLag         = desc("projection_lag_seconds", "How long ago the oldest event after the active version's checkpoint was recorded; 0 when caught up.", "projection", "version")
 	statusState       = desc("projection_state", "1 for the active version's state across all processes: live, failed or rebuilding (a next version is being built).", "projection", "version", "state")
 
 	poolAcquired       = desc("db_pool_acquired_conns", "Connections in use.")

@@ -146,12 +146,12 @@ ledger_projection_checkpoint_position{projection="history",version="1"} 999000
 # TYPE ledger_projection_checkpoint_transaction_id gauge
 ledger_projection_checkpoint_transaction_id{projection="balance",version="2"} 1203
 ledger_projection_checkpoint_transaction_id{projection="history",version="1"} 1201
-# HELP ledger_projection_events_behind Events in the log the active version has not applied yet.
+# HELP ledger_projection_events_behind Events in the log after the active version's checkpoint: not applied yet, or applied while an older transaction was still running.
 # TYPE ledger_projection_events_behind gauge
 ledger_projection_events_behind{projection="balance",version="2"} 0
 ledger_projection_events_behind{projection="history",version="1"} 1000
 ledger_projection_events_behind{projection="inventory",version="1"} 7
-# HELP ledger_projection_lag_seconds How long ago the oldest event the active version has not applied was recorded; 0 when caught up.
+# HELP ledger_projection_lag_seconds How long ago the oldest event after the active version's checkpoint was recorded; 0 when caught up.
 # TYPE ledger_projection_lag_seconds gauge
 ledger_projection_lag_seconds{projection="balance",version="2"} 0
 ledger_projection_lag_seconds{projection="history",version="1"} 1.5

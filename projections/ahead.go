@@ -1,0 +1,115 @@
+package projections
+
+import (
+	"cmp"
+	"sync"
+)
+
+// ahead is what a projector has committed above the fence: events applied before every
+// transaction older than them had ended. Polls leave them out (they are applied) until the
+// fence passes them, and the checkpoint then moves past them.
+//
+// It is only a record of this projector's own commits, so it holds while the checkpoint's row
+// is as its last commit left it: written by transaction writer. A rebuild, or anything else
+// that writes a read model, writes the checkpoint in the same transaction, which gives the
+// row another writer; the poll then leaves nothing out (see eventsSchema.SelectQuery) and the
+// record is dropped. It is also dropped whenever a commit's outcome is unknown; the version
+// guard then recognises what was applied.
+//
+// A transaction that holds its id for long (which the log's other readers suffer from too)
+// would make the record grow with every event committed meanwhile; once it holds aheadLimit
+// events, polls read only below the fence, as every reader of the log does, until the fence
+// moves on.
+type ahead struct {
+	mu     sync.Mutex
+	events map[int64]uint64 // position → transaction id
+	writer uint32           // 0: not known, and nothing is left out
+}
+
+// aheadLimit is the most events the record holds.
+const aheadLimit = 2000
+
+// exclusions returns the positions a poll may leave out, the writer the checkpoint's row must
+// still have for that, and whether the poll may read above the fence.
+func (a *ahead) exclusions() (positions []int64, writer int64, aboveFence bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	aboveFence = len(a.events) < aheadLimit
+	if a.writer == 0 || len(a.events) == 0 {
+		return []int64{}, 0, aboveFence
+	}
+	positions = make([]int64, 0, len(a.events))
+	for p := range a.events {
+		positions = append(positions, p)
+	}
+	return positions, int64(a.writer), aboveFence
+}
+
+// forget drops the record.
+func (a *ahead) forget() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	clear(a.events)
+	a.writer = 0
+}
+
+// settle returns where the checkpoint can move after a poll from checkpoint from, which read
+// events (in log order; full if the batch size cut it short) besides the ones the record
+// holds, with the fence at transaction fence, the checkpoint's row written by writer. Every
+// committed event after the checkpoint below the fence is one of those or the record's, or,
+// when the batch is full, after its last event: the checkpoint moves to the last of them. If
+// the row's writer is not the one the record expects, the poll left nothing out and the
+// record is dropped.
+func (a *ahead) settle(events []logEvent, full bool, from checkpoint, fence uint64, writer uint32) checkpoint {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if writer != a.writer {
+		clear(a.events)
+		a.writer = 0
+	}
+	to := from
+	advance := func(c checkpoint) {
+		if c.TransactionID < fence && checkpointOrder(c, to) > 0 {
+			to = c
+		}
+	}
+	for _, e := range events {
+		advance(e.checkpoint())
+	}
+	full = full && len(events) > 0
+	for p, tx := range a.events {
+		c := checkpoint{TransactionID: tx, Position: p}
+		if !full || checkpointOrder(c, events[len(events)-1].checkpoint()) < 0 {
+			advance(c)
+		}
+	}
+	return to
+}
+
+// committed records a commit by transaction writer that applied events and moved the
+// checkpoint to "to": what lies beyond it is now ahead.
+func (a *ahead) committed(events []logEvent, to checkpoint, writer uint32) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.events == nil {
+		a.events = make(map[int64]uint64)
+	}
+	for p, tx := range a.events {
+		if checkpointOrder(checkpoint{TransactionID: tx, Position: p}, to) <= 0 {
+			delete(a.events, p)
+		}
+	}
+	for _, e := range events {
+		if checkpointOrder(e.checkpoint(), to) > 0 {
+			a.events[e.Position] = e.TransactionID
+		}
+	}
+	a.writer = writer
+}
+
+func checkpointOrder(a, b checkpoint) int {
+	if c := cmp.Compare(a.TransactionID, b.TransactionID); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Position, b.Position)
+}
