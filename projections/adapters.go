@@ -44,6 +44,8 @@ type eventsSchema struct {
 	pollStart atomic.Int64
 	// stopping makes every further poll read nothing, so the batch in flight is the last.
 	stopping atomic.Bool
+	// limit is how many events the latest poll was allowed to read.
+	limit atomic.Int64
 	// current is the batch of the message in flight. The subscriber handles one message per
 	// poll and polls again only once it is acked or abandoned, so the adapter hands the events
 	// it has already decoded to the handler in process instead of encoding them again.
@@ -104,6 +106,7 @@ func (s *eventsSchema) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error)
 	if s.stopping.Load() {
 		limit = 0
 	}
+	s.limit.Store(int64(limit))
 	return wsql.Query{
 		Query: `
 WITH cp AS (
@@ -167,7 +170,9 @@ func (s *eventsSchema) UnmarshalMessage(p wsql.UnmarshalMessageParams) (wsql.Row
 	if !slices.IsSortedFunc(events, logOrder) {
 		slices.SortFunc(events, logOrder)
 	}
-	to := s.ahead.settle(events, n == s.batchSize, from, uint64(fence), uint32(writer))
+	// A poll that read as many events as it was allowed to may have left some unread, before
+	// events the record holds; one allowed none (the projector is stopping) read nothing at all.
+	to := s.ahead.settle(events, int64(n) >= s.limit.Load(), from, uint64(fence), uint32(writer))
 	if n == 0 && to == from {
 		return wsql.Row{}, stdsql.ErrNoRows
 	}

@@ -54,12 +54,13 @@ func (a *ahead) forget() {
 }
 
 // settle returns where the checkpoint can move after a poll from checkpoint from, which read
-// events (in log order; full if the batch size cut it short) besides the ones the record
-// holds, with the fence at transaction fence, the checkpoint's row written by writer. Every
-// committed event after the checkpoint below the fence is one of those or the record's, or,
-// when the batch is full, after its last event: the checkpoint moves to the last of them. If
-// the row's writer is not the one the record expects, the poll left nothing out and the
-// record is dropped.
+// events (in log order) besides the ones the record holds, with the fence at transaction
+// fence, the checkpoint's row written by writer. full says the poll's limit may have cut it
+// short: it read as many events as it was allowed to, none at all for a poll allowed none.
+// Every committed event after the checkpoint below the fence is one of those or the record's,
+// or, when the batch is full, after its last event read (after the checkpoint, if it read
+// none): the checkpoint moves to the last of them. If the row's writer is not the one the
+// record expects, the poll left nothing out and the record is dropped.
 func (a *ahead) settle(events []logEvent, full bool, from checkpoint, fence uint64, writer uint32) checkpoint {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -76,10 +77,13 @@ func (a *ahead) settle(events []logEvent, full bool, from checkpoint, fence uint
 	for _, e := range events {
 		advance(e.checkpoint())
 	}
-	full = full && len(events) > 0
+	read := from // every event up to here was read or is in the record
+	if len(events) > 0 {
+		read = events[len(events)-1].checkpoint()
+	}
 	for p, tx := range a.events {
 		c := checkpoint{TransactionID: tx, Position: p}
-		if !full || checkpointOrder(c, events[len(events)-1].checkpoint()) < 0 {
+		if !full || checkpointOrder(c, read) < 0 {
 			advance(c)
 		}
 	}

@@ -24,6 +24,9 @@ func TestAheadSettlesOnlyWhatTheFenceHasPassed(t *testing.T) {
 		// The batch size cut the poll short after (13, 107): an unread event may lie between it
 		// and the event ahead at (15, 106).
 		{"a full batch caps the checkpoint", []logEvent{ev(15, 106)}, []logEvent{ev(11, 102), ev(13, 107)}, true, 16, 7, cp(13, 107)},
+		// A poll allowed no event (the projector is stopping) read none: an unread event may
+		// lie between the checkpoint and every event ahead.
+		{"a poll that read nothing moves nothing", []logEvent{ev(12, 103), ev(15, 106)}, nil, true, 16, 7, from},
 		// Someone else wrote the checkpoint's row: the poll left nothing out, and the record
 		// says nothing of what is applied.
 		{"another writer", []logEvent{ev(12, 103)}, []logEvent{ev(11, 102)}, false, 14, 8, cp(11, 102)},

@@ -359,6 +359,53 @@ func TestProjectorAppliesAnOutOfOrderCommitWithoutSkippingTheOlderOne(t *testing
 	}
 }
 
+// A stopping projector drains: its last poll reads no more events. That poll must not move the
+// checkpoint past an event it did not read. Here T1 commits out of log order after T2 was
+// applied above the fence, wakes no projector, and the projectors stop before they poll again;
+// started again, they must apply T1.
+func TestStoppingProjectorDoesNotSkipALateCommit(t *testing.T) {
+	w := newWorld(t)
+	w.open("early")
+	w.open("late")
+	_, stop := w.runner(projections.Config{PollInterval: time.Hour}) // they poll when woken
+	w.waitCaughtUp()
+
+	woken := w.store
+	w.store = eventstore.New(db.Pool) // T1's commit wakes nobody
+	t1, releaseT1 := w.holdOpen("early", 2, 5)
+	w.store = woken
+	w.append(eventstore.StreamAppend{StreamID: domain.StreamID(w.users["late"]), Expected: eventstore.Exactly(2),
+		Events: data(domain.CoinsGranted{Amount: 7, Reason: "t2"})})
+	w.waitCaughtUp()
+	releaseT1()
+	stop()
+
+	if skipped := checkpointsPastUnapplied(t, t1, w.users["early"], 3); len(skipped) > 0 {
+		t.Fatalf("stopping moved the checkpoints of %v past T1 (transaction %s), which they never applied", skipped, t1)
+	}
+	w.runner(projections.Config{PollInterval: time.Hour})
+	w.waitCaughtUp()
+	w.checkReadModels()
+}
+
+// checkpointsPastUnapplied returns the consumer groups whose checkpoint is at or past
+// transaction xid while they have not applied version of account.
+func checkpointsPastUnapplied(t *testing.T, xid string, account uuid.UUID, version int64) []string {
+	t.Helper()
+	rows, err := db.Pool.Query(context.Background(), `
+		SELECT c.consumer_group FROM projection_checkpoints c
+		LEFT JOIN projection_heads h ON h.consumer_group = c.consumer_group AND h.account_id = $2
+		WHERE c.transaction_id >= $1::xid8 AND COALESCE(h.version, 0) < $3`, xid, account, version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return groups
+}
+
 // What a projector applied above the fence is left out of later polls only while nothing else
 // wrote its checkpoint. Here an operator's fix (as a rebuild does, under the poll lock) takes
 // T2 out of the read model and writes the checkpoint back unchanged while T1 is open: the
