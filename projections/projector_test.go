@@ -317,7 +317,13 @@ func (w *world) holdOpen(name string, expected int64, amount domain.Coins) (xid 
 // checkpointsPast returns the consumer groups whose checkpoint is at or past transaction xid.
 func checkpointsPast(t *testing.T, xid string) []string {
 	t.Helper()
-	rows, err := db.Pool.Query(context.Background(), `SELECT consumer_group FROM projection_checkpoints WHERE transaction_id >= $1::xid8`, xid)
+	return queryGroups(t, `SELECT consumer_group FROM projection_checkpoints WHERE transaction_id >= $1::xid8`, xid)
+}
+
+// queryGroups returns the consumer groups a query selects.
+func queryGroups(t *testing.T, query string, args ...any) []string {
+	t.Helper()
+	rows, err := db.Pool.Query(context.Background(), query, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,18 +435,10 @@ func TestRestartsAmidLateCommitsSkipNothing(t *testing.T) {
 // transaction xid while they have not applied version of account.
 func checkpointsPastUnapplied(t *testing.T, xid string, account uuid.UUID, version int64) []string {
 	t.Helper()
-	rows, err := db.Pool.Query(context.Background(), `
+	return queryGroups(t, `
 		SELECT c.consumer_group FROM projection_checkpoints c
 		LEFT JOIN projection_heads h ON h.consumer_group = c.consumer_group AND h.account_id = $2
 		WHERE c.transaction_id >= $1::xid8 AND COALESCE(h.version, 0) < $3`, xid, account, version)
-	if err != nil {
-		t.Fatal(err)
-	}
-	groups, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return groups
 }
 
 // What a projector applied above the fence is left out of later polls only while nothing else
