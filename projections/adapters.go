@@ -46,6 +46,12 @@ type eventsSchema struct {
 	stopping atomic.Bool
 	// limit is how many events the latest poll was allowed to read.
 	limit atomic.Int64
+	// retrying is set when a batch could not be applied whole: until a batch is applied, polls
+	// read at most oneAtATimeLimit events, which the handler applies one at a time, one round
+	// trip each, so that such a poll ends well within its ack deadline whatever the batch size
+	// and the latency to the database. (A poll that overran it would roll back what it applied
+	// and start again from the same event, forever.)
+	retrying atomic.Bool
 	// current is the batch of the message in flight. The subscriber handles one message per
 	// poll and polls again only once it is acked or abandoned, so the adapter hands the events
 	// it has already decoded to the handler in process instead of encoding them again.
@@ -103,6 +109,9 @@ func (s *eventsSchema) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error)
 	s.pollGen.Store(&ch)
 	s.pollStart.Store(time.Now().UnixNano())
 	limit := s.batchSize
+	if s.retrying.Load() {
+		limit = min(limit, oneAtATimeLimit)
+	}
 	if s.stopping.Load() {
 		limit = 0
 	}
@@ -130,6 +139,10 @@ FROM batch b`,
 		Args: append([]any{p.ConsumerGroup}, exclusions(&s.ahead)...),
 	}, nil
 }
+
+// oneAtATimeLimit is the most events a poll reads while retrying (see eventsSchema.retrying):
+// at 50 ms a round trip, one second of the ack deadline's five.
+const oneAtATimeLimit = 20
 
 func exclusions(a *ahead) []any {
 	positions, writer, aboveFence := a.exclusions()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
@@ -22,7 +23,9 @@ type handler struct {
 	st     *projectorState
 	giveUp context.CancelCauseFunc
 	// attempts counts failed attempts, by message (a batch applied whole) and by event id (an
-	// event applied alone); the subscriber delivers one message at a time.
+	// event applied alone). The subscriber delivers one message at a time, but a handler
+	// that outlived its message's deadline may still be counting when the next one starts.
+	mu       sync.Mutex
 	attempts map[string]int
 }
 
@@ -60,7 +63,7 @@ func (h *handler) handle(msg *message.Message) error {
 		return fmt.Errorf("projections: the events of message %s are gone", msg.UUID)
 	}
 	batch := pb.events
-	if h.attempts[msg.UUID] == 0 {
+	if h.attempted(msg.UUID) == 0 {
 		wrote, err := h.commitBatch(ctx, tx, batch, pb.to)
 		if err == nil {
 			h.schema.ahead.committed(batch, pb.to, wrote)
@@ -71,8 +74,9 @@ func (h *handler) handle(msg *message.Message) error {
 		if ctx.Err() != nil && !errors.Is(err, errPollTxOver) {
 			return err
 		}
-		h.attempts[msg.UUID]++
+		h.attempt(msg.UUID)
 		h.st.failures.Add(1)
+		h.schema.retrying.Store(true)
 		h.r.log.Warn("projection could not apply a batch; applying its events one at a time", "projection", h.p.Group(),
 			"first_position", msg.Metadata.Get(mdFirstPosition), "last_position", msg.Metadata.Get(mdLastPosition), "err", err)
 		if errors.Is(err, errPollTxOver) {
@@ -97,9 +101,8 @@ func (h *handler) handle(msg *message.Message) error {
 }
 
 func (h *handler) succeeded(ctx context.Context, position int64) {
-	if len(h.attempts) > 0 {
-		clear(h.attempts)
-	}
+	h.forgetAttempts()
+	h.schema.retrying.Store(false)
 	if h.st.failed.Load() {
 		h.st.failed.Store(false)
 		if err := h.r.setState(context.WithoutCancel(ctx), h.p.Group(), "live", nil); err != nil {
@@ -116,9 +119,8 @@ func (h *handler) failed(ctx context.Context, id, position string, err error) er
 	if ctx.Err() != nil {
 		return err
 	}
-	h.attempts[id]++
+	n := h.attempt(id)
 	h.st.failures.Add(1)
-	n := h.attempts[id]
 	h.r.log.Warn("projection could not apply event", "projection", h.p.Group(), "event_id", id,
 		"position", position, "attempt", n, "err", err)
 	if n < h.r.cfg.MaxAttempts {
@@ -130,12 +132,33 @@ func (h *handler) failed(ctx context.Context, id, position string, err error) er
 	}
 	h.r.log.Error("projection failed; it stops at this event and retries later, never skipping it",
 		"projection", h.p.Group(), "event_id", id, "position", position, "err", err)
-	clear(h.attempts)
+	h.forgetAttempts()
 	h.giveUp(fmt.Errorf("%w at event %s: %v", errGaveUp, id, err))
 	// Park until the subscriber's ack deadline: it then stops redelivering the batch and
 	// commits what was applied before this event; the next poll reads nothing.
 	<-ctx.Done()
 	return err
+}
+
+// attempt counts a failed attempt at key and returns how many there were.
+func (h *handler) attempt(key string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.attempts[key]++
+	return h.attempts[key]
+}
+
+// attempted returns how many attempts at key failed.
+func (h *handler) attempted(key string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.attempts[key]
+}
+
+func (h *handler) forgetAttempts() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	clear(h.attempts)
 }
 
 // commitBatch applies a batch (which may be empty), writes the checkpoint "to" and commits, in

@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ledger/ledger/domain"
 	"github.com/ledger/ledger/eventstore"
@@ -107,11 +108,16 @@ func (w *world) grant(who string, amount domain.Coins) {
 }
 
 func (w *world) runner(cfg projections.Config) (*projections.Runner, func()) {
+	return w.runnerOn(db.Pool, cfg)
+}
+
+// runnerOn starts the projections' runner on pool.
+func (w *world) runnerOn(pool *pgxpool.Pool, cfg projections.Config) (*projections.Runner, func()) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(&testWriter{w.t}, nil))
 	}
-	r := projections.NewRunner(db.Pool, w.wake, log, cfg, projections.All()...)
+	r := projections.NewRunner(pool, w.wake, log, cfg, projections.All()...)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = r.Run(ctx) }()
