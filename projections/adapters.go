@@ -101,8 +101,9 @@ func (s *eventsSchema) InsertQuery(wsql.InsertQueryParams) (wsql.Query, error) {
 // arrays, in binary, so that a batch is one message and is applied by one statement instead of
 // one round trip per event, and the fence: the oldest transaction still running, as of the
 // same snapshot. It leaves out the events the projector committed ahead ($2), but only if the
-// checkpoint's row is still as the projector left it ($3 wrote it), and reads above the fence
-// only while that record has room ($4; see ahead). The transaction already holds the group's
+// checkpoint's row is still as the projector left it (written by transaction $3 of the server
+// that started at $5; see writer), and reads above the fence only while that record has room
+// ($4; see ahead). The transaction already holds the group's
 // poll lock (see pollLock), so no other subscriber of the group moves the checkpoint meanwhile.
 func (s *eventsSchema) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error) {
 	ch := s.wake.C()
@@ -125,7 +126,7 @@ WITH cp AS (
            e.event_type, e.schema_version, e.payload, e.recorded_at
     FROM events e
     WHERE (e.transaction_id, e.global_position) > ((SELECT transaction_id FROM cp), (SELECT position FROM cp))
-      AND NOT (e.global_position = ANY ($2::bigint[]) AND (SELECT writer FROM cp) = $3)
+      AND NOT (e.global_position = ANY ($2::bigint[]) AND (SELECT writer FROM cp) = $3 AND pg_postmaster_start_time() = $5)
       AND ($4 OR e.transaction_id < pg_snapshot_xmin(pg_current_snapshot()))
     ORDER BY e.transaction_id, e.global_position
     LIMIT ` + strconv.Itoa(limit) + `
@@ -134,7 +135,8 @@ SELECT count(*), array_agg(b.global_position), array_agg(b.transaction_id::text:
        array_agg(b.stream_id), array_agg(b.stream_version), array_agg(b.event_type),
        array_agg(b.schema_version), array_agg(b.payload), array_agg(b.recorded_at),
        pg_snapshot_xmin(pg_current_snapshot())::text::bigint,
-       (SELECT transaction_id::text::bigint FROM cp), (SELECT position FROM cp), (SELECT writer FROM cp)
+       (SELECT transaction_id::text::bigint FROM cp), (SELECT position FROM cp), (SELECT writer FROM cp),
+       pg_postmaster_start_time()
 FROM batch b`,
 		Args: append([]any{p.ConsumerGroup}, exclusions(&s.ahead)...),
 	}, nil
@@ -145,26 +147,27 @@ FROM batch b`,
 const oneAtATimeLimit = 20
 
 func exclusions(a *ahead) []any {
-	positions, writer, aboveFence := a.exclusions()
-	return []any{positions, writer, aboveFence}
+	positions, w, aboveFence := a.exclusions()
+	return []any{positions, int64(w.xid), aboveFence, w.started}
 }
 
 // UnmarshalMessage turns a poll's row into one batch message; a poll that found nothing to
 // apply and cannot move the checkpoint is no message.
 func (s *eventsSchema) UnmarshalMessage(p wsql.UnmarshalMessageParams) (wsql.Row, error) {
 	var (
-		n                     int
-		positions, txs, vers  []int64
-		ids                   []uuid.UUID
-		streams, types        []string
-		schemas               []int32
-		payloads              [][]byte
-		recordedAt            []time.Time
-		fence, fromTx, writer int64
-		from                  checkpoint
+		n                    int
+		positions, txs, vers []int64
+		ids                  []uuid.UUID
+		streams, types       []string
+		schemas              []int32
+		payloads             [][]byte
+		recordedAt           []time.Time
+		fence, fromTx, xmin  int64
+		started              time.Time
+		from                 checkpoint
 	)
 	if err := p.Row.Scan(&n, &positions, &txs, &ids, &streams, &vers, &types, &schemas, &payloads, &recordedAt,
-		&fence, &fromTx, &from.Position, &writer); err != nil {
+		&fence, &fromTx, &from.Position, &xmin, &started); err != nil {
 		return wsql.Row{}, fmt.Errorf("projections: scan batch: %w", err)
 	}
 	from.TransactionID = uint64(fromTx)
@@ -185,7 +188,7 @@ func (s *eventsSchema) UnmarshalMessage(p wsql.UnmarshalMessageParams) (wsql.Row
 	}
 	// A poll that read as many events as it was allowed to may have left some unread, before
 	// events the record holds; one allowed none (the projector is stopping) read nothing at all.
-	to := s.ahead.settle(events, int64(n) >= s.limit.Load(), from, uint64(fence), uint32(writer))
+	to := s.ahead.settle(events, int64(n) >= s.limit.Load(), from, uint64(fence), writer{xid: uint32(xmin), started: started})
 	if n == 0 && to == from {
 		return wsql.Row{}, stdsql.ErrNoRows
 	}

@@ -3,6 +3,7 @@ package projections
 import (
 	"cmp"
 	"sync"
+	"time"
 )
 
 // ahead is what a projector has committed above the fence: events applied before every
@@ -10,11 +11,11 @@ import (
 // fence passes them, and the checkpoint then moves past them.
 //
 // It is only a record of this projector's own commits, so it holds while the checkpoint's row
-// is as its last commit left it: written by transaction writer. A rebuild, or anything else
-// that writes a read model, writes the checkpoint in the same transaction, which gives the
-// row another writer; the poll then leaves nothing out (see eventsSchema.SelectQuery) and the
-// record is dropped. It is also dropped whenever a commit's outcome is unknown; the version
-// guard then recognises what was applied.
+// is as its last commit left it: written by that commit (see writer). A rebuild, or anything
+// else that writes a read model, writes the checkpoint in the same transaction, which gives
+// the row another writer; the poll then leaves nothing out (see eventsSchema.SelectQuery) and
+// the record is dropped. It is also dropped whenever a commit's outcome is unknown; the
+// version guard then recognises what was applied.
 //
 // A transaction that holds its id for long (which the log's other readers suffer from too)
 // would make the record grow with every event committed meanwhile; once it holds aheadLimit
@@ -23,7 +24,17 @@ import (
 type ahead struct {
 	mu     sync.Mutex
 	events map[int64]uint64 // position → transaction id
-	writer uint32           // 0: not known, and nothing is left out
+	writer writer           // zero: not known, and nothing is left out
+}
+
+// writer names the commit that last wrote the checkpoint's row: its transaction id, as the
+// row's xmin holds it (32 bits), and when the server that ran it started. A crash hands out
+// again the ids of the transactions it lost, and the projector's commits do not wait for the
+// WAL: after one, another commit (another process's, which took the lease over) could write
+// the row under the id of the projector's lost last commit. The start time tells them apart.
+type writer struct {
+	xid     uint32
+	started time.Time
 }
 
 // aheadLimit is the most events the record holds.
@@ -31,18 +42,18 @@ const aheadLimit = 2000
 
 // exclusions returns the positions a poll may leave out, the writer the checkpoint's row must
 // still have for that, and whether the poll may read above the fence.
-func (a *ahead) exclusions() (positions []int64, writer int64, aboveFence bool) {
+func (a *ahead) exclusions() (positions []int64, w writer, aboveFence bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	aboveFence = len(a.events) < aheadLimit
-	if a.writer == 0 || len(a.events) == 0 {
-		return []int64{}, 0, aboveFence
+	if a.writer == (writer{}) || len(a.events) == 0 {
+		return []int64{}, writer{}, aboveFence
 	}
 	positions = make([]int64, 0, len(a.events))
 	for p := range a.events {
 		positions = append(positions, p)
 	}
-	return positions, int64(a.writer), aboveFence
+	return positions, a.writer, aboveFence
 }
 
 // forget drops the record.
@@ -50,7 +61,7 @@ func (a *ahead) forget() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	clear(a.events)
-	a.writer = 0
+	a.writer = writer{}
 }
 
 // settle returns where the checkpoint can move after a poll from checkpoint from, which read
@@ -61,12 +72,12 @@ func (a *ahead) forget() {
 // or, when the batch is full, after its last event read (after the checkpoint, if it read
 // none): the checkpoint moves to the last of them. If the row's writer is not the one the
 // record expects, the poll left nothing out and the record is dropped.
-func (a *ahead) settle(events []logEvent, full bool, from checkpoint, fence uint64, writer uint32) checkpoint {
+func (a *ahead) settle(events []logEvent, full bool, from checkpoint, fence uint64, w writer) checkpoint {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if writer != a.writer {
+	if !w.is(a.writer) {
 		clear(a.events)
-		a.writer = 0
+		a.writer = writer{}
 	}
 	to := from
 	advance := func(c checkpoint) {
@@ -90,9 +101,12 @@ func (a *ahead) settle(events []logEvent, full bool, from checkpoint, fence uint
 	return to
 }
 
-// committed records a commit by transaction writer that applied events and moved the
-// checkpoint to "to": what lies beyond it is now ahead.
-func (a *ahead) committed(events []logEvent, to checkpoint, writer uint32) {
+// is reports whether w and o name the same commit.
+func (w writer) is(o writer) bool { return w.xid == o.xid && w.started.Equal(o.started) }
+
+// committed records a commit by w that applied events and moved the checkpoint to "to": what
+// lies beyond it is now ahead.
+func (a *ahead) committed(events []logEvent, to checkpoint, w writer) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.events == nil {
@@ -108,7 +122,7 @@ func (a *ahead) committed(events []logEvent, to checkpoint, writer uint32) {
 			a.events[e.Position] = e.TransactionID
 		}
 	}
-	a.writer = writer
+	a.writer = w
 }
 
 func checkpointOrder(a, b checkpoint) int {

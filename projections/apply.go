@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
@@ -163,17 +164,17 @@ func (h *handler) forgetAttempts() {
 
 // commitBatch applies a batch (which may be empty), writes the checkpoint "to" and commits, in
 // one round trip: the transaction holds its id only while the server works. It returns the
-// (32-bit) id of the transaction, which wrote the checkpoint's row: no savepoint, whose
-// subtransaction would write it under an id of its own. If a statement fails, the
+// commit as the checkpoint's row names its writer (32-bit transaction id; no savepoint, whose
+// subtransaction would write the row under an id of its own). If a statement fails, the
 // transaction is rolled back and over (the error wraps errPollTxOver); an error before
 // anything was sent leaves it as it was.
-func (h *handler) commitBatch(ctx context.Context, tx pollBatchTx, batch []logEvent, to checkpoint) (uint32, error) {
+func (h *handler) commitBatch(ctx context.Context, tx pollBatchTx, batch []logEvent, to checkpoint) (writer, error) {
 	b := &pgx.Batch{}
 	var res *guardResult
 	if len(batch) > 0 {
 		var err error
 		if res, err = h.queueBatch(b, batch, false); err != nil {
-			return 0, err
+			return writer{}, err
 		}
 	} else {
 		b.Queue(asyncCommit)
@@ -181,18 +182,21 @@ func (h *handler) commitBatch(ctx context.Context, tx pollBatchTx, batch []logEv
 	q := checkpointQuery(h.p.Group(), to)
 	b.Queue(q.Query, q.Args...)
 	var xid int64
-	b.Queue(`SELECT pg_current_xact_id()::text::bigint`).QueryRow(func(row pgx.Row) error { return row.Scan(&xid) })
+	var started time.Time
+	b.Queue(`SELECT pg_current_xact_id()::text::bigint, pg_postmaster_start_time()`).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&xid, &started)
+	})
 	if err := tx.CommitWith(ctx, b); err != nil {
 		err = describeGap(err)
 		if errors.Is(err, errPollTxOver) {
-			return 0, err
+			return writer{}, err
 		}
-		return 0, tx.Abort(ctx, err)
+		return writer{}, tx.Abort(ctx, err)
 	}
 	if res != nil {
 		res.count(h.st)
 	}
-	return uint32(xid), nil // the row's xmin is the 32-bit transaction id
+	return writer{xid: uint32(xid), started: started}, nil
 }
 
 // applyBatch applies a batch and releases its savepoint (one more round trip), leaving the
