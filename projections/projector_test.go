@@ -107,6 +107,21 @@ func (w *world) grant(who string, amount domain.Coins) {
 		Events: data(domain.CoinsGranted{Amount: amount, Reason: "traffic"})})
 }
 
+// settle waits until every event written so far is below the log's fence, where a rebuild
+// reads: a transaction of another test on the shared server may hold the fence back.
+func (w *world) settle() {
+	w.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var head int64
+	if err := db.Pool.QueryRow(ctx, `SELECT COALESCE(max(transaction_id)::text::bigint, 0) FROM events`).Scan(&head); err != nil {
+		w.t.Fatal(err)
+	}
+	if err := w.store.WaitSettled(ctx, uint64(head)+1); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
 func (w *world) runner(cfg projections.Config) (*projections.Runner, func()) {
 	return w.runnerOn(db.Pool, cfg)
 }

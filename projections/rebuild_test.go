@@ -59,6 +59,7 @@ func (w *world) checkBalanceV2() {
 func TestRebuildSwitchesToTheNewVersionUnderTraffic(t *testing.T) {
 	w := newWorld(t)
 	w.traffic(300)
+	w.settle() // the build reads these
 	r := w.followRunner()
 	w.waitCaughtUp()
 
@@ -135,6 +136,7 @@ func TestRebuildSwitchesToTheNewVersionUnderTraffic(t *testing.T) {
 func TestRebuildIsExclusiveAndRestartable(t *testing.T) {
 	w := newWorld(t)
 	w.traffic(200)
+	w.settle() // the build reads these, in more than three pages
 	ctx := context.Background()
 
 	conn, err := db.Pool.Acquire(ctx)
