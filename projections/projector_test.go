@@ -309,9 +309,20 @@ func TestStopMidBatchAndResume(t *testing.T) {
 // called; it returns the transaction's id and release, which waits for the commit.
 func (w *world) holdOpen(name string, expected int64, amount domain.Coins) (xid string, release func()) {
 	w.t.Helper()
+	return w.holdOpenIn(w.store, name, expected, amount)
+}
+
+// holdOpenUnheard is holdOpen through a store that wakes no projector when it commits.
+func (w *world) holdOpenUnheard(name string, expected int64, amount domain.Coins) (xid string, release func()) {
+	w.t.Helper()
+	return w.holdOpenIn(eventstore.New(db.Pool), name, expected, amount)
+}
+
+func (w *world) holdOpenIn(store *eventstore.Store, name string, expected int64, amount domain.Coins) (xid string, release func()) {
+	w.t.Helper()
 	inTx, proceed, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
 	go func() {
-		_, err := w.store.Append(context.Background(), []eventstore.StreamAppend{{StreamID: domain.StreamID(w.users[name]),
+		_, err := store.Append(context.Background(), []eventstore.StreamAppend{{StreamID: domain.StreamID(w.users[name]),
 			Expected: eventstore.Exactly(expected), Events: data(domain.CoinsGranted{Amount: amount, Reason: "held open"})}},
 			eventstore.InTransaction(func(ctx context.Context, tx pgx.Tx) error {
 				err := tx.QueryRow(ctx, `SELECT pg_current_xact_id()::text`).Scan(&xid)
@@ -398,10 +409,7 @@ func TestStoppingProjectorDoesNotSkipALateCommit(t *testing.T) {
 	_, stop := w.runner(projections.Config{PollInterval: time.Hour}) // they poll when woken
 	w.waitCaughtUp()
 
-	woken := w.store
-	w.store = eventstore.New(db.Pool) // T1's commit wakes nobody
-	t1, releaseT1 := w.holdOpen("early", 2, 5)
-	w.store = woken
+	t1, releaseT1 := w.holdOpenUnheard("early", 2, 5) // T1's commit wakes nobody
 	w.append(eventstore.StreamAppend{StreamID: domain.StreamID(w.users["late"]), Expected: eventstore.Exactly(2),
 		Events: data(domain.CoinsGranted{Amount: 7, Reason: "t2"})})
 	w.waitCaughtUp()
@@ -426,15 +434,14 @@ func TestRestartsAmidLateCommitsSkipNothing(t *testing.T) {
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, seed))
-	woken, quiet := w.store, eventstore.New(db.Pool)
 	version := int64(2) // of the account "slow"
 	for range 25 {
 		r, stop := w.runner(projections.Config{PollInterval: 50 * time.Millisecond})
+		hold := w.holdOpen
 		if rng.IntN(2) == 0 {
-			w.store = quiet
+			hold = w.holdOpenUnheard
 		}
-		_, release := w.holdOpen("slow", version, 1)
-		w.store = woken
+		_, release := hold("slow", version, 1)
 		version++
 		w.traffic(1 + rng.IntN(3))
 		time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
