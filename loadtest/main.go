@@ -92,6 +92,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err != nil {
 		return err
 	}
+	if cfg.wrkScript != "" {
+		return runWrk(ctx, cfg, stdout, stderr)
+	}
 	p := cfg.profile
 	res := &Result{Profile: p.name, StartedAt: time.Now().UTC(), Users: p.users, HotShare: p.hotShare, Items: cfg.items,
 		Seed: cfg.seed, SLO: SLO{P99Ms: ms(cfg.p99), MaxErrors: cfg.maxErrRate}}
