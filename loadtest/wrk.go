@@ -21,14 +21,14 @@ import (
 // WrkResult is the JSON result of a --wrk run: the measured run's throughput, latency and
 // errors as the script counted them, and the CPU it cost.
 type WrkResult struct {
-	Script      string  `json:"script"`
-	ServerBin   string  `json:"server_bin"`
-	StartedAt   string  `json:"started_at"`
-	Users       int     `json:"users"`
-	Connections int     `json:"connections"`
-	Threads     int     `json:"threads"`
-	WarmupS     float64 `json:"warmup_s"`
-	DurationS   float64 `json:"duration_s"`
+	Script      string    `json:"script"`
+	ServerBin   string    `json:"server_bin"`
+	StartedAt   time.Time `json:"started_at"`
+	Users       int       `json:"users"`
+	Connections int       `json:"connections"`
+	Threads     int       `json:"threads"`
+	WarmupS     float64   `json:"warmup_s"`
+	DurationS   float64   `json:"duration_s"`
 	// LoadAverage is the machine's 1-minute load average when the measured run started: other
 	// work on the machine is in the CPU numbers.
 	LoadAverage float64 `json:"load_average"`
@@ -81,7 +81,7 @@ func runWrk(ctx context.Context, cfg config, stdout, stderr io.Writer) (err erro
 	if _, err := os.Stat(cfg.wrkScript); err != nil {
 		return fmt.Errorf("wrk script: %w", err)
 	}
-	res := &WrkResult{Script: cfg.wrkScript, ServerBin: cfg.serverBin, StartedAt: time.Now().UTC().Format(time.RFC3339),
+	res := &WrkResult{Script: cfg.wrkScript, ServerBin: cfg.serverBin, StartedAt: time.Now().UTC(),
 		Users: cfg.profile.users, Connections: cfg.conns, Threads: cfg.wrkThreads,
 		WarmupS: cfg.warmup.Seconds(), DurationS: cfg.profile.duration.Seconds()}
 
