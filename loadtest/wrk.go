@@ -42,8 +42,10 @@ type WrkResult struct {
 	NotEnoughCoin int64            `json:"not_enough_coin"`
 	Errors        int64            `json:"errors"`
 
-	// MachineBusyS is the CPU time the whole machine spent busy during the measured run, WrkS
-	// wrk's own and ServerS the ledger process's part of it, all in CPU seconds.
+	// MachineBusyS is the CPU time the whole machine spent busy during the measured run (wrk's
+	// whole life, WindowS of wall time: its start and its end are in it too), WrkS wrk's own
+	// and ServerS the ledger process's part of it, all in CPU seconds.
+	WindowS      float64 `json:"window_s"`
 	MachineBusyS float64 `json:"machine_busy_s"`
 	WrkS         float64 `json:"wrk_s"`
 	ServerS      float64 `json:"server_s"`
@@ -190,6 +192,9 @@ func (r *WrkResult) wrkMeasured(mix mixResult, before, after machineSample, wrkC
 		r.RPS = round2(float64(mix.Requests) / (float64(mix.DurationUs) / 1e6))
 	}
 	r.P50Ms, r.P99Ms = round2(float64(mix.P50Us)/1e3), round2(float64(mix.P99Us)/1e3)
+	if after.cpus > 0 {
+		r.WindowS = round2((after.total - before.total) / float64(after.cpus))
+	}
 	r.MachineBusyS = round2(after.busy - before.busy)
 	r.WrkS = round2(wrkCPU.Seconds())
 	if server.Error == "" {
@@ -214,7 +219,7 @@ func printWrk(w io.Writer, r *WrkResult) {
 	fmt.Fprintf(w, "requests/s:  %.1f (%d requests)\n", r.RPS, r.Requests)
 	fmt.Fprintf(w, "p99 latency: %.2f ms (p50 %.2f ms)\n", r.P99Ms, r.P50Ms)
 	fmt.Fprintf(w, "errors:      %d (400 not enough coin, not an error: %d)\n", r.Errors, r.NotEnoughCoin)
-	fmt.Fprintf(w, "server + PostgreSQL CPU per request: %.1f µs (machine busy %.2f CPU-s − wrk %.2f CPU-s, over the requests; the ledger process alone %.1f µs)\n",
-		r.ServerPostgresUsPerRequest, r.MachineBusyS, r.WrkS, r.ServerUsPerRequest)
+	fmt.Fprintf(w, "server + PostgreSQL CPU per request: %.1f µs (machine busy %.2f CPU-s over %.2f s − wrk %.2f CPU-s, over the requests; the ledger process alone %.1f µs)\n",
+		r.ServerPostgresUsPerRequest, r.MachineBusyS, r.WindowS, r.WrkS, r.ServerUsPerRequest)
 	fmt.Fprintf(w, "load average at the start: %.2f on %d CPUs: other work on the machine counts in the CPU figure\n", r.LoadAverage, r.CPUs)
 }
