@@ -6,7 +6,7 @@ GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BENCH_TIME ?= 10s
 
-.PHONY: all build run test test-faults fuzz lint bench loadtest db-stop clean
+.PHONY: all build run test test-faults fuzz lint bench loadtest wrk db-stop clean
 
 all: build
 
@@ -92,6 +92,28 @@ loadtest: build
 		./bin/loadtest --profile "$(PROFILE)" --server-bin bin/ledger --database-url "$$url" --fresh-database \
 			--out "$$out" $(LOADTEST_FLAGS); \
 	fi
+
+## wrk: the company's mix through an independent generator, wrk (Debian package wrk) running
+## loadtest/wrk/mix.lua. Starts WRK_SERVER_BIN (default: bin/ledger, built) on a fresh database on
+## the server make run uses, has it seed WRK_USERS employees, runs wrk WRK_WARMUP unmeasured and
+## then WRK_DURATION measured over WRK_CONNECTIONS connections, and prints requests/s, p99, the
+## status codes and the server + PostgreSQL CPU per request (the machine's busy CPU from
+## /proc/stat over the measured run less wrk's own, over the requests); then stops the server
+## and drops the database. The JSON result goes to loadtest/results/.
+WRK_SERVER_BIN ?= bin/ledger
+WRK_CONNECTIONS ?= 64
+WRK_THREADS ?= 2
+WRK_DURATION ?= 30s
+WRK_WARMUP ?= 10s
+WRK_USERS ?= 10000
+wrk: build
+	$(GO) build -o bin/loadtest ./loadtest
+	mkdir -p loadtest/results
+	url="$${APP_POSTGRES_URL:-$${LEDGER_DATABASE_URL:-}}"; \
+	[ -n "$$url" ] || url=$$(.ci/postgres.sh url LEDGER_DATABASE_URL postgres); \
+	./bin/loadtest --wrk loadtest/wrk/mix.lua --server-bin "$(WRK_SERVER_BIN)" --database-url "$$url" --fresh-database \
+		--users $(WRK_USERS) --conns $(WRK_CONNECTIONS) --wrk-threads $(WRK_THREADS) \
+		--warmup $(WRK_WARMUP) --duration $(WRK_DURATION) --out "loadtest/results/wrk-$$(date +%Y%m%d-%H%M%S).json"
 
 db-stop:
 	.ci/postgres.sh stop

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,178 +11,131 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
-// newTransport returns the transport of an https target's load and of the tool's one-off
-// requests, tuned for many concurrent keep-alive requests to one host:
-// every connection it opens stays idle in the pool for reuse (the default keeps only two per
-// host, which turns a busy load into a storm of new connections), and the number of
-// connections is bounded so that an overloaded server queues requests in the client instead of
-// exhausting ports; that queueing counts in the latency, measured from the scheduled time.
-func newTransport(maxConns int, timeout time.Duration) *http.Transport {
-	return &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:          maxConns,
-		MaxIdleConnsPerHost:   maxConns,
-		MaxConnsPerHost:       maxConns,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: timeout,
-		DisableCompression:    true,
-	}
-}
+// maxAnswer is the longest answer body the generator reads; no answer of the API comes near
+// it. A longer one is an error.
+const maxAnswer = 16 << 20
 
-// api sends the workload's requests as the seeded employees. To an http target it sends them
-// through a connPool of its own, which costs the generator far less CPU per request than
-// net/http's Transport. An https target goes through the Transport (the pool speaks no TLS),
-// called directly rather than through an http.Client: the API answers without redirects, and
-// the client's redirect bookkeeping, header copies and timer (each request has a deadline of
-// its own) cost the generator CPU on every request for nothing.
+// maxIdle is how long a connection may wait in the pool: less than the ledger's own idle
+// timeout (2 minutes), so that the generator rarely finds one the server has closed.
+const maxIdle = 90 * time.Second
+
+// api sends the workload's requests as the seeded employees through fasthttp's client for one
+// host: the request's own goroutine writes it and reads the answer on a pooled keep-alive
+// connection, which costs the generator far less CPU per request than net/http's Transport
+// (docs/benchmarks.md has the numbers). At most maxConns connections are open; a request that
+// finds none free waits for one, and that wait counts in its latency.
 type api struct {
-	pool    *connPool // nil: the target is https, served by rt
-	rt      http.RoundTripper
+	hc      *fasthttp.HostClient
 	names   []string
-	bearers [][]string // the Authorization header's value, "Bearer <token>", by employee
-	info    endpoint
-	buy     map[string]endpoint // by item
-	send    endpoint
+	bearers []string          // the Authorization header's value, "Bearer <token>", by employee
+	info    string            // the routes' URLs
+	buy     map[string]string // by item
+	send    string
 }
 
-// endpoint is a route as each client wants it.
-type endpoint struct {
-	url    *url.URL // for the Transport, which only reads it
-	target string   // for the pool: the request target, escaped
-}
-
-// jsonContent is the Content-Type of a sendCoin; requests share it, and the transport only
-// reads it.
-var jsonContent = []string{"application/json"}
-
-// newAPI returns the requests to base: through a pool of at most maxConns connections of its
-// own when base is http, through rt when it is https.
-func newAPI(rt http.RoundTripper, maxConns int, base string, names, tokens, items []string) (*api, error) {
-	a, err := newTransportAPI(rt, base, names, tokens, items)
+// newAPI returns the requests to the http or https URL base, over at most maxConns connections.
+func newAPI(base string, maxConns int, names, tokens, items []string) (*api, error) {
+	u, err := url.Parse(strings.TrimRight(base, "/"))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("target URL: %w", err)
 	}
-	if a.info.url.Scheme == "http" {
-		if a.pool, err = newConnPool(a.info.url, maxConns); err != nil {
-			return nil, err
-		}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("target URL %q: want http or https", base)
 	}
-	return a, nil
-}
-
-// newTransportAPI returns the requests to base, all sent through the transport rt.
-func newTransportAPI(rt http.RoundTripper, base string, names, tokens, items []string) (*api, error) {
-	base = strings.TrimRight(base, "/")
-	a := &api{rt: rt, names: names, bearers: make([][]string, len(tokens)), buy: make(map[string]endpoint, len(items))}
+	if maxConns < 1 {
+		return nil, fmt.Errorf("at least one connection is needed, got %d", maxConns)
+	}
+	tls := u.Scheme == "https"
+	a := &api{
+		hc: &fasthttp.HostClient{
+			Addr:                     fasthttp.AddMissingPort(u.Host, tls),
+			IsTLS:                    tls,
+			MaxConns:                 maxConns,
+			MaxConnWaitTimeout:       time.Hour, // in effect: until the request's deadline
+			MaxIdleConnDuration:      maxIdle,
+			MaxResponseBodySize:      maxAnswer,
+			NoDefaultUserAgentHeader: true,
+			// Once more at most, and only what retryable allows.
+			MaxIdemponentCallAttempts: 2,
+			RetryIfErr: func(req *fasthttp.Request, _ int, err error) (bool, bool) {
+				return false, retryable(req, err)
+			},
+		},
+		names:   names,
+		bearers: make([]string, len(tokens)),
+		info:    u.String() + "/api/info",
+		buy:     make(map[string]string, len(items)),
+		send:    u.String() + "/api/sendCoin",
+	}
 	for i, t := range tokens {
-		a.bearers[i] = []string{"Bearer " + t}
-	}
-	var err error
-	if a.info, err = parseEndpoint(base + "/api/info"); err != nil {
-		return nil, err
-	}
-	if a.send, err = parseEndpoint(base + "/api/sendCoin"); err != nil {
-		return nil, err
+		a.bearers[i] = "Bearer " + t
 	}
 	for _, item := range items {
-		if a.buy[item], err = parseEndpoint(base + "/api/buy/" + url.PathEscape(item)); err != nil {
-			return nil, err
-		}
+		a.buy[item] = u.String() + "/api/buy/" + url.PathEscape(item)
 	}
 	return a, nil
 }
 
-func parseEndpoint(s string) (endpoint, error) {
-	u, err := url.Parse(s)
-	if err != nil {
-		return endpoint{}, fmt.Errorf("target URL: %w", err)
-	}
-	return endpoint{url: u, target: u.RequestURI()}, nil
+// retryable decides whether a request that failed may be sent again: only an info, which
+// changes nothing, and only when the server closed the connection before any byte of the
+// answer (most likely it closed it while the connection sat idle in the pool). A buy or a
+// sendCoin is never sent again, even when the server closed the connection without a word: it
+// may have been received and committed. (A buy is a GET, but it spends coins.)
+func retryable(req *fasthttp.Request, err error) bool {
+	return string(req.URI().Path()) == "/api/info" &&
+		(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
 }
 
 // close closes the idle connections.
-func (a *api) close() {
-	if a.pool != nil {
-		a.pool.close()
-	}
-}
+func (a *api) close() { a.hc.CloseIdleConnections() }
 
 type sendCoinBody struct {
 	ToUser string `json:"toUser"`
 	Amount int64  `json:"amount"`
 }
 
-// do sends q and reads the whole answer. It returns the status and, for an error answer, the
-// contract's error message; err is a failure to get an answer at all, or to read all of it.
-func (a *api) do(ctx context.Context, q request) (status int, message string, err error) {
-	method, ep := http.MethodGet, endpoint{}
-	var body []byte
+// do sends q, reads the whole answer, and gives up at deadline. It returns the status and, for
+// an error answer, the contract's error message; err is a failure to get an answer at all, or
+// to read all of it.
+func (a *api) do(deadline time.Time, q request) (status int, message string, err error) {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
 	switch q.op {
 	case opInfo:
-		ep = a.info
+		req.SetRequestURI(a.info)
 	case opBuy:
-		var ok bool
-		if ep, ok = a.buy[q.item]; !ok {
+		u, ok := a.buy[q.item]
+		if !ok {
 			return 0, "", fmt.Errorf("item %q is not in the catalog the tool was given", q.item)
 		}
+		req.SetRequestURI(u)
 	case opSend:
-		if body, err = json.Marshal(sendCoinBody{ToUser: a.names[q.to], Amount: q.amount}); err != nil {
+		body, err := json.Marshal(sendCoinBody{ToUser: a.names[q.to], Amount: q.amount})
+		if err != nil {
 			return 0, "", err
 		}
-		method, ep = http.MethodPost, a.send
+		req.SetRequestURI(a.send)
+		req.Header.SetMethod(http.MethodPost)
+		req.Header.SetContentType("application/json")
+		req.SetBodyRaw(body)
 	default:
 		return 0, "", fmt.Errorf("unknown operation %v", q.op)
 	}
-	// Both read at most maxAnswer bytes of the body; of a 200, which is a success whatever it
-	// says, nothing is kept.
-	var errBody []byte
-	if a.pool != nil {
-		status, errBody, err = a.pool.roundTrip(ctx, &wireRequest{
-			method: method, target: ep.target, authorization: a.bearers[q.user][0], body: body,
-			readOnly: q.op == opInfo,
-		})
-	} else {
-		status, errBody, err = a.roundTripHTTP(ctx, method, ep.url, a.bearers[q.user], body)
+	req.Header.Set("Authorization", a.bearers[q.user])
+	if err := a.hc.DoDeadline(req, resp, deadline); err != nil {
+		return 0, "", err
 	}
-	switch {
-	case err != nil:
-		return status, "", err
-	case status == http.StatusOK:
+	status = resp.StatusCode()
+	if status == http.StatusOK {
+		// A success whatever it says.
 		return status, "", nil
 	}
-	return status, errorMessage(errBody), nil
-}
-
-// roundTripHTTP sends a request through rt and reads the answer as connPool.roundTrip does.
-func (a *api) roundTripHTTP(ctx context.Context, method string, u *url.URL, bearer []string, body []byte) (int, []byte, error) {
-	// The URL and header values are built once and shared: the transport only reads them.
-	req := &http.Request{Method: method, URL: u, Host: u.Host, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: http.Header{"Authorization": bearer}}
-	if body != nil {
-		req.Header["Content-Type"] = jsonContent
-		req.ContentLength = int64(len(body))
-		req.Body = io.NopCloser(bytes.NewReader(body))
-		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	}
-	resp, err := a.rt.RoundTrip(req.WithContext(ctx))
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	// Read it all, so the connection goes back to the pool; a 200's body only through a pooled
-	// buffer.
-	limited := io.LimitReader(resp.Body, maxAnswer)
-	if resp.StatusCode == http.StatusOK {
-		_, err := io.Copy(io.Discard, limited)
-		return resp.StatusCode, nil, err
-	}
-	b, err := io.ReadAll(limited)
-	if err != nil {
-		return resp.StatusCode, nil, err
-	}
-	return resp.StatusCode, b, nil
+	return status, errorMessage(resp.Body()), nil
 }
 
 // errorMessage is the contract's {"errors": "..."} message, or a short description of an
@@ -221,24 +172,21 @@ func classify(o op, status int, message string, err error) (outcome, errKey) {
 	}
 }
 
-// transportMessage names a failure to get an answer without the URL, which varies.
+// transportMessage names a failure to get an answer without the address, which varies.
 func transportMessage(err error) string {
 	var ne net.Error
 	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+	case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, fasthttp.ErrNoFreeConns), errors.Is(err, fasthttp.ErrDialTimeout),
+		errors.As(err, &ne) && ne.Timeout():
 		return "timeout"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "connection refused"
 	case errors.Is(err, syscall.ECONNRESET):
 		return "connection reset"
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+	case errors.Is(err, fasthttp.ErrConnectionClosed), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "connection closed"
-	}
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		return fmt.Sprintf("answer longer than %d MiB", maxAnswer>>20)
 	}
 	return err.Error()
 }

@@ -71,6 +71,8 @@ type config struct {
 	settleFor  time.Duration
 	warmup     time.Duration
 	cpuProfile string // empty: none
+	wrkScript  string // empty: the tool's own generator
+	wrkThreads int
 }
 
 const defaultItems = "cup,book,pen,socks,wallet"
@@ -119,6 +121,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.warmup, "warmup", 0, "before the measured phases, run the first phase's rate this long, reported apart and not judged (a server just started checks every token and loads every account once)")
 	fs.DurationVar(&c.settleFor, "settle", time.Minute, "how long to wait for read models to catch up before measuring and before the invariant")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the load generator itself, over the load phases, to this file")
+	fs.StringVar(&c.wrkScript, "wrk", "", "load with wrk running this script (loadtest/wrk/mix.lua) instead of the tool's own generator, over --conns connections for --warmup and then --duration, and report requests/s, p99, errors and the server's and PostgreSQL's CPU per request")
+	fs.IntVar(&c.wrkThreads, "wrk-threads", 2, "with --wrk: wrk's threads")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -204,6 +208,9 @@ func (c *config) validate() error {
 	}
 	if c.conns <= 0 || c.maxFlight <= 0 || c.timeout <= 0 || c.seedWorkers <= 0 {
 		errs = append(errs, errors.New("--conns, --max-in-flight, --timeout and --seed-workers must be positive"))
+	}
+	if c.wrkScript != "" && (c.target != "" || c.usersFile != "" || c.wrkThreads <= 0 || c.conns < c.wrkThreads) {
+		errs = append(errs, errors.New("--wrk starts its own server and seeds it (no --target, no --users-file), with --wrk-threads > 0 and at least as many --conns"))
 	}
 	if c.p99 <= 0 || c.maxErrRate < 0 || c.maxErrRate >= 1 {
 		errs = append(errs, errors.New("--slo-p99 must be positive and --slo-max-errors in [0, 1)"))

@@ -92,6 +92,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err != nil {
 		return err
 	}
+	if cfg.wrkScript != "" {
+		return runWrk(ctx, cfg, stdout, stderr)
+	}
 	p := cfg.profile
 	res := &Result{Profile: p.name, StartedAt: time.Now().UTC(), Users: p.users, HotShare: p.hotShare, Items: cfg.items,
 		Seed: cfg.seed, SLO: SLO{P99Ms: ms(cfg.p99), MaxErrors: cfg.maxErrRate}}
@@ -111,12 +114,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 
 	target, serverPID, signingKey := cfg.target, cfg.serverPID, cfg.signingKey
 	if target == "" {
-		srv, signing, stop, serr := startOwnServer(ctx, cfg, dbURL, stderr)
+		srv, keys, stop, serr := startOwnServer(ctx, cfg, dbURL, stderr)
 		if serr != nil {
 			return serr
 		}
 		defer func() { err = errors.Join(err, stop()) }()
-		target, serverPID, signingKey = srv.base, srv.pid(), signing
+		target, serverPID, signingKey = srv.base, srv.pid(), keys.signing
 	}
 	res.Target = target
 
@@ -160,14 +163,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 	}
 
-	tr := newTransport(cfg.conns, cfg.timeout)
-	defer tr.CloseIdleConnections()
-	a, err := newAPI(tr, cfg.conns, target, names, tokens, cfg.items)
+	a, err := newAPI(target, cfg.conns, names, tokens, cfg.items)
 	if err != nil {
 		return err
 	}
 	defer a.close()
-	if err := checkToken(ctx, &http.Client{Transport: tr, Timeout: cfg.timeout}, target, tokens[0]); err != nil {
+	if err := checkToken(a, target, cfg.timeout); err != nil {
 		return err
 	}
 	r := &runner{
@@ -281,24 +282,24 @@ func startCPUProfile(path string) (func() error, error) {
 }
 
 // startOwnServer starts cfg.serverBin on dbURL with a key pair of its own in a temporary
-// directory. It returns the server, its signing key file, and a function that stops the server
-// and removes the directory (and the log, unless the server failed or cfg names it).
-func startOwnServer(ctx context.Context, cfg config, dbURL string, log io.Writer) (*server, string, func() error, error) {
+// directory. It returns the server, its key files, and a function that stops the server and
+// removes the directory (and the log, unless the server failed or cfg names it).
+func startOwnServer(ctx context.Context, cfg config, dbURL string, log io.Writer) (*server, serverKeys, func() error, error) {
 	dir, err := os.MkdirTemp("", "ledger-loadtest-")
 	if err != nil {
-		return nil, "", nil, err
+		return nil, serverKeys{}, nil, err
 	}
 	keys := keyPaths(dir)
 	if _, _, err := auth.LoadOrCreateKeys(keys.signing, keys.verification); err != nil {
 		os.RemoveAll(dir)
-		return nil, "", nil, err
+		return nil, serverKeys{}, nil, err
 	}
 	logFile, keepLog := cfg.serverLog, cfg.serverLog != ""
 	if logFile == "" {
 		f, err := os.CreateTemp("", "ledger-loadtest-server-*.log")
 		if err != nil {
 			os.RemoveAll(dir)
-			return nil, "", nil, err
+			return nil, serverKeys{}, nil, err
 		}
 		logFile = f.Name()
 		f.Close()
@@ -306,7 +307,7 @@ func startOwnServer(ctx context.Context, cfg config, dbURL string, log io.Writer
 	srv, err := startServer(ctx, cfg.serverBin, dbURL, keys, logFile)
 	if err != nil {
 		os.RemoveAll(dir)
-		return nil, "", nil, err
+		return nil, serverKeys{}, nil, err
 	}
 	fmt.Fprintf(log, "started %s serve at %s (pid %d)\n", cfg.serverBin, srv.base, srv.pid())
 	stop := func() error {
@@ -317,7 +318,7 @@ func startOwnServer(ctx context.Context, cfg config, dbURL string, log io.Writer
 		os.RemoveAll(dir)
 		return err
 	}
-	return srv, keys.signing, stop, nil
+	return srv, keys, stop, nil
 }
 
 // employees returns the names and tokens of the employees to load with: read from the given
@@ -407,26 +408,18 @@ func accountIDs(ctx context.Context, pool *pgxpool.Pool, names []string) ([]uuid
 	return ids, nil
 }
 
-// checkToken makes one /api/info call with a seeded token, so that tokens the server does not
-// accept (another signing key, other claims) stop the run before it starts.
-func checkToken(ctx context.Context, hc *http.Client, base, token string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/info", nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := hc.Do(req)
-	if err != nil {
+// checkToken makes one /api/info call as the first employee, so that tokens the server does
+// not accept (another signing key, other claims) stop the run before it starts.
+func checkToken(a *api, base string, timeout time.Duration) error {
+	status, message, err := a.do(time.Now().Add(timeout), request{op: opInfo})
+	switch {
+	case err != nil:
 		return fmt.Errorf("first request to %s: %w", base, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	switch resp.StatusCode {
-	case http.StatusOK:
+	case status == http.StatusOK:
 		return nil
-	case http.StatusUnauthorized:
-		return fmt.Errorf("the server refused a seeded employee's token (%s): the tokens must be signed with the server's key (--signing-key-file) or come from its ledger seed (--tokens-file)", errorMessage(body))
+	case status == http.StatusUnauthorized:
+		return fmt.Errorf("the server refused a seeded employee's token (%s): the tokens must be signed with the server's key (--signing-key-file) or come from its ledger seed (--tokens-file)", message)
 	default:
-		return fmt.Errorf("first request to %s/api/info answered %s: %s", base, resp.Status, errorMessage(body))
+		return fmt.Errorf("first request to %s/api/info answered %d: %s", base, status, message)
 	}
 }

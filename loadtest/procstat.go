@@ -1,21 +1,14 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"math"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
-)
 
-// clockTicks is USER_HZ, the unit of CPU times in /proc/<pid>/stat: 100 on every Linux
-// architecture Go supports.
-const clockTicks = 100
+	"github.com/prometheus/procfs"
+)
 
 // procSample is one reading of a process's counters.
 type procSample struct {
@@ -24,67 +17,20 @@ type procSample struct {
 	rssBytes int64
 }
 
-// readProc reads pid's CPU time from /proc/<pid>/stat and resident set from /proc/<pid>/status.
+// readProc reads pid's CPU time and resident set from /proc/<pid>/stat.
 func readProc(pid int) (procSample, error) {
 	s := procSample{at: time.Now()}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return s, err
 	}
-	if s.cpu, err = parseStatCPU(stat); err != nil {
-		return s, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-	}
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	st, err := p.Stat()
 	if err != nil {
 		return s, err
 	}
-	if s.rssBytes, err = parseStatusRSS(status); err != nil {
-		return s, fmt.Errorf("/proc/%d/status: %w", pid, err)
-	}
+	s.cpu = time.Duration(st.CPUTime() * float64(time.Second))
+	s.rssBytes = int64(st.ResidentMemory())
 	return s, nil
-}
-
-// parseStatCPU returns utime + stime (fields 14 and 15) of a /proc/<pid>/stat line. The command
-// name (field 2) may hold spaces and parentheses, so fields are counted after its last ')'.
-func parseStatCPU(stat []byte) (time.Duration, error) {
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("no command name")
-	}
-	f := strings.Fields(string(stat[i+1:])) // f[0] is field 3 (state)
-	if len(f) < 13 {
-		return 0, fmt.Errorf("%d fields after the command name, want at least 13", len(f))
-	}
-	var ticks int64
-	for _, s := range f[11:13] {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("cpu time %q: %w", s, err)
-		}
-		ticks += n
-	}
-	return time.Duration(ticks) * time.Second / clockTicks, nil
-}
-
-// parseStatusRSS returns VmRSS from /proc/<pid>/status, in bytes.
-func parseStatusRSS(status []byte) (int64, error) {
-	sc := bufio.NewScanner(bytes.NewReader(status))
-	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("VmRSS %q: want \"<n> kB\"", rest)
-		}
-		kb, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("VmRSS %q: %w", rest, err)
-		}
-		return kb << 10, nil
-	}
-	return 0, fmt.Errorf("no VmRSS line")
 }
 
 // ProcReport is a process's resource use during a phase.
@@ -163,66 +109,35 @@ func (w *procWatch) stop() *ProcReport {
 	return rep
 }
 
-// machineSample is one reading of the whole machine's CPU counters from /proc/stat, in ticks
-// summed over all CPUs.
+// machineSample is one reading of the whole machine's CPU counters from /proc/stat, in
+// seconds summed over all CPUs.
 type machineSample struct {
-	busy, total int64
+	busy, total float64
 	cpus        int
 }
 
 // readMachine reads the machine's CPU counters.
 func readMachine() (machineSample, error) {
-	b, err := os.ReadFile("/proc/stat")
+	fs, err := procfs.NewDefaultFS()
 	if err != nil {
 		return machineSample{}, err
 	}
-	s, err := parseProcStat(b)
+	st, err := fs.Stat()
 	if err != nil {
-		return s, fmt.Errorf("/proc/stat: %w", err)
+		return machineSample{}, err
 	}
-	return s, nil
+	return machineFrom(st)
 }
 
-// parseProcStat reads the aggregate "cpu" line of /proc/stat (user nice system idle iowait irq
-// softirq steal guest guest_nice) and counts the per-CPU "cpuN" lines. Busy is user + nice +
-// system + irq + softirq + steal; idle and iowait are not busy. Guest time is already counted in
-// user and nice, so it is left out of both sums. Older kernels print fewer fields; the missing
-// ones count as zero.
-func parseProcStat(stat []byte) (machineSample, error) {
-	var s machineSample
-	found := false
-	sc := bufio.NewScanner(bytes.NewReader(stat))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 0 || !strings.HasPrefix(f[0], "cpu") {
-			continue
-		}
-		if f[0] != "cpu" {
-			if _, err := strconv.Atoi(f[0][3:]); err == nil {
-				s.cpus++
-			}
-			continue
-		}
-		if len(f) < 5 {
-			return s, fmt.Errorf("cpu line has %d fields, want at least 4 counters", len(f))
-		}
-		var ticks [8]int64 // user nice system idle iowait irq softirq steal
-		for i := range min(len(f)-1, len(ticks)) {
-			n, err := strconv.ParseInt(f[i+1], 10, 64)
-			if err != nil {
-				return s, fmt.Errorf("cpu counter %q: %w", f[i+1], err)
-			}
-			ticks[i] = n
-		}
-		s.busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6] + ticks[7]
-		s.total = s.busy + ticks[3] + ticks[4]
-		found = true
-	}
-	switch {
-	case !found:
-		return s, fmt.Errorf("no cpu line")
-	case s.cpus == 0:
-		return s, fmt.Errorf("no per-CPU lines")
+// machineFrom sums the aggregate "cpu" line of /proc/stat. Busy is user + nice + system + irq +
+// softirq + steal; idle and iowait are not busy. Guest time is already counted in user and
+// nice, so it is left out of both sums.
+func machineFrom(st procfs.Stat) (machineSample, error) {
+	c := st.CPUTotal
+	s := machineSample{busy: c.User + c.Nice + c.System + c.IRQ + c.SoftIRQ + c.Steal, cpus: len(st.CPU)}
+	s.total = s.busy + c.Idle + c.Iowait
+	if s.cpus == 0 {
+		return s, fmt.Errorf("/proc/stat: no per-CPU lines")
 	}
 	return s, nil
 }
@@ -272,7 +187,7 @@ func machineCPU(first, last machineSample, server, generator *ProcReport) *Machi
 		rep.Error = "no CPU time passed"
 		return rep
 	}
-	rep.BusyCores = round2(float64(last.busy-first.busy) / float64(total) * float64(last.cpus))
+	rep.BusyCores = round2((last.busy - first.busy) / total * float64(last.cpus))
 	// From the rounded figures, so that the printed numbers add up.
 	other := rep.BusyCores
 	for _, p := range []*ProcReport{server, generator} {

@@ -2,99 +2,75 @@ package main
 
 import (
 	"os"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/procfs"
 )
 
-func TestParseStatCPU(t *testing.T) {
-	// The command name may hold spaces and parentheses; utime is 1234 and stime 566 ticks.
-	stat := []byte("4242 (ledger (x) serve) S 1 4242 4242 0 -1 4194560 2911 0 0 0 1234 566 0 0 20 0 9 0 1234567 1300000000 4000 18446744073709551615\n")
-	got, err := parseStatCPU(stat)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := 18 * time.Second; got != want {
-		t.Fatalf("cpu = %s, want %s", got, want)
-	}
-	if _, err := parseStatCPU([]byte("4242 (short) S 1 2")); err == nil {
-		t.Fatal("a truncated stat line parsed")
-	}
-}
-
-func TestParseStatusRSS(t *testing.T) {
-	status := []byte("Name:\tledger\nVmPeak:\t 1300000 kB\nVmRSS:\t   51200 kB\nThreads:\t9\n")
-	got, err := parseStatusRSS(status)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != 50<<20 {
-		t.Fatalf("rss = %d, want 50 MiB", got)
-	}
-	if _, err := parseStatusRSS([]byte("Name:\tx\n")); err == nil {
-		t.Fatal("status without VmRSS parsed")
-	}
-}
-
-// TestReadProcSelf reads this process's own counters where /proc exists.
+// TestReadProcSelf reads this process's own counters, which must agree with what the kernel
+// reports through getrusage: CPU time in seconds and a resident set no larger than the peak.
 func TestReadProcSelf(t *testing.T) {
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
 		t.Skip("no /proc on this system")
+	}
+	for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline); { // CPU time to measure
+	}
+	var before, after syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &before); err != nil {
+		t.Fatal(err)
 	}
 	s, err := readProc(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.rssBytes <= 0 {
-		t.Fatalf("own resident set %d bytes", s.rssBytes)
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &after); err != nil {
+		t.Fatal(err)
+	}
+	cpu := func(r syscall.Rusage) time.Duration {
+		return time.Duration(r.Utime.Nano() + r.Stime.Nano())
+	}
+	// /proc counts in ticks of 10 ms, and each of user and system time is cut to a tick.
+	if lo, hi := cpu(before)-30*time.Millisecond, cpu(after)+10*time.Millisecond; s.cpu < lo || s.cpu > hi {
+		t.Errorf("own CPU %s, want between %s and %s as getrusage says", s.cpu, lo, hi)
+	}
+	if peak := after.Maxrss << 10; s.rssBytes <= 0 || s.rssBytes > peak {
+		t.Errorf("own resident set %d bytes, want above 0 and at most the peak %d", s.rssBytes, peak)
 	}
 	rep := watchProc(os.Getpid()).stop()
 	if rep.Error != "" || rep.RSSMaxMiB <= 0 {
 		t.Fatalf("watch of self: %+v", rep)
 	}
+	if rep := watchProc(-1).stop(); rep.Error == "" {
+		t.Errorf("a process that does not exist was measured: %+v", rep)
+	}
 }
 
-func TestParseProcStat(t *testing.T) {
-	// Two CPUs; guest (9) and guest_nice (10) are already inside user and nice, so they must
-	// not be added again.
-	stat := []byte("cpu  1000 20 300 5000 400 6 70 8 9 10\n" +
-		"cpu0 500 10 150 2500 200 3 35 4 5 5\n" +
-		"cpu1 500 10 150 2500 200 3 35 4 4 5\n" +
-		"intr 4230387 0 0 0\nctxt 12943126\nbtime 1700000000\nprocesses 1234\n")
-	got, err := parseProcStat(stat)
+func TestMachineFrom(t *testing.T) {
+	// Two CPUs; guest and guest_nice are already inside user and nice, so they must not be
+	// added again.
+	st := procfs.Stat{
+		CPUTotal: procfs.CPUStat{User: 10, Nice: 0.2, System: 3, Idle: 50, Iowait: 4, IRQ: 0.06, SoftIRQ: 0.7, Steal: 0.08, Guest: 0.09, GuestNice: 0.1},
+		CPU:      map[int64]procfs.CPUStat{0: {}, 1: {}},
+	}
+	got, err := machineFrom(st)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := machineSample{busy: 1000 + 20 + 300 + 6 + 70 + 8, total: 1000 + 20 + 300 + 6 + 70 + 8 + 5000 + 400, cpus: 2}
-	if got != want {
-		t.Fatalf("parseProcStat = %+v, want %+v", got, want)
+	busy := 10 + 0.2 + 3 + 0.06 + 0.7 + 0.08
+	if want := (machineSample{busy: busy, total: busy + 50 + 4, cpus: 2}); got != want {
+		t.Fatalf("machineFrom = %+v, want %+v", got, want)
 	}
-
-	// An old kernel without steal, guest and guest_nice.
-	got, err = parseProcStat([]byte("cpu 10 0 5 80 5 0 0\ncpu0 10 0 5 80 5 0 0\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := (machineSample{busy: 15, total: 100, cpus: 1}); got != want {
-		t.Fatalf("old kernel: parseProcStat = %+v, want %+v", got, want)
-	}
-
-	for name, bad := range map[string]string{
-		"no cpu line":      "cpu0 1 2 3 4\nintr 5\n",
-		"no per-CPU lines": "cpu 1 2 3 4 5\n",
-		"too few fields":   "cpu 1 2 3\ncpu0 1 2 3\n",
-		"not a number":     "cpu 1 2 x 4 5\ncpu0 1 2 3 4 5\n",
-	} {
-		if _, err := parseProcStat([]byte(bad)); err == nil {
-			t.Errorf("%s: parsed", name)
-		}
+	if _, err := machineFrom(procfs.Stat{CPUTotal: st.CPUTotal}); err == nil {
+		t.Error("a /proc/stat without per-CPU lines was read")
 	}
 }
 
 func TestMachineCPU(t *testing.T) {
-	first := machineSample{busy: 10_000, total: 50_000, cpus: 2}
-	// 1,000 ticks passed over both CPUs (5 s of wall time at 100 ticks/s each), 945 of them
-	// busy: 1.89 cores.
-	last := machineSample{busy: 10_945, total: 51_000, cpus: 2}
+	first := machineSample{busy: 100, total: 500, cpus: 2}
+	// 10 CPU seconds passed over both CPUs (5 s of wall time), 9.45 of them busy: 1.89 cores.
+	last := machineSample{busy: 109.45, total: 510, cpus: 2}
 	server := &ProcReport{CPUCores: 0.59}
 	generator := &ProcReport{CPUCores: 0.23}
 	m := machineCPU(first, last, server, generator)
