@@ -63,12 +63,12 @@ func TestNew(t *testing.T) {
 // since an account stored before the rules may have it.
 func TestLookup(t *testing.T) {
 	for in, want := range map[string]string{
-		"jose\u0301":   "jos\u00e9",
-		"\uff41lice":   "alice",
-		"alice":        "alice",
-		"\u0430dmin":   "\u0430dmin",
-		"adm\u202ein":  "adm\u202ein",
-		"ali\u200bce":  "ali\u200bce",
+		"jose\u0301":  "jos\u00e9",
+		"\uff41lice":  "alice",
+		"alice":       "alice",
+		"\u0430dmin":  "\u0430dmin",
+		"adm\u202ein": "adm\u202ein",
+		"ali\u200bce": "ali\u200bce",
 		"Zoë 名前 🦊-01": "Zoë 名前 🦊-01",
 	} {
 		if got := Lookup(in); got != want {
