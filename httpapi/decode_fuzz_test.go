@@ -345,6 +345,9 @@ func FuzzDecodeSendCoinAndGrant(f *testing.F) {
 	for i, body := range []string{
 		`{"toUser":"bob","amount":25}`,
 		`{"amount":1,"toUser":"名前"}`,
+		`{"toUser":"jose\u0301","amount":3}`,
+		`{"toUser":"\uff41lice","amount":3}`,
+		`{"toUser":"\u0430dmin","amount":3}`,
 		`{"toUser":"bob","amount":0}`,
 		`{"toUser":"bob","amount":-1}`,
 		`{"toUser":"bob","amount":-0}`,
