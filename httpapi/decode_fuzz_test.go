@@ -21,6 +21,7 @@ import (
 	"github.com/ledger/ledger/domain"
 	"github.com/ledger/ledger/internal/app"
 	"github.com/ledger/ledger/internal/auth"
+	"github.com/ledger/ledger/internal/usernames"
 )
 
 // The decoding fuzz targets send arbitrary bodies, under arbitrary content types, through the
@@ -314,6 +315,14 @@ func wantAuth(body []byte) fuzzWant {
 	if !ok || !uok || !pok || domain.ValidateUsername(username) != nil || password == "" || len(password) > maxPasswordBytes {
 		return fuzzWant{status: http.StatusBadRequest}
 	}
+	if username != fuzzUser {
+		// A new name is stored in its normal form, or refused; the normal form may be fuzzUser.
+		name, err := usernames.New(username)
+		if err != nil {
+			return fuzzWant{status: http.StatusBadRequest}
+		}
+		username = name
+	}
 	token, _ := json.Marshal(map[string]string{"token": "token-for:" + username + ":" + strconv.FormatBool(username == fuzzAdmin)})
 	w := fuzzWant{status: http.StatusOK, body: string(token) + "\n"}
 	switch {
@@ -336,6 +345,9 @@ func FuzzDecodeSendCoinAndGrant(f *testing.F) {
 	for i, body := range []string{
 		`{"toUser":"bob","amount":25}`,
 		`{"amount":1,"toUser":"名前"}`,
+		`{"toUser":"jose\u0301","amount":3}`,
+		`{"toUser":"\uff41lice","amount":3}`,
+		`{"toUser":"\u0430dmin","amount":3}`,
 		`{"toUser":"bob","amount":0}`,
 		`{"toUser":"bob","amount":-1}`,
 		`{"toUser":"bob","amount":-0}`,
@@ -397,9 +409,10 @@ func wantSendCoin(body []byte) fuzzWant {
 	toUser, tok := oracleString(obj, "toUser")
 	n, aok := oracleAmount(obj, "amount")
 	if !ok || !oracleOnly(obj, "toUser", "amount") || !tok || !aok ||
-		domain.ValidateUsername(toUser) != nil || toUser == fuzzUser {
+		domain.ValidateUsername(toUser) != nil || usernames.Lookup(toUser) == fuzzUser {
 		return fuzzWant{status: http.StatusBadRequest}
 	}
+	toUser = usernames.Lookup(toUser)
 	return fuzzWant{status: http.StatusOK, call: &fuzzCall{op: "transfer", toUser: toUser, amount: domain.Coins(n)}}
 }
 
@@ -413,7 +426,7 @@ func wantGrant(body []byte) fuzzWant {
 		return fuzzWant{status: http.StatusBadRequest}
 	}
 	return fuzzWant{status: http.StatusOK,
-		call: &fuzzCall{op: "grant", grantor: fuzzAdmin, toUser: toUser, amount: domain.Coins(n), reason: reason}}
+		call: &fuzzCall{op: "grant", grantor: fuzzAdmin, toUser: usernames.Lookup(toUser), amount: domain.Coins(n), reason: reason}}
 }
 
 // FuzzDecodeAmount puts arbitrary text where the amount goes in otherwise valid sendCoin and

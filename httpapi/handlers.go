@@ -11,6 +11,7 @@ import (
 
 	"github.com/ledger/ledger/domain"
 	"github.com/ledger/ledger/internal/auth"
+	"github.com/ledger/ledger/internal/usernames"
 )
 
 func errorf(kind error, format string, args ...any) error {
@@ -43,13 +44,20 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errorf(errBadRequest, "password must be 1 to %d bytes", maxPasswordBytes))
 		return
 	}
-	done, err := s.AuthLimiter.attempt(r, username)
-	if err != nil {
+	attempt := s.AuthLimiter.attempt(r, usernames.Lookup(username))
+	if err := attempt.admit(); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	err = s.login(r, username, password)
-	done(errors.Is(err, errBadCredentials))
+	username, created, err := s.login(r, attempt, username, password)
+	switch {
+	case errors.Is(err, errBadCredentials):
+		if lerr := attempt.failed(); lerr != nil {
+			err = lerr // the guess is answered by the limit it ran into, and tells nothing
+		}
+	case err == nil && !created:
+		err = attempt.admit() // failures that ran alongside used the allowance up
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -66,31 +74,46 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 
 var errBadCredentials = errorf(errUnauthorized, "wrong username or password")
 
-func (s *Server) login(r *http.Request, username, password string) error {
+// login checks the password of the account username means, or creates the account when none
+// has the name. It returns the account's name as stored, and whether it was created.
+func (s *Server) login(r *http.Request, attempt loginAttempt, username, password string) (string, bool, error) {
 	ctx := r.Context()
 	id, err := s.Ledger.LookupIdentity(ctx, username)
 	if errors.Is(err, domain.ErrUnknownAccount) {
-		hash, herr := s.Passwords.Hash(ctx, password)
-		if herr != nil {
-			return herr
+		// Not stored as sent: maybe under its normal form (NFD josé is NFC josé), else new.
+		name, nerr := usernames.New(username)
+		if nerr != nil {
+			return "", false, nerr
 		}
-		_, _, oerr := s.Ledger.OpenAccount(ctx, username, hash)
-		if !errors.Is(oerr, domain.ErrAccountExists) {
-			return oerr // created (nil), or failed
+		if name != username {
+			id, err = s.Ledger.LookupIdentity(ctx, name)
 		}
-		// Someone registered the name a moment ago: this is a login against their password.
-		id, err = s.Ledger.LookupIdentity(ctx, username)
+		if errors.Is(err, domain.ErrUnknownAccount) {
+			if err := attempt.signup(); err != nil {
+				return "", false, err
+			}
+			hash, herr := s.Passwords.Hash(ctx, password)
+			if herr != nil {
+				return "", false, herr
+			}
+			_, _, oerr := s.Ledger.OpenAccount(ctx, name, hash)
+			if !errors.Is(oerr, domain.ErrAccountExists) {
+				return name, oerr == nil, oerr // created (nil), or failed
+			}
+			// Someone registered the name a moment ago: this is a login against their password.
+			id, err = s.Ledger.LookupIdentity(ctx, name)
+		}
 	}
 	if err != nil {
-		return err
+		return "", false, err
 	}
 	if err := s.Passwords.Verify(ctx, id.PasswordHash, password); err != nil {
 		if errors.Is(err, auth.ErrPasswordMismatch) {
-			return errBadCredentials
+			return "", false, errBadCredentials
 		}
-		return err
+		return "", false, err
 	}
-	return nil
+	return id.Username, false, nil
 }
 
 func (s *Server) account(r *http.Request) (uuid.UUID, error) {
@@ -164,6 +187,7 @@ func (s *Server) handleSendCoin(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	toUser = usernames.Lookup(toUser)
 	amount, err := domain.PositiveAmount(n)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -247,6 +271,7 @@ func (s *Server) handleGrant(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	toUser = usernames.Lookup(toUser)
 	reason, err := stringField(obj, "reason")
 	if err != nil {
 		s.writeError(w, r, err)

@@ -7,14 +7,28 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
 // fakeClock is a limiter's time, moved by the test.
-type fakeClock struct{ t time.Time }
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
 
-func (c *fakeClock) now() time.Time { return c.t }
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
 
 func limiterAt(t *testing.T, l AuthLimits) (*AuthLimiter, *fakeClock) {
 	t.Helper()
@@ -36,126 +50,242 @@ func loginFrom(addr string, forwardedFor ...string) *http.Request {
 	return r
 }
 
-// fail makes one failed attempt and reports whether it was admitted.
-func fail(t *testing.T, a *AuthLimiter, r *http.Request, user string) *tooManyAttempts {
+// asRefusal returns err as a *tooManyAttempts (nil for nil), failing the test for anything else.
+func asRefusal(t *testing.T, err error) *tooManyAttempts {
 	t.Helper()
-	done, err := a.attempt(r, user)
-	if err != nil {
-		var tm *tooManyAttempts
-		if !errors.As(err, &tm) || !errors.Is(err, errTooManyRequests) {
-			t.Fatalf("refusal is %T %v, want *tooManyAttempts", err, err)
-		}
-		return tm
+	if err == nil {
+		return nil
 	}
-	done(true)
-	return nil
+	var tm *tooManyAttempts
+	if !errors.As(err, &tm) || !errors.Is(err, errTooManyRequests) {
+		t.Fatalf("refusal is %T %v, want *tooManyAttempts", err, err)
+	}
+	return tm
 }
 
-// TestRateLimitPerUsername: failures for one username are allowed in a burst, then refused with
-// a wait that shrinks as time passes; successes cost nothing; other usernames are unaffected.
-func TestRateLimitPerUsername(t *testing.T) {
-	a, clock := limiterAt(t, AuthLimits{UserFailures: 3, Window: 3 * time.Minute})
-	// Successes, as many as you like, cost nothing.
+// fail makes one failed login, one after the other as a client would, and returns its
+// refusal: before the password is checked, or instead of the failure.
+func fail(t *testing.T, a *AuthLimiter, r *http.Request, user string) *tooManyAttempts {
+	t.Helper()
+	at := a.attempt(r, user)
+	if err := at.admit(); err != nil {
+		return asRefusal(t, err)
+	}
+	return asRefusal(t, at.failed())
+}
+
+// succeed makes one successful login and returns its refusal.
+func succeed(t *testing.T, a *AuthLimiter, r *http.Request, user string) *tooManyAttempts {
+	t.Helper()
+	at := a.attempt(r, user)
+	if err := at.admit(); err != nil {
+		return asRefusal(t, err)
+	}
+	return asRefusal(t, at.admit())
+}
+
+// TestRateLimitPerUsernameAndClient: failures for one username from one address are allowed in
+// a burst, then refused with a wait that shrinks as time passes; the same username from another
+// address, and another username from the same address, are unaffected; successes cost nothing.
+func TestRateLimitPerUsernameAndClient(t *testing.T) {
+	a, clock := limiterAt(t, AuthLimits{UserClientFailures: 3, Window: 3 * time.Minute})
+	attacker, home := loginFrom("203.0.113.7:1000"), loginFrom("198.51.100.1:1000")
 	for i := range 10 {
-		done, err := a.attempt(loginFrom("192.0.2.1:1000"), "alice")
-		if err != nil {
-			t.Fatalf("success %d refused: %v", i, err)
+		if tm := succeed(t, a, home, "alice"); tm != nil {
+			t.Fatalf("success %d refused: %v", i, tm)
 		}
-		done(false)
 	}
 	for i := range 3 {
-		if tm := fail(t, a, loginFrom(fmt.Sprintf("192.0.2.%d:1000", i+1)), "alice"); tm != nil {
+		if tm := fail(t, a, attacker, "alice"); tm != nil {
 			t.Fatalf("failure %d refused: %v", i+1, tm)
 		}
 	}
-	tm := fail(t, a, loginFrom("198.51.100.9:1000"), "alice")
+	tm := fail(t, a, attacker, "alice")
 	if tm == nil {
 		t.Fatal("a fourth failure within the window was admitted")
 	}
 	if got := tm.retryAfterSeconds(); got != 60 {
 		t.Errorf("Retry-After %d, want 60 (one attempt back per minute)", got)
 	}
-	if !strings.Contains(tm.Error(), "too many failed logins for this username") || !strings.Contains(tm.Error(), "60 seconds") {
-		t.Errorf("message %q", tm.Error())
+	if want := "too many failed logins for this username from this address; try again in 60 seconds"; tm.Error() != want {
+		t.Errorf("message %q, want %q", tm.Error(), want)
 	}
-	// A correct password is refused too while the username is out of attempts.
-	if _, err := a.attempt(loginFrom("192.0.2.1:1000"), "alice"); err == nil {
-		t.Error("an attempt for a username out of attempts was admitted")
+	// The right password from the attacker's address is refused too, or the limit would not
+	// stop a guesser.
+	if tm := succeed(t, a, attacker, "alice"); tm == nil {
+		t.Error("an attempt for a username out of attempts from this address was admitted")
 	}
-	if tm := fail(t, a, loginFrom("192.0.2.1:1000"), "bob"); tm != nil {
-		t.Errorf("another username was refused: %v", tm)
+	// Alice at home, and bob at the attacker's address, are not.
+	if tm := succeed(t, a, home, "alice"); tm != nil {
+		t.Errorf("alice from her own address was refused: %v", tm)
 	}
-	clock.t = clock.t.Add(20 * time.Second)
-	if tm := fail(t, a, loginFrom("192.0.2.1:1000"), "alice"); tm == nil || tm.retryAfterSeconds() != 40 {
+	if tm := fail(t, a, attacker, "bob"); tm != nil {
+		t.Errorf("another username from the address was refused: %v", tm)
+	}
+	clock.add(20 * time.Second)
+	if tm := fail(t, a, attacker, "alice"); tm == nil || tm.retryAfterSeconds() != 40 {
 		t.Errorf("after 20s: %v, want a refusal with Retry-After 40", tm)
 	}
-	clock.t = clock.t.Add(40 * time.Second)
-	if tm := fail(t, a, loginFrom("192.0.2.1:1000"), "alice"); tm != nil {
+	clock.add(40 * time.Second)
+	if tm := fail(t, a, attacker, "alice"); tm != nil {
 		t.Errorf("after the minute: %v, want one attempt admitted", tm)
 	}
-	if tm := fail(t, a, loginFrom("192.0.2.1:1000"), "alice"); tm == nil {
+	if tm := fail(t, a, attacker, "alice"); tm == nil {
 		t.Error("a second attempt after one minute was admitted")
 	}
 }
 
 // TestRateLimitPerClient: failures from one client across usernames are limited; other
-// clients are not, and the refused attempt leaves the username's allowance alone.
+// clients are not.
 func TestRateLimitPerClient(t *testing.T) {
-	a, _ := limiterAt(t, AuthLimits{UserFailures: 3, ClientFailures: 4, Window: time.Hour})
+	a, _ := limiterAt(t, AuthLimits{UserClientFailures: 3, ClientFailures: 4, Window: time.Hour})
+	sprayer := loginFrom("203.0.113.7:4000")
 	for i := range 4 {
-		if tm := fail(t, a, loginFrom("203.0.113.7:4000"), fmt.Sprintf("user%d", i)); tm != nil {
+		if tm := fail(t, a, sprayer, fmt.Sprintf("user%d", i)); tm != nil {
 			t.Fatalf("failure %d refused: %v", i+1, tm)
 		}
 	}
 	tm := fail(t, a, loginFrom("203.0.113.7:4001"), "victim")
-	if tm == nil || !strings.Contains(tm.Error(), "from this address") {
+	if tm == nil || !strings.HasPrefix(tm.Error(), "too many failed logins from this address;") {
 		t.Fatalf("fifth failure from one client: %v, want refused from this address", tm)
 	}
 	if got := tm.retryAfterSeconds(); got != 900 {
 		t.Errorf("Retry-After %d, want 900 (4 attempts an hour)", got)
 	}
-	// The refusal took nothing from victim: three failures from elsewhere are still admitted.
-	for i := range 3 {
-		if tm := fail(t, a, loginFrom("198.51.100.1:4000"), "victim"); tm != nil {
-			t.Fatalf("victim failure %d from another client refused: %v", i+1, tm)
-		}
-	}
-	if tm := fail(t, a, loginFrom("198.51.100.2:4000"), "victim"); tm == nil || !strings.Contains(tm.Error(), "for this username") {
-		t.Errorf("fourth victim failure: %v, want refused for this username", tm)
-	}
-	if tm := fail(t, a, loginFrom("203.0.113.7:4000"), "victim"); tm == nil || !strings.Contains(tm.Error(), "for this username and from this address") {
-		t.Errorf("both out: %v", tm)
+	if tm := fail(t, a, loginFrom("198.51.100.1:4000"), "victim"); tm != nil {
+		t.Errorf("victim from another client refused: %v", tm)
 	}
 }
 
-// TestRateLimitBounded: however many names are tried, the limiter remembers at most
-// MaxTracked of each; full buckets are dropped at once.
+// TestRateLimitUsernameCeiling: a guesser spread over many addresses, each under its own
+// allowance, is stopped by the per-username ceiling, which then refuses everyone; until then,
+// the victim logs in.
+func TestRateLimitUsernameCeiling(t *testing.T) {
+	a, clock := limiterAt(t, AuthLimits{UserClientFailures: 3, ClientFailures: 10, Window: 15 * time.Minute,
+		UserFailures: 12, UserWindow: 24 * time.Hour})
+	home := loginFrom("198.51.100.1:1000")
+	for i := range 12 {
+		if tm := fail(t, a, loginFrom(fmt.Sprintf("203.0.113.%d:1000", i/2+1)), "alice"); tm != nil {
+			t.Fatalf("failure %d (two per address) refused: %v", i+1, tm)
+		}
+		if tm := succeed(t, a, home, "alice"); tm != nil && i < 11 {
+			t.Fatalf("alice at home after %d failures elsewhere refused: %v", i+1, tm)
+		}
+	}
+	tm := fail(t, a, loginFrom("203.0.113.99:1000"), "alice")
+	if tm == nil || !strings.HasPrefix(tm.Error(), "too many failed logins for this username;") {
+		t.Fatalf("a fresh address after the ceiling: %v, want refused for this username", tm)
+	}
+	if got := tm.retryAfterSeconds(); got != 7200 {
+		t.Errorf("Retry-After %d, want 7200 (12 attempts a day)", got)
+	}
+	if tm := succeed(t, a, home, "alice"); tm == nil {
+		t.Error("the ceiling spent, alice at home was admitted: the ceiling does not hold")
+	}
+	if tm := succeed(t, a, home, "bob"); tm != nil {
+		t.Errorf("bob refused: %v", tm)
+	}
+	clock.add(2 * time.Hour)
+	if tm := succeed(t, a, home, "alice"); tm != nil {
+		t.Errorf("two hours later, alice refused: %v", tm)
+	}
+}
+
+// TestRateLimitConcurrentGuesses: attempts that run at once are all admitted before any has
+// failed, but only as many failures as the allowance answers as failures; the rest, and a right
+// password among them once the allowance is gone, answer 429 and tell the guesser nothing.
+func TestRateLimitConcurrentGuesses(t *testing.T) {
+	a, _ := limiterAt(t, AuthLimits{UserClientFailures: 10, Window: time.Hour})
+	r := loginFrom("203.0.113.7:1000")
+	const n = 200
+	attempts := make([]loginAttempt, n)
+	for i := range attempts {
+		attempts[i] = a.attempt(r, "alice")
+		if err := attempts[i].admit(); err != nil {
+			t.Fatalf("attempt %d refused before any failure: %v", i, err)
+		}
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	answered := 0
+	for _, at := range attempts {
+		wg.Go(func() {
+			if err := at.failed(); err == nil {
+				mu.Lock()
+				answered++
+				mu.Unlock()
+			} else {
+				asRefusal(t, err)
+			}
+		})
+	}
+	wg.Wait()
+	if answered != 10 {
+		t.Errorf("%d of %d concurrent failures answered as failures, want the allowance: 10", answered, n)
+	}
+	if err := attempts[0].admit(); err == nil {
+		t.Error("a right password after the allowance was spent was answered as right")
+	}
+}
+
+// TestRateLimitSignups: new accounts per client address an hour.
+func TestRateLimitSignups(t *testing.T) {
+	a, clock := limiterAt(t, AuthLimits{SignupsPerHour: 3})
+	office, other := loginFrom("192.0.2.10:1000"), loginFrom("192.0.2.11:1000")
+	for i := range 3 {
+		if err := a.attempt(office, fmt.Sprintf("new%d", i)).signup(); err != nil {
+			t.Fatalf("sign-up %d refused: %v", i+1, err)
+		}
+	}
+	tm := asRefusal(t, a.attempt(office, "new3").signup())
+	if tm == nil {
+		t.Fatal("a fourth sign-up within the hour was admitted")
+	}
+	if want := "too many new accounts from this address; try again in 1200 seconds"; tm.Error() != want {
+		t.Errorf("message %q, want %q", tm.Error(), want)
+	}
+	if err := a.attempt(other, "new3").signup(); err != nil {
+		t.Errorf("another address refused: %v", err)
+	}
+	// Logins are not sign-ups.
+	if tm := succeed(t, a, office, "new0"); tm != nil {
+		t.Errorf("a login from the address refused: %v", tm)
+	}
+	clock.add(20 * time.Minute)
+	if err := a.attempt(office, "new3").signup(); err != nil {
+		t.Errorf("20 minutes later: %v", err)
+	}
+}
+
+// TestRateLimitBounded: however many names are tried, each allowance remembers at most
+// MaxTracked keys, the most recent ones; successes leave nothing behind.
 func TestRateLimitBounded(t *testing.T) {
-	a, _ := limiterAt(t, AuthLimits{UserFailures: 2, ClientFailures: 1000, Window: time.Hour, MaxTracked: 100})
+	a, _ := limiterAt(t, AuthLimits{UserClientFailures: 2, ClientFailures: 1000, Window: time.Hour,
+		UserFailures: 2, UserWindow: time.Hour, MaxTracked: 100})
 	for i := range 10_000 {
 		fail(t, a, loginFrom(fmt.Sprintf("10.%d.%d.%d:1", i>>16&255, i>>8&255, i&255)), fmt.Sprintf("name%d", i))
 	}
-	if u, c := len(a.users.m), len(a.clients.m); u != 100 || c != 100 || a.users.lru.Len() != 100 {
-		t.Errorf("tracked %d usernames and %d clients, want 100 each", u, c)
+	for _, al := range []*allowance{a.userClient, a.client, a.user} {
+		if n := al.keys.Len(); n != 100 {
+			t.Errorf("%q tracks %d keys, want 100", al.msg, n)
+		}
 	}
-	// The most recent ones are kept.
-	if tm := fail(t, a, loginFrom("192.0.2.1:1"), "name9999"); tm != nil {
+	if tm := fail(t, a, loginFrom("10.0.39.15:1"), "name9999"); tm != nil {
 		t.Errorf("second failure of a recent name refused: %v", tm)
 	}
-	if tm := fail(t, a, loginFrom("192.0.2.1:1"), "name9999"); tm == nil {
+	if tm := fail(t, a, loginFrom("10.0.39.15:1"), "name9999"); tm == nil {
 		t.Error("third failure of a recent name admitted: its bucket was forgotten")
 	}
-	// Successes leave nothing behind.
-	b, _ := limiterAt(t, AuthLimits{UserFailures: 2, ClientFailures: 2, Window: time.Hour})
+	b, _ := limiterAt(t, AuthLimits{UserClientFailures: 2, ClientFailures: 2, Window: time.Hour, UserFailures: 2, UserWindow: time.Hour})
 	for i := range 1000 {
-		done, err := b.attempt(loginFrom("192.0.2.1:1"), fmt.Sprintf("ok%d", i))
-		if err != nil {
-			t.Fatal(err)
+		if tm := succeed(t, b, loginFrom("192.0.2.1:1"), fmt.Sprintf("ok%d", i)); tm != nil {
+			t.Fatal(tm)
 		}
-		done(false)
 	}
-	if u, c := len(b.users.m), len(b.clients.m); u != 0 || c != 0 {
-		t.Errorf("successful logins left %d usernames and %d clients tracked", u, c)
+	for _, al := range []*allowance{b.userClient, b.client, b.user} {
+		if n := al.keys.Len(); n != 0 {
+			t.Errorf("successful logins left %d keys in %q", n, al.msg)
+		}
 	}
 }
 
@@ -185,10 +315,10 @@ func TestRateLimitClientAddress(t *testing.T) {
 		{"not an IP", "@unix", nil, "@unix", "@unix"},
 	} {
 		r := loginFrom(tc.remote, tc.xff...)
-		if got := with.client(r); got != tc.trusted {
+		if got := with.clientOf(r); got != tc.trusted {
 			t.Errorf("%s, trusted proxies: client %q, want %q", tc.name, got, tc.trusted)
 		}
-		if got := without.client(r); got != tc.none {
+		if got := without.clientOf(r); got != tc.none {
 			t.Errorf("%s, no trusted proxies: client %q, want %q", tc.name, got, tc.none)
 		}
 	}
@@ -196,15 +326,14 @@ func TestRateLimitClientAddress(t *testing.T) {
 
 // TestRateLimitOff: limits of 0 limit nothing, and a nil limiter admits everything.
 func TestRateLimitOff(t *testing.T) {
-	if a := NewAuthLimiter(AuthLimits{Window: time.Hour}); a != nil {
+	if a := NewAuthLimiter(AuthLimits{Window: time.Hour, UserWindow: time.Hour}); a != nil {
 		t.Error("limits of 0 built a limiter")
 	}
 	var a *AuthLimiter
 	for range 100 {
-		done, err := a.attempt(loginFrom("192.0.2.1:1"), "alice")
-		if err != nil {
+		at := a.attempt(loginFrom("192.0.2.1:1"), "alice")
+		if err := errors.Join(at.admit(), at.failed(), at.signup()); err != nil {
 			t.Fatal(err)
 		}
-		done(true)
 	}
 }

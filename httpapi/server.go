@@ -73,7 +73,7 @@ type Deps struct {
 	Requests RequestObserver
 	// Metrics is served at GET /metrics; nil leaves the path unrouted.
 	Metrics http.Handler
-	// AuthLimiter limits failed logins on POST /api/auth; nil limits nothing.
+	// AuthLimiter limits failed logins and sign-ups on POST /api/auth; nil limits nothing.
 	AuthLimiter *AuthLimiter
 	Log         *slog.Logger
 }

@@ -33,12 +33,17 @@ type serveConfig struct {
 	LogLevel                              string
 	DBMaxConns                            int
 	ShutdownTimeout                       time.Duration
-	// Brute-force protection of POST /api/auth: failed logins allowed per username and per
-	// client address, refilled over AuthFailureWindow (0 turns a limit off), and the reverse
-	// proxies whose X-Forwarded-For is believed (comma-separated addresses or CIDR blocks).
-	AuthUserFailures, AuthClientFailures int
-	AuthFailureWindow                    time.Duration
-	TrustedProxies                       string
+	// Abuse protection of POST /api/auth (0 turns a limit off): failed logins allowed per
+	// username from one client address and per client address, refilled over
+	// AuthFailureWindow; per username from anywhere, refilled over AuthUserFailureWindow; new
+	// accounts per client address an hour; and the reverse proxies whose X-Forwarded-For is
+	// believed (comma-separated addresses or CIDR blocks).
+	AuthUserClientFailures, AuthClientFailures int
+	AuthFailureWindow                          time.Duration
+	AuthUserFailures                           int
+	AuthUserFailureWindow                      time.Duration
+	SignupsPerHour                             int
+	TrustedProxies                             string
 	// AdminAddr is where pprof and /metrics are served, apart from the API; "" is off.
 	AdminAddr string
 	// PublicMetrics serves /metrics on the API's port too.
@@ -102,12 +107,18 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", firstNonEmpty(env("APP_LOG_LEVEL"), "info"), "debug, info, warn or error (env APP_LOG_LEVEL)")
 	fs.IntVar(&c.DBMaxConns, "db-max-conns", envInt("APP_DB_MAX_CONNS", 40), "connection pool size (env APP_DB_MAX_CONNS)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long a graceful stop may take")
-	fs.IntVar(&c.AuthUserFailures, "auth-user-failures", envInt("APP_AUTH_USER_FAILURES", 10),
-		"failed logins allowed per username, refilled over --auth-failure-window (env APP_AUTH_USER_FAILURES; 0: no limit)")
+	fs.IntVar(&c.AuthUserClientFailures, "auth-user-client-failures", envInt("APP_AUTH_USER_CLIENT_FAILURES", 10),
+		"failed logins allowed per username from one client address, refilled over --auth-failure-window (env APP_AUTH_USER_CLIENT_FAILURES; 0: no limit)")
 	fs.IntVar(&c.AuthClientFailures, "auth-client-failures", envInt("APP_AUTH_CLIENT_FAILURES", 100),
 		"failed logins allowed per client address, refilled over --auth-failure-window (env APP_AUTH_CLIENT_FAILURES; 0: no limit)")
 	fs.DurationVar(&c.AuthFailureWindow, "auth-failure-window", envDuration("APP_AUTH_FAILURE_WINDOW", 15*time.Minute),
-		"how long spent login allowances take to come back in full (env APP_AUTH_FAILURE_WINDOW)")
+		"how long the per-client login allowances take to come back in full (env APP_AUTH_FAILURE_WINDOW)")
+	fs.IntVar(&c.AuthUserFailures, "auth-user-failures", envInt("APP_AUTH_USER_FAILURES", 100),
+		"failed logins allowed per username from all addresses together, refilled over --auth-user-failure-window (env APP_AUTH_USER_FAILURES; 0: no limit)")
+	fs.DurationVar(&c.AuthUserFailureWindow, "auth-user-failure-window", envDuration("APP_AUTH_USER_FAILURE_WINDOW", 24*time.Hour),
+		"how long the per-username login allowance takes to come back in full (env APP_AUTH_USER_FAILURE_WINDOW)")
+	fs.IntVar(&c.SignupsPerHour, "signups-per-hour", envInt("APP_SIGNUPS_PER_HOUR", 10),
+		"new accounts allowed per client address an hour (env APP_SIGNUPS_PER_HOUR; 0: no limit)")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", env("APP_TRUSTED_PROXIES"),
 		"comma-separated addresses or CIDR blocks of reverse proxies whose X-Forwarded-For names the client (env APP_TRUSTED_PROXIES; empty: none)")
 	fs.StringVar(&c.AdminAddr, "admin-addr", env("APP_ADMIN_ADDR"),
@@ -194,18 +205,30 @@ func firstNonEmpty(vs ...string) string {
 	return ""
 }
 
-// authLimits is the brute-force protection of POST /api/auth the configuration asks for.
+// authLimits is the abuse protection of POST /api/auth the configuration asks for.
 func (c *serveConfig) authLimits() (httpapi.AuthLimits, error) {
-	l := httpapi.AuthLimits{UserFailures: c.AuthUserFailures, ClientFailures: c.AuthClientFailures, Window: c.AuthFailureWindow}
+	l := httpapi.AuthLimits{UserClientFailures: c.AuthUserClientFailures, ClientFailures: c.AuthClientFailures,
+		Window: c.AuthFailureWindow, UserFailures: c.AuthUserFailures, UserWindow: c.AuthUserFailureWindow,
+		SignupsPerHour: c.SignupsPerHour}
 	var errs []error
-	if l.UserFailures < 0 {
-		errs = append(errs, errors.New("auth-user-failures (APP_AUTH_USER_FAILURES) must be a number of at least 0"))
+	for _, n := range []struct {
+		value int
+		name  string
+	}{
+		{l.UserClientFailures, "auth-user-client-failures (APP_AUTH_USER_CLIENT_FAILURES)"},
+		{l.ClientFailures, "auth-client-failures (APP_AUTH_CLIENT_FAILURES)"},
+		{l.UserFailures, "auth-user-failures (APP_AUTH_USER_FAILURES)"},
+		{l.SignupsPerHour, "signups-per-hour (APP_SIGNUPS_PER_HOUR)"},
+	} {
+		if n.value < 0 {
+			errs = append(errs, fmt.Errorf("%s must be a number of at least 0", n.name))
+		}
 	}
-	if l.ClientFailures < 0 {
-		errs = append(errs, errors.New("auth-client-failures (APP_AUTH_CLIENT_FAILURES) must be a number of at least 0"))
-	}
-	if (l.UserFailures > 0 || l.ClientFailures > 0) && l.Window < time.Second {
+	if (l.UserClientFailures > 0 || l.ClientFailures > 0) && l.Window < time.Second {
 		errs = append(errs, errors.New("auth-failure-window (APP_AUTH_FAILURE_WINDOW) must be a duration of at least 1s, like 15m"))
+	}
+	if l.UserFailures > 0 && l.UserWindow < time.Second {
+		errs = append(errs, errors.New("auth-user-failure-window (APP_AUTH_USER_FAILURE_WINDOW) must be a duration of at least 1s, like 24h"))
 	}
 	for _, p := range strings.Split(c.TrustedProxies, ",") {
 		if p = strings.TrimSpace(p); p == "" {

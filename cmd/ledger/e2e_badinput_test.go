@@ -148,7 +148,7 @@ func TestE2EBadInput(t *testing.T) {
 	})
 
 	t.Run("unicode usernames", func(t *testing.T) {
-		zoe := "Zoë 名前 " + uniq("🦊")
+		zoe := "Zoë 名前 " + uniq("fox")
 		longest := strings.Repeat("名", 64-9) + uniq("")[0:9]
 		for _, name := range []string{zoe, longest} {
 			api.login(t, name)        // the first login creates the employee
@@ -180,8 +180,8 @@ func TestE2EBadInput(t *testing.T) {
 		if !sawSent || !sawReceived {
 			t.Errorf("sender's history does not name %q exactly: %s", zoe, si)
 		}
-		// A name that differs only in normalisation or case is someone else.
+		// A name that differs only in case is someone else; one that differs only in
+		// normalisation is the same employee (TestE2EUsernameLookalikes).
 		wantStatus(t, api.sendCoin(t, st, strings.ToUpper(zoe), 1), http.StatusBadRequest)
-		wantStatus(t, api.sendCoin(t, st, strings.Replace(zoe, "ë", "e\u0308", 1), 1), http.StatusBadRequest)
 	})
 }
