@@ -1,5 +1,6 @@
 # The ledger binary on a small base image. compose.yaml builds and runs it next to PostgreSQL.
-FROM golang:1.26 AS build
+# The Go release go.mod asks for (its `go` line); an older toolchain would fetch this one.
+FROM golang:1.26.8 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
