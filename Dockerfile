@@ -1,5 +1,6 @@
 # The ledger binary on a small base image. compose.yaml builds and runs it next to PostgreSQL.
-# The Go release go.mod asks for (its `go` line); an older toolchain would fetch this one.
+# The Go release go.mod names on its `go` line: the image sets GOTOOLCHAIN=local, so an older
+# release would refuse to build, and a floating tag would build with whatever it points to.
 FROM golang:1.26.8 AS build
 WORKDIR /src
 COPY go.mod go.sum ./

@@ -147,18 +147,6 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	return nil
 }
 
-// parseFlags parses a command line; the flag package has printed what is wrong with one that
-// does not parse, which is a usage error.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	return nil
-}
-
 // auditPool connects to the ledger's database for an audit: a few connections, and no
 // transaction left idle (one would stall every reader of the log).
 func auditPool(ctx context.Context, url string) (*pgxpool.Pool, error) {

@@ -83,6 +83,11 @@ func runProjectionsRebuild(ctx context.Context, args []string, stdout, stderr io
 	dbURL := databaseURLFlag(fs)
 	page := fs.Int("page-size", 10_000, "events per read of the log")
 	grace := fs.Duration("grace", 3*time.Second, "how long to keep projecting the new version after the switch, while serving processes take it over")
+	names := projectionNameList()
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: ledger projections rebuild NAME [flags]\n\nNAME is one of: %s\n\nflags:\n", names)
+		fs.PrintDefaults()
+	}
 	// Flags may come before or after the name.
 	var name string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -97,11 +102,11 @@ func runProjectionsRebuild(ctx context.Context, args []string, stdout, stderr io
 		name = ""
 	}
 	if *dbURL == "" || name == "" || *page <= 0 {
-		fmt.Fprintln(stderr, "usage: ledger projections rebuild NAME [--page-size N] [--grace D] (NAME: balance, inventory or history; needs APP_POSTGRES_URL or --database-url)")
+		fmt.Fprintf(stderr, "usage: ledger projections rebuild NAME [--page-size N] [--grace D] (NAME: %s; needs APP_POSTGRES_URL or --database-url)\n", names)
 		return errUsage
 	}
 	if _, ok := projections.Latest(name); !ok {
-		fmt.Fprintf(stderr, "ledger projections rebuild: no projection is named %q (balance, inventory, history)\n", name)
+		fmt.Fprintf(stderr, "ledger projections rebuild: no projection is named %q (%s)\n", name, names)
 		return errUsage
 	}
 	pool, err := auditPool(ctx, *dbURL)
@@ -126,6 +131,15 @@ func runProjectionsRebuild(ctx context.Context, args []string, stdout, stderr io
 		rep.Name, rep.From, rep.To, rep.Events, rep.Accounts, rep.Rows, rep.Build.Round(time.Millisecond),
 		rep.EventsPerSecond, rep.From, rep.Total.Round(time.Millisecond))
 	return nil
+}
+
+// projectionNameList lists the projections an operator can name, "balance, inventory, history".
+func projectionNameList() string {
+	var names []string
+	for _, p := range projections.All() {
+		names = append(names, p.Name)
+	}
+	return strings.Join(names, ", ")
 }
 
 // progressBar draws a rebuild's progress on a terminal and logs plain lines otherwise.
