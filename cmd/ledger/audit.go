@@ -97,7 +97,9 @@ func runAuditExport(ctx context.Context, args []string, stdout, stderr io.Writer
 		w, name = file, *out
 	}
 	began := time.Now()
-	res, err := audit.Export(ctx, eventstore.New(pool), w, audit.ExportOptions{After: after.c, Until: until.c, PageSize: *page})
+	bar := newProgress(stderr, isTerminal(stderr), "audit export", "events")
+	res, err := audit.Export(ctx, eventstore.New(pool), w, audit.ExportOptions{After: after.c, Until: until.c, PageSize: *page, Progress: bar.report})
+	bar.finish()
 	if err != nil {
 		return fmt.Errorf("export stopped after %d events (resume with --after %s): %w", res.Events, res.Last, err)
 	}
@@ -130,7 +132,9 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	defer pool.Close()
-	report, err := audit.Verify(ctx, eventstore.New(pool), audit.VerifyOptions{PageSize: *page, Workers: *workers})
+	bar := newProgress(stderr, isTerminal(stderr), "audit verify", "events")
+	report, err := audit.Verify(ctx, eventstore.New(pool), audit.VerifyOptions{PageSize: *page, Workers: *workers, Progress: bar.report})
+	bar.finish()
 	if err != nil {
 		return err
 	}

@@ -34,13 +34,16 @@ func runSeed(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return &keyFileError{err}
 	}
+	bar := newProgress(stderr, isTerminal(stderr), "seed", "employees")
 	users, tokens, err := seed.Run(ctx, seed.Options{
 		DatabaseURL: cfg.DatabaseURL,
 		Users:       *n,
 		Prefix:      *prefix,
 		Workers:     *workers,
 		Issuer:      auth.NewIssuer(priv, tokenIssuer, tokenAudience, cfg.TokenTTL),
+		Progress:    bar.report,
 	})
+	bar.finish()
 	if err != nil {
 		return err
 	}
