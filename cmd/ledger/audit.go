@@ -98,7 +98,11 @@ func runAuditExport(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	began := time.Now()
 	bar := newProgress(stderr, isTerminal(stderr), "audit export", "events")
-	res, err := audit.Export(ctx, eventstore.New(pool), w, audit.ExportOptions{After: after.c, Until: until.c, PageSize: *page, Progress: bar.report})
+	opts := audit.ExportOptions{After: after.c, Until: until.c, PageSize: *page, Progress: bar.report}
+	if file == nil && isTerminal(stdout) && isTerminal(stderr) {
+		opts.Progress = nil // the lines themselves show on the terminal; a bar would cut through them
+	}
+	res, err := audit.Export(ctx, eventstore.New(pool), w, opts)
 	bar.finish()
 	if err != nil {
 		return fmt.Errorf("export stopped after %d events (resume with --after %s): %w", res.Events, res.Last, err)

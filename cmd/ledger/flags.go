@@ -44,6 +44,7 @@ func bindDatabaseURL(fs *flag.FlagSet, p *string) {
 		"PostgreSQL URL (env APP_POSTGRES_URL or LEDGER_DATABASE_URL)")
 }
 
+// databaseURLFlag is bindDatabaseURL for a command that keeps no configuration struct.
 func databaseURLFlag(fs *flag.FlagSet) *string {
 	p := new(string)
 	bindDatabaseURL(fs, p)
