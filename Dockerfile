@@ -1,5 +1,7 @@
 # The ledger binary on a small base image. compose.yaml builds and runs it next to PostgreSQL.
-FROM golang:1.26 AS build
+# The Go release go.mod names on its `go` line: the image sets GOTOOLCHAIN=local, so an older
+# release would refuse to build, and a floating tag would build with whatever it points to.
+FROM golang:1.26.8 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download

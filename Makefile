@@ -68,7 +68,7 @@ bench: build
 	trap 'psql "$$url" -qc "DROP DATABASE IF EXISTS $$db WITH (FORCE)"' EXIT; \
 	./bin/ledger migrate --database-url "$$base/$$db$$query" >/dev/null; \
 	echo "== pgbench: the append SQL, 16 clients, $(BENCH_TIME)"; \
-	pgbench -n -M prepared -c 16 -j 2 -T $${BENCH_TIME%s} -f eventstore/testdata/append.pgbench "$$base/$$db$$query" | grep -E 'tps|latency average'; \
+	pgbench -n -M prepared -c 16 -j 2 -T $(BENCH_TIME:%s=%) -f eventstore/testdata/append.pgbench "$$base/$$db$$query" | grep -E 'tps|latency average'; \
 	echo "== go benchmarks"; \
 	LEDGER_TEST_DATABASE_URL="$$url" $(GO) test -run '^$$' -bench . -benchtime $(BENCH_TIME) ./eventstore/
 

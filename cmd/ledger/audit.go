@@ -97,7 +97,13 @@ func runAuditExport(ctx context.Context, args []string, stdout, stderr io.Writer
 		w, name = file, *out
 	}
 	began := time.Now()
-	res, err := audit.Export(ctx, eventstore.New(pool), w, audit.ExportOptions{After: after.c, Until: until.c, PageSize: *page})
+	bar := newProgress(stderr, isTerminal(stderr), "audit export", "events")
+	opts := audit.ExportOptions{After: after.c, Until: until.c, PageSize: *page, Progress: bar.report}
+	if file == nil && isTerminal(stdout) && isTerminal(stderr) {
+		opts.Progress = nil // the lines themselves show on the terminal; a bar would cut through them
+	}
+	res, err := audit.Export(ctx, eventstore.New(pool), w, opts)
+	bar.finish()
 	if err != nil {
 		return fmt.Errorf("export stopped after %d events (resume with --after %s): %w", res.Events, res.Last, err)
 	}
@@ -130,7 +136,9 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	defer pool.Close()
-	report, err := audit.Verify(ctx, eventstore.New(pool), audit.VerifyOptions{PageSize: *page, Workers: *workers})
+	bar := newProgress(stderr, isTerminal(stderr), "audit verify", "events")
+	report, err := audit.Verify(ctx, eventstore.New(pool), audit.VerifyOptions{PageSize: *page, Workers: *workers, Progress: bar.report})
+	bar.finish()
 	if err != nil {
 		return err
 	}
@@ -143,18 +151,6 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	if !report.OK() {
 		return fmt.Errorf("%w: %d mismatches", errMismatch, len(report.Mismatches))
-	}
-	return nil
-}
-
-// parseFlags parses a command line; the flag package has printed what is wrong with one that
-// does not parse, which is a usage error.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
 	}
 	return nil
 }

@@ -91,15 +91,25 @@ func (c *serveConfig) envBool(name string, def bool) bool {
 	return b
 }
 
-func (c *serveConfig) bind(fs *flag.FlagSet) {
-	fs.StringVar(&c.Host, "host", env("APP_HOST"), "address to listen on (env APP_HOST; empty: all interfaces)")
-	fs.IntVar(&c.Port, "port", envInt("APP_PORT", 8080), "port to listen on (env APP_PORT)")
-	fs.StringVar(&c.DatabaseURL, "database-url", env("APP_POSTGRES_URL", "LEDGER_DATABASE_URL"), "PostgreSQL URL (env APP_POSTGRES_URL or LEDGER_DATABASE_URL)")
+// The settings come in groups, and each subcommand binds only the groups it uses, so its -h
+// lists its own flags: the database (bindDatabaseURL), the token keys (bindTokenKeys), and
+// everything else serve takes (bind, which binds the other two groups as well).
+
+// bindTokenKeys binds the token key pair and the lifetime of the tokens minted with it.
+func (c *serveConfig) bindTokenKeys(fs *flag.FlagSet) {
 	fs.StringVar(&c.SigningKeyFile, "signing-key-file", firstNonEmpty(env("APP_JWT_SIGNATURE_KEY_FILE"), "keys/jwt-signing.pem"),
 		"Ed25519 private key for tokens, PEM; created with its pair if both are absent (env APP_JWT_SIGNATURE_KEY_FILE)")
 	fs.StringVar(&c.VerificationKeyFile, "verification-key-file", firstNonEmpty(env("APP_JWT_VERIFICATION_KEY_FILE"), "keys/jwt-verification.pem"),
 		"Ed25519 public key for tokens, PEM (env APP_JWT_VERIFICATION_KEY_FILE)")
 	fs.DurationVar(&c.TokenTTL, "token-ttl", envDuration("APP_TOKEN_TTL", 24*time.Hour), "lifetime of issued tokens (env APP_TOKEN_TTL)")
+}
+
+// bind binds everything `ledger serve` takes.
+func (c *serveConfig) bind(fs *flag.FlagSet) {
+	bindDatabaseURL(fs, &c.DatabaseURL)
+	c.bindTokenKeys(fs)
+	fs.StringVar(&c.Host, "host", env("APP_HOST"), "address to listen on (env APP_HOST; empty: all interfaces)")
+	fs.IntVar(&c.Port, "port", envInt("APP_PORT", 8080), "port to listen on (env APP_PORT)")
 	fs.StringVar(&c.AdminUsers, "admin-users", env("APP_ADMIN_USERS"), "comma-separated usernames with the admin role (env APP_ADMIN_USERS)")
 	fs.BoolVar(&c.RunAPI, "api", true, "serve the HTTP API")
 	fs.BoolVar(&c.RunProjectors, "projectors", true, "run the projectors")

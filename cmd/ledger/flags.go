@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"io"
 	"os"
@@ -11,6 +12,18 @@ func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("ledger "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	return fs
+}
+
+// parseFlags parses a command line; the flag package has printed what is wrong with one that
+// does not parse, which is a usage error, and the flags asked for with -h, which is not.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	return nil
 }
 
 // env returns the first non-empty of the named environment variables. This file and the
@@ -24,7 +37,16 @@ func env(names ...string) string {
 	return ""
 }
 
-func databaseURLFlag(fs *flag.FlagSet) *string {
-	return fs.String("database-url", env("APP_POSTGRES_URL", "LEDGER_DATABASE_URL"),
+// bindDatabaseURL binds --database-url to p: the flag every command that reaches the database
+// takes.
+func bindDatabaseURL(fs *flag.FlagSet, p *string) {
+	fs.StringVar(p, "database-url", env("APP_POSTGRES_URL", "LEDGER_DATABASE_URL"),
 		"PostgreSQL URL (env APP_POSTGRES_URL or LEDGER_DATABASE_URL)")
+}
+
+// databaseURLFlag is bindDatabaseURL for a command that keeps no configuration struct.
+func databaseURLFlag(fs *flag.FlagSet) *string {
+	p := new(string)
+	bindDatabaseURL(fs, p)
+	return p
 }

@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -31,6 +30,7 @@ func commands() []command {
 		{"projections", "operate the projections: status, rebuild NAME", runProjections},
 		{"probe", "GET a URL and exit 0 on 200 (container health checks)", runProbe},
 		{"audit", "export the global log as NDJSON, or verify hash chains and read models against it", runAudit},
+		{"version", "print the version and build information (also: ledger --version)", runVersion},
 	}
 }
 
@@ -52,18 +52,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
+	if args[0] == "--version" || args[0] == "-version" {
+		args[0] = "version"
+	}
 	for _, c := range commands() {
 		if c.name != args[0] {
 			continue
 		}
 		err := c.run(ctx, args[1:], stdout, stderr)
 		switch {
-		case err == nil:
+		case err == nil, errors.Is(err, flag.ErrHelp):
 			return 0
-		case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
+		case errors.Is(err, errUsage):
 			return 2
 		default:
-			slog.New(slog.NewJSONHandler(stderr, nil)).Error("ledger "+c.name+" failed", "err", err)
+			name := "ledger " + c.name
+			if (c.name == "audit" || c.name == "projections") && len(args) > 1 {
+				name += " " + args[1] // the group's command: "ledger audit verify"
+			}
+			reportFailure(stderr, isTerminal(stderr), name, err)
 			return 1
 		}
 	}

@@ -12,7 +12,7 @@ import (
 func runProbe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := newFlagSet("probe", stderr)
 	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {

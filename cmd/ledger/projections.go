@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -83,6 +82,11 @@ func runProjectionsRebuild(ctx context.Context, args []string, stdout, stderr io
 	dbURL := databaseURLFlag(fs)
 	page := fs.Int("page-size", 10_000, "events per read of the log")
 	grace := fs.Duration("grace", 3*time.Second, "how long to keep projecting the new version after the switch, while serving processes take it over")
+	names := projectionNameList()
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: ledger projections rebuild NAME [flags]\n\nNAME is one of: %s\n\nflags:\n", names)
+		fs.PrintDefaults()
+	}
 	// Flags may come before or after the name.
 	var name string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -97,11 +101,11 @@ func runProjectionsRebuild(ctx context.Context, args []string, stdout, stderr io
 		name = ""
 	}
 	if *dbURL == "" || name == "" || *page <= 0 {
-		fmt.Fprintln(stderr, "usage: ledger projections rebuild NAME [--page-size N] [--grace D] (NAME: balance, inventory or history; needs APP_POSTGRES_URL or --database-url)")
+		fmt.Fprintf(stderr, "usage: ledger projections rebuild NAME [--page-size N] [--grace D] (NAME: %s; needs APP_POSTGRES_URL or --database-url)\n", names)
 		return errUsage
 	}
 	if _, ok := projections.Latest(name); !ok {
-		fmt.Fprintf(stderr, "ledger projections rebuild: no projection is named %q (balance, inventory, history)\n", name)
+		fmt.Fprintf(stderr, "ledger projections rebuild: no projection is named %q (%s)\n", name, names)
 		return errUsage
 	}
 	pool, err := auditPool(ctx, *dbURL)
@@ -109,10 +113,17 @@ func runProjectionsRebuild(ctx context.Context, args []string, stdout, stderr io
 		return err
 	}
 	defer pool.Close()
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	bar := newProgressBar(stderr)
+	// Logs are JSON lines, as serve writes them; on a terminal the progress display tells what
+	// the info lines would, and only warnings and errors are logged.
+	terminal := isTerminal(stderr)
+	level := slog.LevelInfo
+	if terminal {
+		level = slog.LevelWarn
+	}
+	log := newLogger(stderr, level)
+	bar := newProgress(stderr, terminal, "rebuild "+name, "events")
 	rep, err := projections.Rebuild(ctx, pool, name, projections.RebuildOptions{
-		Log: log, PageSize: *page, Grace: *grace, Progress: bar.update,
+		Log: log, PageSize: *page, Grace: *grace, Progress: bar.rebuildPhases(),
 	})
 	bar.finish()
 	if errors.Is(err, projections.ErrNothingToRebuild) {
@@ -128,60 +139,11 @@ func runProjectionsRebuild(ctx context.Context, args []string, stdout, stderr io
 	return nil
 }
 
-// progressBar draws a rebuild's progress on a terminal and logs plain lines otherwise.
-type progressBar struct {
-	w        io.Writer
-	terminal bool
-	phase    string
-	logged   int64 // the last tenth logged, on a non-terminal
-	drawn    bool
-}
-
-func newProgressBar(w io.Writer) *progressBar {
-	terminal := false
-	if f, ok := w.(*os.File); ok {
-		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-			terminal = true
-		}
+// projectionNameList lists the projections an operator can name, "balance, inventory, history".
+func projectionNameList() string {
+	var names []string
+	for _, p := range projections.All() {
+		names = append(names, p.Name)
 	}
-	return &progressBar{w: w, terminal: terminal, logged: -1}
-}
-
-func (b *progressBar) update(p projections.RebuildProgress) {
-	if p.Phase != "building" {
-		if p.Phase != b.phase {
-			b.finish()
-			fmt.Fprintf(b.w, "%s (%v elapsed)\n", p.Phase, p.Elapsed.Round(time.Millisecond))
-		}
-		b.phase = p.Phase
-		return
-	}
-	b.phase = p.Phase
-	frac := 0.0
-	if p.Total > 0 {
-		frac = min(1, float64(p.Done)/float64(p.Total))
-	}
-	eta := "?"
-	if p.Rate > 0 {
-		eta = (time.Duration(float64(p.Total-p.Done)/p.Rate) * time.Second).Round(time.Second).String()
-	}
-	if b.terminal {
-		const width = 30
-		n := int(frac * width)
-		fmt.Fprintf(b.w, "\r[%s%s] %3.0f%% %d/%d events  %.0f events/s  ETA %s ",
-			strings.Repeat("#", n), strings.Repeat("-", width-n), frac*100, p.Done, p.Total, p.Rate, eta)
-		b.drawn = true
-		return
-	}
-	if tenth := int64(frac * 10); tenth > b.logged {
-		b.logged = tenth
-		fmt.Fprintf(b.w, "building: %d/%d events (%.0f%%), %.0f events/s, ETA %s\n", p.Done, p.Total, frac*100, p.Rate, eta)
-	}
-}
-
-func (b *progressBar) finish() {
-	if b.drawn {
-		fmt.Fprintln(b.w)
-		b.drawn = false
-	}
+	return strings.Join(names, ", ")
 }

@@ -15,13 +15,14 @@ import (
 func runSeed(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cfg serveConfig
 	fs := newFlagSet("seed", stderr)
-	cfg.bind(fs)
+	bindDatabaseURL(fs, &cfg.DatabaseURL)
+	cfg.bindTokenKeys(fs)
 	n := fs.Int("users", 10_000, "number of employees")
 	prefix := fs.String("prefix", "user", "username prefix; names are PREFIX00001…")
 	usersOut := fs.String("out-users", "", "write [{username, password}] here (required)")
 	tokensOut := fs.String("out-tokens", "", "write the matching tokens here (required)")
 	workers := fs.Int("workers", 16, "concurrent account openings")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *n <= 0 || *usersOut == "" || *tokensOut == "" || cfg.DatabaseURL == "" || *workers <= 0 {
@@ -31,15 +32,18 @@ func runSeed(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	start := time.Now()
 	priv, _, err := auth.LoadOrCreateKeys(cfg.SigningKeyFile, cfg.VerificationKeyFile)
 	if err != nil {
-		return err
+		return &keyFileError{err}
 	}
+	bar := newProgress(stderr, isTerminal(stderr), "seed", "employees")
 	users, tokens, err := seed.Run(ctx, seed.Options{
 		DatabaseURL: cfg.DatabaseURL,
 		Users:       *n,
 		Prefix:      *prefix,
 		Workers:     *workers,
 		Issuer:      auth.NewIssuer(priv, tokenIssuer, tokenAudience, cfg.TokenTTL),
+		Progress:    bar.report,
 	})
+	bar.finish()
 	if err != nil {
 		return err
 	}

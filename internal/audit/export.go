@@ -16,6 +16,8 @@ type ExportOptions struct {
 	Until eventstore.Checkpoint
 	// PageSize is how many events one read of the log returns (default 10,000).
 	PageSize int
+	// Progress, when set, is told after each page how many events are written of how many.
+	Progress func(done, total int64)
 }
 
 // ExportResult is what an export wrote.
@@ -40,6 +42,10 @@ func Export(ctx context.Context, store *eventstore.Store, w io.Writer, opts Expo
 		if until, err = store.LogHead(ctx); err != nil {
 			return ExportResult{}, err
 		}
+	}
+	progress, err := progressHook(ctx, store, opts.After, until, opts.Progress)
+	if err != nil {
+		return ExportResult{}, err
 	}
 	res := ExportResult{Last: opts.After}
 	lw := NewLineWriter(w)
@@ -67,6 +73,7 @@ func Export(ctx context.Context, store *eventstore.Store, w io.Writer, opts Expo
 		if n > 0 {
 			res.Events += int64(n)
 			res.Last = page[n-1].Checkpoint()
+			progress(res.Events)
 		}
 		if n < len(page) {
 			break

@@ -29,6 +29,8 @@ type VerifyOptions struct {
 	PageSize int
 	// Workers is how many goroutines recompute hashes and decode events (default GOMAXPROCS).
 	Workers int
+	// Progress, when set, is told after each page how many events are replayed of how many.
+	Progress func(done, total int64)
 }
 
 // Report is what Verify found.
@@ -153,6 +155,10 @@ func Verify(ctx context.Context, store *eventstore.Store, opts VerifyOptions) (*
 	if err != nil {
 		return nil, err
 	}
+	progress, err := progressHook(ctx, store, eventstore.Checkpoint{}, until, opts.Progress)
+	if err != nil {
+		return nil, err
+	}
 	r := &replay{names: snap.names, workers: opts.Workers, rms: snap.readModels, heads: snap.heads,
 		streams: make(map[string]*streamState), report: &Report{Until: until, ReadModels: snap.names[:]}}
 
@@ -166,6 +172,7 @@ func Verify(ctx context.Context, store *eventstore.Store, opts VerifyOptions) (*
 	}()
 	for page := range pages {
 		r.page(page)
+		progress(r.report.Events)
 	}
 	if readErr != nil {
 		return nil, readErr

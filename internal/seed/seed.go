@@ -50,6 +50,9 @@ type Options struct {
 	Workers int
 	// Issuer mints the tokens; they must carry the claims the server verifies.
 	Issuer TokenIssuer
+	// Progress, when set, is told how many of the employees are done after each one; the
+	// workers call it concurrently.
+	Progress func(done, total int64)
 }
 
 func (o Options) validate() error {
@@ -118,7 +121,7 @@ func Run(ctx context.Context, o Options) ([]User, []string, error) {
 	ledger := app.New(eventstore.New(pool), noWake{}, app.Config{})
 	users := make([]User, o.Users)
 	tokens := make([]string, o.Users)
-	var next atomic.Int64
+	var next, finished atomic.Int64
 	var wg sync.WaitGroup
 	errc := make(chan error, o.Workers)
 	for range o.Workers {
@@ -143,6 +146,9 @@ func Run(ctx context.Context, o Options) ([]User, []string, error) {
 					return
 				}
 				users[i], tokens[i] = User{Username: name, Password: Password}, tok
+				if o.Progress != nil {
+					o.Progress(finished.Add(1), int64(o.Users))
+				}
 			}
 		}()
 	}

@@ -1,0 +1,27 @@
+package audit
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ledger/ledger/eventstore"
+)
+
+// progressHook prepares a long audit's progress reports: it counts the events after after up to
+// and including until, and returns what to call with the number of events done so far. Without
+// a hook it counts nothing and the returned function does nothing.
+func progressHook(ctx context.Context, store *eventstore.Store, after, until eventstore.Checkpoint, hook func(done, total int64)) (func(done int64), error) {
+	if hook == nil {
+		return func(int64) {}, nil
+	}
+	var total int64
+	err := store.Pool().QueryRow(ctx, `SELECT count(*) FROM events
+		WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)
+		  AND (transaction_id, global_position) <= ($3::xid8, $4::bigint)`,
+		after.TransactionID, after.Position, until.TransactionID, until.Position).Scan(&total)
+	if err != nil {
+		return nil, fmt.Errorf("audit: count the events to go through: %w", err)
+	}
+	hook(0, total)
+	return func(done int64) { hook(done, total) }, nil
+}
