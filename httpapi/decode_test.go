@@ -114,6 +114,7 @@ func TestStatusTable(t *testing.T) {
 		{fmt.Errorf("%w: expired", auth.ErrInvalidToken), 401},
 		{errorf(errForbidden, "x"), 403},
 		{errNotFound, 404},
+		{app.ErrNotOpenedYet, 404},
 		{app.ErrBusy, 500},
 		{errors.New("pq: connection refused at 10.0.0.1"), 500},
 		{domain.ErrCorruptHistory, 500},
@@ -126,6 +127,9 @@ func TestStatusTable(t *testing.T) {
 		if code == 500 && c.err != app.ErrBusy && msg != "internal error" {
 			t.Errorf("internal error leaks %q", msg)
 		}
+	}
+	if _, msg := status(fmt.Errorf("as of 3: %w", app.ErrNotOpenedYet)); msg != "no such account at that time" {
+		t.Errorf("asOf before the account message %q", msg)
 	}
 	if _, msg := status(fmt.Errorf("x: %w", domain.ErrInsufficientFunds)); !strings.Contains(msg, "not enough coin") {
 		t.Errorf("insufficient funds message %q lacks the contract text", msg)
