@@ -66,6 +66,7 @@ func describeJSONError(body []byte, err error) string {
 		return "request body is not a JSON object: unexpected end of input"
 	case errors.As(err, &syn) && syn.JSONPointer == "" && syn.ByteOffset > 0 &&
 		jsontext.Value(body[:syn.ByteOffset]).IsValid():
+		// Refused at the top level after a whole value: something follows the object.
 		return "request body has data after the JSON object"
 	case errors.As(err, &syn):
 		return fmt.Sprintf("request body is not a JSON object: %v at byte %d", syn.Err, syn.ByteOffset)
