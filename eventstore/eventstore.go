@@ -81,6 +81,10 @@ type Metadata struct {
 	Actor          string `json:"actor,omitempty"`
 	RequestID      string `json:"requestId,omitempty"`
 	IdempotencyKey string `json:"idempotencyKey,omitempty"`
+
+	// ClientRequestID is the X-Request-ID the client sent with the request, as the client's
+	// claim: anyone may send any id, so it is never taken for RequestID, the server's own.
+	ClientRequestID string `json:"clientRequestId,omitempty"`
 }
 
 // EventData is an event to append.

@@ -210,7 +210,7 @@ func (s *Store) prepare(appends []StreamAppend) ([]preparedStream, error) {
 		if a.StreamID == "" {
 			return nil, invalid("empty stream id")
 		}
-		if err := checkText(a.StreamID); err != nil {
+		if err := CheckText(a.StreamID); err != nil {
 			return nil, invalid("stream id %q: %v", a.StreamID, err)
 		}
 		if seenStream[a.StreamID] {
@@ -238,7 +238,7 @@ func (s *Store) prepare(appends []StreamAppend) ([]preparedStream, error) {
 			if e.Type == "" {
 				return nil, invalid("stream %q: event without a type", a.StreamID)
 			}
-			if err := checkText(e.Type); err != nil {
+			if err := CheckText(e.Type); err != nil {
 				return nil, invalid("stream %q: event type %q: %v", a.StreamID, e.Type, err)
 			}
 			id := e.ID
@@ -271,10 +271,11 @@ func (s *Store) prepare(appends []StreamAppend) ([]preparedStream, error) {
 	return out, nil
 }
 
-// checkText refuses what a PostgreSQL text column cannot hold: NUL characters and bytes that
+// CheckText refuses what a PostgreSQL text column cannot hold: NUL characters and bytes that
 // are not UTF-8. The database would refuse them too, but as a failed transaction (a server
 // error for the caller, and a whole group rewritten append by append) instead of bad input.
-func checkText(s string) error {
+// Callers that pass client text to queries check it with this too.
+func CheckText(s string) error {
 	switch {
 	case !utf8.ValidString(s):
 		return errors.New("not valid UTF-8")

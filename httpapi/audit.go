@@ -269,17 +269,21 @@ func intParam(q url.Values, name string, def, lo, hi int64, what string) (int64,
 }
 
 // pathParam returns a path parameter decoded: chi matches the escaped path when the request has
-// one (a "/" written as %2F), and then leaves the parameter escaped.
+// one (a "/" written as %2F), and then leaves the parameter escaped. Escapes can spell what no
+// name holds (%00, %ff): such a parameter is refused before any query sees it.
 func pathParam(r *http.Request, name string) (string, error) {
 	v := chi.URLParam(r, name)
-	if r.URL.RawPath == "" {
-		return v, nil
+	if r.URL.RawPath != "" {
+		d, err := url.PathUnescape(v)
+		if err != nil {
+			return "", errorf(errBadRequest, "%s: malformed escape in the path", name)
+		}
+		v = d
 	}
-	d, err := url.PathUnescape(v)
-	if err != nil {
-		return "", errorf(errBadRequest, "%s: malformed escape in the path", name)
+	if err := storable(name, v); err != nil {
+		return "", err
 	}
-	return d, nil
+	return v, nil
 }
 
 // hasParam reports whether the query names the parameter, even with a value that does not

@@ -2,25 +2,31 @@ package httpapi
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"math/big"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/ledger/ledger/eventstore"
 )
 
 // maxBody is the largest request body read; a larger one is refused whole.
 const maxBody = 64 << 10
 
-// fields reads a JSON object body into its raw fields. Unknown fields are tolerated; types are
-// checked field by field, so that each problem gets a message that names it.
-func fields(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, error) {
+// fields reads a JSON object body into its raw members. The body must be I-JSON (RFC 7493):
+// UTF-8 throughout, escapes that spell Unicode characters, and no member named twice in any
+// object, since readers disagree on which of two "toUser" members counts. Members the caller
+// does not ask for are ignored, as the contract says; types are checked member by member, so
+// that each problem gets a message that names it.
+func fields(w http.ResponseWriter, r *http.Request) (map[string]jsontext.Value, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
@@ -35,14 +41,9 @@ func fields(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage,
 	if !utf8.Valid(body) {
 		return nil, fmt.Errorf("%w: request body is not valid UTF-8", errBadRequest)
 	}
-	var obj map[string]json.RawMessage
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&obj); err != nil {
-		return nil, fmt.Errorf("%w: request body is not a JSON object: %s", errBadRequest, describeJSONError(err))
-	}
-	// More would miss a stray closing bracket: whatever follows the object must be blank.
-	if len(bytes.TrimSpace(body[dec.InputOffset():])) > 0 {
-		return nil, fmt.Errorf("%w: request body has data after the JSON object", errBadRequest)
+	var obj map[string]jsontext.Value
+	if err := json.Unmarshal(body, &obj); err != nil {
+		return nil, fmt.Errorf("%w: %s", errBadRequest, describeJSONError(body, err))
 	}
 	if obj == nil {
 		return nil, fmt.Errorf("%w: request body must be a JSON object, not null", errBadRequest)
@@ -50,36 +51,65 @@ func fields(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage,
 	return obj, nil
 }
 
-func describeJSONError(err error) string {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
+// describeJSONError says what is wrong with a body that json.Unmarshal refused.
+func describeJSONError(body []byte, err error) string {
+	var syn *jsontext.SyntacticError
+	var sem *json.SemanticError
 	switch {
-	case errors.As(err, &syn):
-		return fmt.Sprintf("syntax error at byte %d", syn.Offset)
-	case errors.As(err, &typ):
-		return "expected an object, got " + typ.Value
+	case errors.As(err, &syn) && errors.Is(syn.Err, jsontext.ErrDuplicateName):
+		name, in := syn.JSONPointer.LastToken(), syn.JSONPointer.Parent()
+		if in == "" {
+			return fmt.Sprintf("request body names the field %q more than once", name)
+		}
+		return fmt.Sprintf("request body names the field %q more than once in %s", name, in)
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		return "unexpected end of input"
+		return "request body is not a JSON object: unexpected end of input"
+	case errors.As(err, &syn) && syn.JSONPointer == "" && syn.ByteOffset > 0 &&
+		jsontext.Value(body[:syn.ByteOffset]).IsValid():
+		// Refused at the top level after a whole value: something follows the object.
+		return "request body has data after the JSON object"
+	case errors.As(err, &syn):
+		return fmt.Sprintf("request body is not a JSON object: %v at byte %d", syn.Err, syn.ByteOffset)
+	case errors.As(err, &sem) && sem.JSONKind != 0:
+		return "request body is not a JSON object: expected an object, got " + kindName(sem.JSONKind)
 	}
-	return "malformed JSON"
+	return "request body is not a JSON object: malformed JSON"
+}
+
+func kindName(k jsontext.Kind) string {
+	switch k {
+	case '"':
+		return "a string"
+	case '0':
+		return "a number"
+	case 't', 'f':
+		return "a boolean"
+	case '[':
+		return "an array"
+	}
+	return k.String()
 }
 
 // stringField returns a required string field.
-func stringField(obj map[string]json.RawMessage, name string) (string, error) {
+func stringField(obj map[string]jsontext.Value, name string) (string, error) {
 	raw, ok := obj[name]
 	if !ok || isNull(raw) {
 		return "", fmt.Errorf("%w: %s is required", errBadRequest, name)
 	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
+	if raw.Kind() != '"' {
 		return "", fmt.Errorf("%w: %s must be a string", errBadRequest, name)
 	}
-	return s, nil
+	// fields has checked the string: it unquotes without error.
+	s, err := jsontext.AppendUnquote(nil, raw)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s must be a string", errBadRequest, name)
+	}
+	return string(s), nil
 }
 
 // intField returns a required integer field: a JSON number without fraction or exponent that
 // fits in 64 bits. A string holding digits is refused: clients must send numbers.
-func intField(obj map[string]json.RawMessage, name string) (int64, error) {
+func intField(obj map[string]jsontext.Value, name string) (int64, error) {
 	raw, ok := obj[name]
 	if !ok || isNull(raw) {
 		return 0, fmt.Errorf("%w: %s is required", errBadRequest, name)
@@ -108,20 +138,13 @@ func intField(obj map[string]json.RawMessage, name string) (int64, error) {
 	return n, nil
 }
 
-func isNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }
-
-// onlyFields refuses fields other than the allowed ones, naming them: the contract makes
-// unknown fields on sendCoin a 400, so a client's typo never passes silently.
-func onlyFields(obj map[string]json.RawMessage, allowed ...string) error {
-	var unknown []string
-	for k := range obj {
-		if !slices.Contains(allowed, k) {
-			unknown = append(unknown, strconv.Quote(k))
-		}
+// storable refuses client text that PostgreSQL cannot store (see eventstore.CheckText), naming
+// the input it came from: a query with it would fail in the database, as a server error.
+func storable(name, s string) error {
+	if err := eventstore.CheckText(s); err != nil {
+		return fmt.Errorf("%w: %s: %v", errBadRequest, name, err)
 	}
-	if len(unknown) == 0 {
-		return nil
-	}
-	slices.Sort(unknown)
-	return fmt.Errorf("%w: unknown field %s; allowed: %s", errBadRequest, strings.Join(unknown, ", "), strings.Join(allowed, ", "))
+	return nil
 }
+
+func isNull(raw jsontext.Value) bool { return raw.Kind() == 'n' }

@@ -1,13 +1,16 @@
 package httpapi
 
 import (
-	"encoding/json"
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/ledger/ledger/domain"
 	"github.com/ledger/ledger/internal/app"
@@ -37,7 +40,7 @@ func TestIntField(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.raw, func(t *testing.T) {
-			got, err := intField(map[string]json.RawMessage{"amount": json.RawMessage(c.raw)}, "amount")
+			got, err := intField(map[string]jsontext.Value{"amount": jsontext.Value(c.raw)}, "amount")
 			if c.wantErr == "" {
 				if err != nil || got != c.want {
 					t.Fatalf("got %d, %v; want %d", got, err, c.want)
@@ -49,23 +52,32 @@ func TestIntField(t *testing.T) {
 			}
 		})
 	}
-	if _, err := intField(map[string]json.RawMessage{}, "amount"); !errors.Is(err, errBadRequest) || !strings.Contains(err.Error(), "amount is required") {
+	if _, err := intField(map[string]jsontext.Value{}, "amount"); !errors.Is(err, errBadRequest) || !strings.Contains(err.Error(), "amount is required") {
 		t.Fatalf("missing: %v", err)
 	}
 }
 
 func TestFields(t *testing.T) {
 	cases := map[string]string{
-		"":                               "empty",
-		"   ":                            "empty",
-		"[1,2]":                          "not a JSON object",
-		"null":                           "not null",
-		"42":                             "not a JSON object",
-		`{"a":1`:                         "not a JSON object",
-		`{"a":1} {"b":2}`:                "data after",
-		"{\"a\":\"\xff\"}":               "UTF-8",
-		`{"toUser":"x","amount":1}` + "": "",
-		strings.Repeat(" ", maxBody+1):   "larger than",
+		"":                                 "empty",
+		"   ":                              "empty",
+		"[1,2]":                            "not a JSON object",
+		"null":                             "not null",
+		"42":                               "not a JSON object",
+		`{"a":1`:                           "not a JSON object",
+		`{"a":1} {"b":2}`:                  "data after",
+		"{\"a\":\"\xff\"}":                 "UTF-8",
+		`{"a":"\ud800"}`:                   "not a JSON object",
+		`true`:                             "got a boolean",
+		`"x"`:                              "got a string",
+		`{"a":1,}`:                         "not a JSON object",
+		`{"a":1} x`:                        "data after",
+		`{"toUser":"a","toUser":"b"}`:      `names the field "toUser" more than once`,
+		`{"to\u0055ser":"a","toUser":"b"}`: `names the field "toUser" more than once`,
+		`{"x":{"y":1,"y":2}}`:              `names the field "y" more than once in /x`,
+		`{"toUser":"a","ToUser":"b"}`:      "",
+		`{"toUser":"x","amount":1}` + "":   "",
+		strings.Repeat(" ", maxBody+1):     "larger than",
 	}
 	for body, want := range cases {
 		t.Run(fmt.Sprintf("%.20q", body), func(t *testing.T) {
@@ -102,6 +114,7 @@ func TestStatusTable(t *testing.T) {
 		{fmt.Errorf("%w: expired", auth.ErrInvalidToken), 401},
 		{errorf(errForbidden, "x"), 403},
 		{errNotFound, 404},
+		{app.ErrNotOpenedYet, 404},
 		{app.ErrBusy, 500},
 		{errors.New("pq: connection refused at 10.0.0.1"), 500},
 		{domain.ErrCorruptHistory, 500},
@@ -115,7 +128,25 @@ func TestStatusTable(t *testing.T) {
 			t.Errorf("internal error leaks %q", msg)
 		}
 	}
+	if _, msg := status(fmt.Errorf("as of 3: %w", app.ErrNotOpenedYet)); msg != "no such account at that time" {
+		t.Errorf("asOf before the account message %q", msg)
+	}
 	if _, msg := status(fmt.Errorf("x: %w", domain.ErrInsufficientFunds)); !strings.Contains(msg, "not enough coin") {
 		t.Errorf("insufficient funds message %q lacks the contract text", msg)
+	}
+}
+
+// BenchmarkDecodeSendCoin measures reading a typical sendCoin body: the object, toUser and
+// amount, as the handler does on every transfer.
+func BenchmarkDecodeSendCoin(b *testing.B) {
+	body := []byte(`{"toUser":"employee-004217","amount":25}`)
+	w := httptest.NewRecorder()
+	r := httptest.NewRequest(http.MethodPost, "/api/sendCoin", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if _, toUser, n, err := moveRequest(w, r); err != nil || toUser != "employee-004217" || n != 25 {
+			b.Fatal(toUser, n, err)
+		}
 	}
 }

@@ -44,6 +44,8 @@ func status(err error) (int, string) {
 		return http.StatusUnauthorized, err.Error()
 	case errors.Is(err, errForbidden):
 		return http.StatusForbidden, err.Error()
+	case errors.Is(err, app.ErrNotOpenedYet):
+		return http.StatusNotFound, app.ErrNotOpenedYet.Error()
 	case errors.Is(err, errNotFound):
 		return http.StatusNotFound, err.Error()
 	case errors.Is(err, app.ErrIdempotencyKeyReused):

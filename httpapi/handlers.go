@@ -1,12 +1,11 @@
 package httpapi
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 
-	"github.com/go-chi/chi/v5"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/uuid"
 
 	"github.com/ledger/ledger/domain"
@@ -213,19 +212,19 @@ func (s *Server) handleSendCoin(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// moveRequest reads a body that moves coins to someone: only toUser, amount and the extra
-// fields allowed, toUser a string, amount an integer. Checking the amount's range is left to
-// the caller, after any fields of its own.
-func moveRequest(w http.ResponseWriter, r *http.Request, extra ...string) (map[string]json.RawMessage, string, int64, error) {
+// moveRequest reads a body that moves coins to someone: toUser a string and amount an
+// integer; other fields are the caller's to read or to ignore. Checking the amount's range is
+// left to the caller, after any fields of its own.
+func moveRequest(w http.ResponseWriter, r *http.Request) (map[string]jsontext.Value, string, int64, error) {
 	obj, err := fields(w, r)
 	if err != nil {
 		return nil, "", 0, err
 	}
-	if err := onlyFields(obj, append([]string{"toUser", "amount"}, extra...)...); err != nil {
-		return nil, "", 0, err
-	}
 	toUser, err := stringField(obj, "toUser")
 	if err != nil {
+		return nil, "", 0, err
+	}
+	if err := storable("toUser", toUser); err != nil {
 		return nil, "", 0, err
 	}
 	n, err := intField(obj, "amount")
@@ -236,7 +235,11 @@ func moveRequest(w http.ResponseWriter, r *http.Request, extra ...string) (map[s
 }
 
 func (s *Server) handleBuy(w http.ResponseWriter, r *http.Request) {
-	item := chi.URLParam(r, "item")
+	item, err := pathParam(r, "item")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	ctx, err := idempotencyContext(r)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -266,7 +269,7 @@ func (s *Server) handleGrant(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	obj, toUser, n, err := moveRequest(w, r, "reason")
+	obj, toUser, n, err := moveRequest(w, r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -12,7 +12,6 @@ import (
 	"runtime/debug"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
@@ -138,6 +137,7 @@ type ctxKey int
 const (
 	keyRequestID ctxKey = iota
 	keyClaims
+	keyClientRequestID
 )
 
 // RequestIDFrom returns the request id of ctx, for log handlers.
@@ -146,19 +146,54 @@ func RequestIDFrom(ctx context.Context) string {
 	return id
 }
 
-// requestID takes a sane X-Request-ID from the client or makes one, and puts it on the
-// response, the context (so every log line of the request carries it) and the events.
+// ClientRequestIDFrom returns the X-Request-ID the client sent with the request of ctx, if it
+// sent an acceptable one, for log handlers.
+func ClientRequestIDFrom(ctx context.Context) string {
+	id, _ := ctx.Value(keyClientRequestID).(string)
+	return id
+}
+
+// maxClientRequestID is the longest X-Request-ID of a client's that is kept.
+const maxClientRequestID = 128
+
+// requestID gives every request an id of ours, a UUIDv7, and puts it on the response's
+// X-Request-ID, the context (so every log line of the request carries it) and the events. The
+// client chooses its X-Request-ID, so it is never taken for ours: the events' metadata keeps it
+// apart (clientRequestId), and so do the log lines (client_request_id). It is kept only when it
+// is one header of 1 to 128 visible ASCII characters; any other is dropped, and the request is
+// served all the same: a tracing header is no reason to refuse a payment.
 func (s *Server) requestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := r.Header.Get("X-Request-ID")
-		if len(id) == 0 || len(id) > 64 || strings.IndexFunc(id, func(c rune) bool { return c > unicode.MaxASCII || !unicode.IsPrint(c) }) >= 0 {
-			id = uuid.Must(uuid.NewV7()).String()
-		}
+		id := uuid.Must(uuid.NewV7()).String()
 		w.Header().Set("X-Request-ID", id)
 		ctx := context.WithValue(r.Context(), keyRequestID, id)
-		ctx = app.WithRequest(ctx, app.RequestContext{RequestID: id})
+		rc := app.RequestContext{RequestID: id}
+		if sent := r.Header.Values("X-Request-ID"); len(sent) > 0 {
+			if client, ok := clientRequestID(sent); ok {
+				rc.ClientRequestID = client
+				ctx = context.WithValue(ctx, keyClientRequestID, client)
+			} else {
+				s.log.DebugContext(ctx, "client's X-Request-ID dropped", "headers", len(sent), "bytes", len(sent[0]))
+			}
+		}
+		ctx = app.WithRequest(ctx, rc)
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+// clientRequestID returns the client's request id if the X-Request-ID headers sent are one of 1
+// to maxClientRequestID visible ASCII characters (no spaces or control characters).
+func clientRequestID(sent []string) (string, bool) {
+	if len(sent) != 1 || len(sent[0]) == 0 || len(sent[0]) > maxClientRequestID {
+		return "", false
+	}
+	v := sent[0]
+	for i := range len(v) {
+		if c := v[i]; c <= ' ' || c > '~' {
+			return "", false
+		}
+	}
+	return v, true
 }
 
 func (s *Server) recoverer(next http.Handler) http.Handler {

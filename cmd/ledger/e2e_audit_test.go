@@ -313,10 +313,10 @@ func TestE2EAudit(t *testing.T) {
 				t.Fatalf("asOf position %d (version %d): got %s, want %s", e.Position, e.Version, in, moments[i].info)
 			}
 		}
-		empty := info{Inventory: []holding{}}
-		empty.CoinHistory.Received, empty.CoinHistory.Sent = []receivedEntry{}, []sentEntry{}
-		for _, asOf := range []string{"0", own[0].RecordedAt.Add(-time.Second).Format(time.RFC3339Nano)} {
-			if r, in := api.infoAsOf(t, at, asOf); r.Status != http.StatusOK || in.String() != empty.String() {
+		// Before the account existed there is no account, not an empty one.
+		for _, asOf := range []string{"0", fmt.Sprint(own[0].Position - 1), own[0].RecordedAt.Add(-time.Second).Format(time.RFC3339Nano)} {
+			r, _ := api.infoAsOf(t, at, asOf)
+			if r.Status != http.StatusNotFound || string(r.Body) != `{"errors":"no such account at that time"}`+"\n" {
 				t.Fatalf("asOf %s, before alice existed: %s", asOf, r)
 			}
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -137,14 +138,40 @@ func TestE2EBadInput(t *testing.T) {
 		t.Errorf("refused logins created %d employees", n-usersBefore)
 	}
 
-	t.Run("sendCoin with an unknown field", func(t *testing.T) {
+	// Fields the schema does not name are ignored (the contract): existing clients send them.
+	t.Run("unknown fields are ignored", func(t *testing.T) {
 		a, b := uniq("extra-a"), uniq("extra-b")
 		ta, tb := api.login(t, a), api.login(t, b)
-		ia, ib := api.info(t, ta), api.info(t, tb)
-		r := api.do(t, http.MethodPost, "/api/sendCoin", ta, []byte(`{"toUser":"`+b+`","amount":5,"currency":"EUR"}`))
-		wantStatus(t, r, http.StatusBadRequest, "currency")
-		wantSameInfo(t, "sender", ia, api.info(t, ta))
-		wantSameInfo(t, "recipient", ib, api.info(t, tb))
+		r := api.do(t, http.MethodPost, "/api/sendCoin", ta, []byte(`{"toUser":"`+b+`","amount":5,"currency":"EUR","note":{"x":[1]}}`))
+		wantOK(t, r)
+		wantOK(t, api.grant(t, admin, json.RawMessage(`{"toUser":"`+b+`","amount":7,"reason":"r","by":"me"}`)))
+		if ia, ib := api.info(t, ta), api.info(t, tb); ia.Coins != 995 || ib.Coins != 1012 {
+			t.Fatalf("sender %s, recipient %s", ia, ib)
+		}
+		wantStatus(t, api.do(t, http.MethodPost, "/api/auth", "", []byte(`{"username":"`+a+`","password":"`+testPassword+`","device":"phone"}`)), http.StatusOK)
+	})
+
+	// A field given twice is ambiguous (readers disagree on which counts): refused, naming it.
+	t.Run("duplicate fields are refused", func(t *testing.T) {
+		a, b, c := uniq("dup-a"), uniq("dup-b"), uniq("dup-c")
+		ta, tb, tc := api.login(t, a), api.login(t, b), api.login(t, c)
+		for path, body := range map[string]string{
+			"/api/sendCoin":    `{"toUser":"` + b + `","toUser":"` + c + `","amount":5}`,
+			"/api/admin/grant": `{"toUser":"` + b + `","amount":5,"reason":"r","amount":500}`,
+		} {
+			tok := ta
+			if path == "/api/admin/grant" {
+				tok = admin
+			}
+			wantStatus(t, api.do(t, http.MethodPost, path, tok, []byte(body)), http.StatusBadRequest, "more than once")
+		}
+		wantStatus(t, api.do(t, http.MethodPost, "/api/auth", "", []byte(`{"username":"`+a+`","password":"x","password":"secret"}`)),
+			http.StatusBadRequest, `"password" more than once`)
+		for who, tok := range map[string]string{a: ta, b: tb, c: tc} {
+			if in := api.info(t, tok); in.Coins != 1000 {
+				t.Errorf("%s: %s", who, in)
+			}
+		}
 	})
 
 	t.Run("unicode usernames", func(t *testing.T) {

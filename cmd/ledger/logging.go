@@ -8,12 +8,16 @@ import (
 	"github.com/ledger/ledger/httpapi"
 )
 
-// requestIDHandler adds the request id of the context to every log record.
+// requestIDHandler adds the request ids of the context (ours, and the client's if it sent one)
+// to every log record.
 type requestIDHandler struct{ slog.Handler }
 
 func (h requestIDHandler) Handle(ctx context.Context, r slog.Record) error {
 	if id := httpapi.RequestIDFrom(ctx); id != "" {
 		r.AddAttrs(slog.String("request_id", id))
+	}
+	if id := httpapi.ClientRequestIDFrom(ctx); id != "" {
+		r.AddAttrs(slog.String("client_request_id", id))
 	}
 	return h.Handler.Handle(ctx, r)
 }

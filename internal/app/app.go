@@ -204,7 +204,7 @@ func (a *App) retry(ctx context.Context, accounts []uuid.UUID, attempt func() er
 func metadata(ctx context.Context, actor string) eventstore.Metadata {
 	md := eventstore.Metadata{Actor: actor}
 	if rc, ok := ctx.Value(requestKey{}).(RequestContext); ok {
-		md.RequestID = rc.RequestID
+		md.RequestID, md.ClientRequestID = rc.RequestID, rc.ClientRequestID
 		md.CorrelationID = rc.CorrelationID
 		md.IdempotencyKey = rc.IdempotencyKey
 	}
@@ -216,8 +216,12 @@ func metadata(ctx context.Context, actor string) eventstore.Metadata {
 
 // RequestContext is what the edge knows about a request that events should record.
 type RequestContext struct {
-	RequestID     string
-	CorrelationID string
+	// RequestID is the server's own id of the request.
+	RequestID string
+	// ClientRequestID is the id the client sent for its own tracing, if any: recorded apart
+	// from RequestID, since the client chooses it.
+	ClientRequestID string
+	CorrelationID   string
 	// IdempotencyKey makes the request's commands run at most once (see WithIdempotencyKey).
 	IdempotencyKey string
 	// Caller is the authenticated username that sent the request; idempotency keys are

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -12,6 +13,10 @@ import (
 	"github.com/ledger/ledger/domain"
 	"github.com/ledger/ledger/eventstore"
 )
+
+// ErrNotOpenedYet: the account did not exist yet at the point asked for. An empty answer (0
+// coins) would look like a real account that had spent everything.
+var ErrNotOpenedYet = errors.New("no such account at that time")
 
 // AsOf is a point in the ledger's past: a time, or a position in the global log.
 type AsOf struct {
@@ -39,8 +44,8 @@ func (a AsOf) String() string {
 // at: its own stream folded up to there, read with one statement (and decoded by the auditors'
 // fast decoder, which answers as domain.DecodeEvent does). An account stream is
 // self-contained (a transfer's events name both parties), so no other stream is needed. Before
-// the account was opened, everything is empty. By time, the answer is the longest prefix of the
-// stream recorded at or before the time.
+// the account was opened, the answer is ErrNotOpenedYet. By time, the answer is the longest
+// prefix of the stream recorded at or before the time.
 func (a *App) InfoAsOf(ctx context.Context, accountID uuid.UUID, at AsOf) (Info, error) {
 	stream := domain.StreamID(accountID)
 	var events []eventstore.PayloadEvent
@@ -72,6 +77,9 @@ func (a *App) InfoAsOf(ctx context.Context, accountID uuid.UUID, at AsOf) (Info,
 		case domain.CoinsReceived:
 			in.Received = append(in.Received, Transfer{Counterpart: ev.From.Username, Amount: int64(ev.Amount)})
 		}
+	}
+	if !acc.Opened() {
+		return Info{}, ErrNotOpenedYet
 	}
 	in.Coins, in.Version = int64(acc.Balance), acc.Version
 	for item, q := range acc.Items {

@@ -86,7 +86,6 @@ func TestAuditInfoAsOf(t *testing.T) {
 	record(must(a.Buy(ctx, alice, "book")))
 	record(must(a.Transfer(ctx, alice, "bob", 3)))
 
-	empty := app.Info{Inventory: []app.Holding{}, Received: []app.Transfer{}, Sent: []app.Transfer{}}
 	check := func(what string, at app.AsOf, want app.Info) {
 		t.Helper()
 		got, err := a.InfoAsOf(ctx, alice, at)
@@ -97,8 +96,16 @@ func TestAuditInfoAsOf(t *testing.T) {
 			t.Fatalf("%s (%s):\n got %+v\nwant %+v", what, at, got, want)
 		}
 	}
-	check("before the first event", app.AtPosition(0), empty)
-	check("before the account opened", app.AtTime(steps[0].at.Add(-time.Microsecond)), empty)
+	notYet := func(what string, at app.AsOf) {
+		t.Helper()
+		if got, err := a.InfoAsOf(ctx, alice, at); !errors.Is(err, app.ErrNotOpenedYet) {
+			t.Fatalf("%s (%s): %+v, %v; want %v", what, at, got, err, app.ErrNotOpenedYet)
+		}
+	}
+	notYet("before the first event", app.AtPosition(0))
+	notYet("before the account opened", app.AtTime(steps[0].at.Add(-time.Microsecond)))
+	notYet("long before", app.AtTime(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)))
+	check("as it opened", app.AtPosition(steps[0].position), steps[0].alice)
 	for i, s := range steps {
 		check("at the command's position", app.AtPosition(s.position), s.alice)
 		check("at the command's time", app.AtTime(s.at), s.alice)
