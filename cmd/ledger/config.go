@@ -47,6 +47,10 @@ type serveConfig struct {
 	// models at once, and the least time between two polls of one projector.
 	AppendWriters, ReadSlots int
 	PollSpacing              time.Duration
+	// RequestTimeout bounds all the database work of one API request; past it, 503.
+	RequestTimeout time.Duration
+	// MaxConnections caps the API's open client connections; more wait to be accepted.
+	MaxConnections int
 
 	// invalidEnv names environment variables whose values could not be parsed.
 	invalidEnv []string
@@ -120,7 +124,19 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 		"statements reading read models at once; reads arriving meanwhile share the next (env APP_READ_SLOTS)")
 	fs.DurationVar(&c.PollSpacing, "projector-poll-spacing", envDuration("APP_PROJECTOR_POLL_SPACING", projections.DefaultPollSpacing),
 		"least time between two polls of one projector: larger batches, at most this much more lag (env APP_PROJECTOR_POLL_SPACING; 0: none)")
+	fs.DurationVar(&c.RequestTimeout, "request-timeout", envDuration("APP_REQUEST_TIMEOUT", httpapi.DefaultRequestTimeout),
+		"how long one API request may wait on the database in all before it answers 503 (env APP_REQUEST_TIMEOUT)")
+	fs.IntVar(&c.MaxConnections, "max-connections", envInt("APP_MAX_CONNECTIONS", defaultMaxConnections),
+		"most client connections the API keeps open at once; more wait to be accepted (env APP_MAX_CONNECTIONS)")
 }
+
+// maxRequestTimeout keeps a request's deadline well inside the API server's write timeout, so
+// that its 503 still reaches the client.
+const maxRequestTimeout = 20 * time.Second
+
+// defaultMaxConnections leaves room under a file-descriptor limit of 8192 for the database
+// pool, the admin listener and the process's files.
+const defaultMaxConnections = 4096
 
 func (c *serveConfig) validate() error {
 	var errs []error
@@ -135,6 +151,12 @@ func (c *serveConfig) validate() error {
 	}
 	if c.AppendWriters < 1 || c.ReadSlots < 1 {
 		errs = append(errs, errors.New("append writers (APP_APPEND_WRITERS) and read slots (APP_READ_SLOTS) must be at least 1"))
+	}
+	if c.RequestTimeout < 100*time.Millisecond || c.RequestTimeout > maxRequestTimeout {
+		errs = append(errs, fmt.Errorf("request timeout (APP_REQUEST_TIMEOUT) must be a duration from 100ms to %v, like 3s", maxRequestTimeout))
+	}
+	if c.MaxConnections < 1 {
+		errs = append(errs, errors.New("max connections (APP_MAX_CONNECTIONS) must be at least 1"))
 	}
 	if c.PollSpacing < 0 || c.PollSpacing > time.Second {
 		errs = append(errs, errors.New("projector poll spacing (APP_PROJECTOR_POLL_SPACING) must be a duration from 0 to 1s, like 5ms"))

@@ -112,6 +112,8 @@ func startTestService(t *testing.T, adjust ...func(*serveConfig)) *testService {
 		ReadSlots:           4,
 		PollSpacing:         projections.DefaultPollSpacing,
 		ShutdownTimeout:     20 * time.Second,
+		RequestTimeout:      httpapi.DefaultRequestTimeout,
+		MaxConnections:      defaultMaxConnections,
 	}
 	for _, a := range adjust {
 		a(&cfg)
