@@ -171,6 +171,7 @@ func TestE2EStalledDatabase(t *testing.T) {
 	}
 
 	proxy.stall()
+	defer proxy.resume() // before the service's cleanup, should the test stop early
 	var wg sync.WaitGroup
 	for _, c := range calls {
 		wg.Go(func() {
