@@ -39,9 +39,11 @@ type serveConfig struct {
 	AuthUserFailures, AuthClientFailures int
 	AuthFailureWindow                    time.Duration
 	TrustedProxies                       string
-	// AdminAddr is where pprof and /metrics are served, apart from the API; "" is off.
+	// AdminAddr is where pprof and /metrics are served, apart from the API; "" or "off" is
+	// none.
 	AdminAddr string
-	// PublicMetrics serves /metrics on the API's port too.
+	// PublicMetrics serves /metrics on the API's port too (off by default: it is for
+	// operators, like the admin listener).
 	PublicMetrics bool
 	// Throughput tuning: group-commit transactions in flight at once, statements reading read
 	// models at once, and the least time between two polls of one projector.
@@ -114,9 +116,9 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 		"how long spent login allowances take to come back in full (env APP_AUTH_FAILURE_WINDOW)")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", env("APP_TRUSTED_PROXIES"),
 		"comma-separated addresses or CIDR blocks of reverse proxies whose X-Forwarded-For names the client (env APP_TRUSTED_PROXIES; empty: none)")
-	fs.StringVar(&c.AdminAddr, "admin-addr", env("APP_ADMIN_ADDR"),
-		"host:port of the admin listener serving pprof and /metrics, like 127.0.0.1:6060 (env APP_ADMIN_ADDR; empty: off)")
-	fs.BoolVar(&c.PublicMetrics, "public-metrics", c.envBool("APP_PUBLIC_METRICS", true),
+	fs.StringVar(&c.AdminAddr, "admin-addr", firstNonEmpty(env("APP_ADMIN_ADDR"), defaultAdminAddr),
+		"host:port of the admin listener serving pprof and /metrics (env APP_ADMIN_ADDR; off: none)")
+	fs.BoolVar(&c.PublicMetrics, "public-metrics", c.envBool("APP_PUBLIC_METRICS", false),
 		"serve /metrics on the API's port too (env APP_PUBLIC_METRICS)")
 	fs.IntVar(&c.AppendWriters, "append-writers", envInt("APP_APPEND_WRITERS", 4),
 		"group-commit transactions in flight at once; appends arriving meanwhile share the next (env APP_APPEND_WRITERS)")
@@ -128,6 +130,17 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 		"how long one API request may wait on the database in all before it answers 503 (env APP_REQUEST_TIMEOUT)")
 	fs.IntVar(&c.MaxConnections, "max-connections", envInt("APP_MAX_CONNECTIONS", defaultMaxConnections),
 		"most client connections the API keeps open at once; more wait to be accepted (env APP_MAX_CONNECTIONS)")
+}
+
+// defaultAdminAddr keeps the admin listener, which has no authentication, on loopback.
+const defaultAdminAddr = "127.0.0.1:6060"
+
+// adminListener is the admin listener's address, or "" for none ("off", or nothing).
+func (c *serveConfig) adminListener() string {
+	if c.AdminAddr == "off" {
+		return ""
+	}
+	return c.AdminAddr
 }
 
 // maxRequestTimeout keeps a request's deadline well inside the API server's write timeout, so
@@ -176,7 +189,7 @@ func (c *serveConfig) validate() error {
 	if c.SigningKeyFile == "" || c.VerificationKeyFile == "" {
 		errs = append(errs, errors.New("both key files must be named"))
 	}
-	if c.AdminAddr != "" {
+	if c.adminListener() != "" {
 		if _, port, err := net.SplitHostPort(c.AdminAddr); err != nil {
 			errs = append(errs, fmt.Errorf("admin address (APP_ADMIN_ADDR) %q: want host:port, like 127.0.0.1:6060", c.AdminAddr))
 		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {

@@ -164,7 +164,7 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 	mx := metrics.New(msrc)
 	observe := mx.ObserveWrite
 	observeWrite.Store(&observe)
-	if cfg.AdminAddr != "" {
+	if cfg.adminListener() != "" {
 		if err := svc.serveAdmin(mx); err != nil {
 			return nil, err
 		}
@@ -237,7 +237,7 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 // serveAdmin starts the admin listener: pprof and /metrics, for operators. It is a listener
 // of its own so that the profiler is never reachable on the API's port.
 func (s *service) serveAdmin(m *metrics.Metrics) error {
-	ln, err := net.Listen("tcp", s.cfg.AdminAddr)
+	ln, err := net.Listen("tcp", s.cfg.adminListener())
 	if err != nil {
 		return fmt.Errorf("admin listen: %w", err)
 	}
