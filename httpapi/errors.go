@@ -55,7 +55,7 @@ func status(err error) (int, string) {
 	case errors.Is(err, context.Canceled):
 		return statusClientClosedRequest, "the client closed the request"
 	case errors.Is(err, context.DeadlineExceeded):
-		return http.StatusServiceUnavailable, "the ledger's database did not answer in time; try again"
+		return http.StatusServiceUnavailable, "the ledger could not answer in time; try again"
 	case errors.Is(err, app.ErrBusy):
 		return http.StatusInternalServerError, app.ErrBusy.Error()
 	case unavailable(err):

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
@@ -67,14 +68,21 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 
 var errBadCredentials = errorf(errUnauthorized, "wrong username or password")
 
+// login checks the password, or signs the employee up. The password hasher's work is off the
+// request's database deadline, which stops meanwhile (see offDeadline).
 func (s *Server) login(r *http.Request, username, password string) error {
 	ctx := r.Context()
 	id, err := s.Ledger.LookupIdentity(ctx, username)
 	if errors.Is(err, domain.ErrUnknownAccount) {
-		hash, herr := s.Passwords.Hash(ctx, password)
+		began := time.Now()
+		cpu, cancel := offDeadline(r)
+		hash, herr := s.Passwords.Hash(cpu, password)
+		cancel()
 		if herr != nil {
 			return herr
 		}
+		ctx, cancel := resumeDeadline(r, began)
+		defer cancel()
 		_, _, oerr := s.Ledger.OpenAccount(ctx, username, hash)
 		if !errors.Is(oerr, domain.ErrAccountExists) {
 			return oerr // created (nil), or failed
@@ -85,7 +93,9 @@ func (s *Server) login(r *http.Request, username, password string) error {
 	if err != nil {
 		return err
 	}
-	if err := s.Passwords.Verify(ctx, id.PasswordHash, password); err != nil {
+	cpu, cancel := offDeadline(r)
+	defer cancel()
+	if err := s.Passwords.Verify(cpu, id.PasswordHash, password); err != nil {
 		if errors.Is(err, auth.ErrPasswordMismatch) {
 			return errBadCredentials
 		}
