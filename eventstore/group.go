@@ -1,7 +1,6 @@
 package eventstore
 
 import (
-	"context"
 	"slices"
 	"time"
 
@@ -15,8 +14,10 @@ import (
 const (
 	defaultGroupWriters = 4
 	defaultGroupSize    = 64
-	// groupTimeout bounds one group transaction. A group is not tied to any one caller's
-	// context: a caller that goes away must not abort the appends of the others.
+	// groupTimeout bounds one group transaction whose callers have no deadline. A group is not
+	// tied to any one caller's context: a caller that goes away must not abort the appends of
+	// the others. It ends at its callers' earliest deadline, though, so that no append commits
+	// after its caller has given up on it (see write).
 	groupTimeout = 10 * time.Second
 )
 
@@ -38,17 +39,21 @@ type committer struct {
 	batch *group.Batcher[*request]
 }
 
-func (c *committer) submit(r *request) {
-	c.batch.Do(r, nil, c.write)
+// submit reports whether r was finished before its caller's context ended. If not, r stays
+// queued, to be abandoned, or in a group that ends by the same deadline.
+func (c *committer) submit(r *request) bool {
+	return c.batch.Do(r, r.ctx.Done(), c.write)
 }
 
 // write writes a group, retrying deadlocks and serialization failures. If the group fails
-// otherwise, each append is written alone, so that one bad append fails only itself.
-func (c *committer) write(group []*request) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(group[0].ctx), groupTimeout)
+// otherwise, each append is written alone, so that one bad append fails only itself. The
+// group's transaction ends at its callers' earliest deadline: a stalled database fails the
+// group before any caller gives up, and a COMMIT is never sent for a caller that has.
+func (c *committer) write(reqs []*request) {
+	ctx, cancel := group.Context(reqs, group.FirstDeadline, groupTimeout)
 	defer cancel()
 	for attempt := 1; ; attempt++ {
-		err := c.s.writeGroup(ctx, group, nil)
+		err := c.s.writeGroup(ctx, reqs, nil)
 		if err == nil {
 			return
 		}
@@ -56,12 +61,14 @@ func (c *committer) write(group []*request) {
 			c.s.txRetries.Add(1)
 			continue
 		}
-		if len(group) == 1 {
-			group[0].finish(AppendResult{}, err)
+		if len(reqs) == 1 {
+			reqs[0].finish(AppendResult{}, err)
 			return
 		}
-		for _, r := range group {
-			c.s.writeAlone(ctx, r, nil)
+		for _, r := range reqs {
+			alone, cancel := group.Context([]*request{r}, group.FirstDeadline, groupTimeout)
+			c.s.writeAlone(alone, r, nil)
+			cancel()
 		}
 		return
 	}

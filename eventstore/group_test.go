@@ -116,3 +116,82 @@ func TestGroupCommitKeepsEachAppendsOutcome(t *testing.T) {
 		t.Error("two appends of one group report the same checkpoint")
 	}
 }
+
+// A caller's deadline bounds its append, however long the group it is in is held up, and its
+// group's transaction ends at its members' earliest deadline, so that nothing is committed for
+// a caller that has given up. The stream lock held elsewhere stands for a stalled database:
+// the append to the locked stream returns at its deadline and leaves nothing behind, while the
+// other append of its group, with time left, is written alone and does not wait for the lock.
+func TestGroupCommitEndsAtTheFirstDeadline(t *testing.T) {
+	s := newStore(t, eventstore.WithGroupCommit(1, 64))
+	ctx := context.Background()
+	appendOne(t, s, "stalled", eventstore.NoStream(), ev("Opened", 1))
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(1279607885, hashtext('stalled'))`); err != nil {
+		t.Fatal(err)
+	}
+	var unlockOnce sync.Once
+	unlock := func() { unlockOnce.Do(func() { _ = tx.Rollback(ctx) }) }
+	defer unlock()
+	// Without the bound the stalled append would wait for the lock: let go of it in the end.
+	defer time.AfterFunc(5*time.Second, unlock).Stop()
+
+	const short = 300 * time.Millisecond
+	type outcome struct {
+		err  error
+		took time.Duration
+	}
+	run := func(stream string, timeout time.Duration, out chan<- outcome) {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		began := time.Now()
+		_, err := s.Append(ctx, []eventstore.StreamAppend{{StreamID: stream, Expected: eventstore.Any(), Events: []eventstore.EventData{ev("Moved", 2)}}})
+		out <- outcome{err, time.Since(began)}
+	}
+	release := eventstore.HoldGroupWriters(s)
+	stalled, free := make(chan outcome, 1), make(chan outcome, 1)
+	go run("stalled", short, stalled)
+	go run("free", time.Minute, free)
+	for eventstore.QueuedAppends(s) != 2 {
+		time.Sleep(time.Millisecond)
+	}
+	release()
+	st := <-stalled
+	if !errors.Is(st.err, context.DeadlineExceeded) || st.took > short+500*time.Millisecond {
+		t.Errorf("append to the stalled stream: %v after %v; want its deadline's error at %v", st.err, st.took, short)
+	}
+	fr := <-free
+	if fr.err != nil || fr.took > short+2*time.Second {
+		t.Errorf("append to the free stream: %v after %v; want it written alone once its group failed", fr.err, fr.took)
+	}
+	unlock()
+	if v, err := s.Head(ctx, "stalled"); err != nil || v != 1 {
+		t.Errorf("stalled stream at version %d (%v) after the lock was let go; want 1: nothing of the late append", v, err)
+	}
+}
+
+// A caller that waits for a group writer leaves at its deadline, and its append, abandoned,
+// is never written.
+func TestGroupCommitCallerLeavesTheQueueAtItsDeadline(t *testing.T) {
+	s := newStore(t, eventstore.WithGroupCommit(1, 64))
+	release := eventstore.HoldGroupWriters(s)
+	var releaseOnce sync.Once
+	defer releaseOnce.Do(release)
+	defer time.AfterFunc(5*time.Second, func() { releaseOnce.Do(release) }).Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	began := time.Now()
+	_, err := s.Append(ctx, []eventstore.StreamAppend{{StreamID: "queued", Expected: eventstore.NoStream(), Events: []eventstore.EventData{ev("Opened", 1)}}})
+	if took := time.Since(began); !errors.Is(err, context.DeadlineExceeded) || took > time.Second {
+		t.Errorf("append queued behind busy writers: %v after %v; want its deadline's error at 200ms", err, took)
+	}
+	releaseOnce.Do(release)
+	// The next append takes the queue's head, the abandoned one, and drops it.
+	appendOne(t, s, "other", eventstore.NoStream(), ev("Opened", 2))
+	if v, err := s.Head(context.Background(), "queued"); err != nil || v != 0 {
+		t.Errorf("abandoned append's stream at version %d (%v), want none", v, err)
+	}
+}

@@ -119,6 +119,9 @@ const maxTxAttempts = 3
 // appends that arrive queue up, and the next group takes them all. Each append keeps its own
 // outcome: one whose expectation fails gets its *ConcurrencyError and writes nothing, without
 // failing the others. An append with InTransaction hooks is written alone.
+//
+// Append returns when ctx ends, with its error, at the latest; the append is then written or
+// not, as with any failure after COMMIT was sent, but never in part.
 func (s *Store) Append(ctx context.Context, appends []StreamAppend, opts ...AppendOption) (AppendResult, error) {
 	var o appendOptions
 	for _, opt := range opts {
@@ -131,8 +134,8 @@ func (s *Store) Append(ctx context.Context, appends []StreamAppend, opts ...Appe
 	req := &request{ctx: ctx, batch: batch, done: make(chan struct{})}
 	if len(o.inTx) > 0 {
 		s.writeAlone(ctx, req, o.inTx)
-	} else {
-		s.group.submit(req)
+	} else if !s.group.submit(req) {
+		return AppendResult{}, fmt.Errorf("eventstore: append: %w", ctx.Err())
 	}
 	if req.err != nil {
 		return AppendResult{}, req.err
@@ -543,7 +546,7 @@ func committed(ct pgconn.CommandTag) error {
 }
 
 // rollbackTimeout bounds the ROLLBACK after a failed append, which runs even when the
-// append's own context has ended.
+// append's own context was cancelled, though not past its deadline.
 const rollbackTimeout = 5 * time.Second
 
 // leaveTransaction ends whatever transaction a failed append left on conn, so that conn goes
@@ -554,7 +557,11 @@ func leaveTransaction(ctx context.Context, conn *pgx.Conn) {
 	if conn.IsClosed() || conn.PgConn().TxStatus() == 'I' {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+	end := time.Now().Add(rollbackTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(end) {
+		end = d // past the deadline its caller is gone: close the connection rather than wait
+	}
+	ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), end)
 	defer cancel()
 	if _, err := conn.Exec(ctx, "rollback"); err != nil || conn.PgConn().TxStatus() != 'I' {
 		// The append already failed; a connection that will not roll back is only discarded.

@@ -229,7 +229,9 @@ func (s *Server) handleAuditLog(w http.ResponseWriter, r *http.Request) {
 		if len(page) < logPage || sent >= limit {
 			return
 		}
-		page, err = a.AuditLog(ctx, page[len(page)-1].Checkpoint(), int(min(limit-sent, logPage)))
+		step, cancel := s.stepContext(r)
+		page, err = a.AuditLog(step, page[len(page)-1].Checkpoint(), int(min(limit-sent, logPage)))
+		cancel()
 		if err != nil {
 			s.log.ErrorContext(ctx, "audit log stream cut short", "err", err, "after", after.String(), "sent", sent)
 			panic(http.ErrAbortHandler) // the client sees a broken stream, never a clean end

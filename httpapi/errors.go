@@ -1,7 +1,9 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -52,6 +54,10 @@ func status(err error) (int, string) {
 		return http.StatusUnprocessableEntity, err.Error()
 	case errors.Is(err, errTooManyRequests):
 		return http.StatusTooManyRequests, err.Error()
+	case errors.Is(err, context.Canceled):
+		return statusClientClosedRequest, "the client closed the request"
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable, "the ledger could not answer in time; try again"
 	case errors.Is(err, app.ErrBusy):
 		return http.StatusInternalServerError, app.ErrBusy.Error()
 	case unavailable(err):
@@ -65,6 +71,15 @@ func status(err error) (int, string) {
 // with the request id.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code, msg := status(err)
+	if end := r.Context().Err(); end != nil && code >= 500 && !errors.Is(err, end) {
+		// What failed once the request's deadline passed or its client left, failed for that
+		// reason (a connection closed under a statement, say).
+		err = fmt.Errorf("%w: %w", end, err)
+		code, msg = status(err)
+	}
+	if code == statusClientClosedRequest {
+		s.log.DebugContext(r.Context(), "client went away", "err", err, "method", r.Method, "path", r.URL.Path)
+	}
 	var tooMany *tooManyAttempts
 	if errors.As(err, &tooMany) {
 		w.Header().Set("Retry-After", strconv.Itoa(tooMany.retryAfterSeconds()))

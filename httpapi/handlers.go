@@ -1,9 +1,11 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/uuid"
@@ -74,7 +76,9 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 var errBadCredentials = errorf(errUnauthorized, "wrong username or password")
 
 // login checks the password of the account username means, or creates the account when none
-// has the name. It returns the account's name as stored, and whether it was created.
+// has the name. It returns the account's name as stored, and whether it was created. The
+// password hasher's work is off the request's database deadline, which stops meanwhile (see
+// offDeadline).
 func (s *Server) login(r *http.Request, attempt loginAttempt, username, password string) (string, bool, error) {
 	ctx := r.Context()
 	id, err := s.Ledger.LookupIdentity(ctx, username)
@@ -91,10 +95,15 @@ func (s *Server) login(r *http.Request, attempt loginAttempt, username, password
 			if err := attempt.signup(); err != nil {
 				return "", false, err
 			}
-			hash, herr := s.Passwords.Hash(ctx, password)
+			began := time.Now()
+			cpu, cancel := offDeadline(r)
+			hash, herr := s.Passwords.Hash(cpu, password)
+			cancel()
 			if herr != nil {
 				return "", false, herr
 			}
+			ctx, cancel := resumeDeadline(r, began)
+			defer cancel()
 			_, _, oerr := s.Ledger.OpenAccount(ctx, name, hash)
 			if !errors.Is(oerr, domain.ErrAccountExists) {
 				return name, oerr == nil, oerr // created (nil), or failed
@@ -106,7 +115,9 @@ func (s *Server) login(r *http.Request, attempt loginAttempt, username, password
 	if err != nil {
 		return "", false, err
 	}
-	if err := s.Passwords.Verify(ctx, id.PasswordHash, password); err != nil {
+	cpu, cancel := offDeadline(r)
+	defer cancel()
+	if err := s.Passwords.Verify(cpu, id.PasswordHash, password); err != nil {
 		if errors.Is(err, auth.ErrPasswordMismatch) {
 			return "", false, errBadCredentials
 		}
@@ -297,7 +308,9 @@ func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
-	if err := s.Ready(r.Context()); err != nil {
+	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+	defer cancel()
+	if err := s.Ready(ctx); err != nil {
 		s.log.WarnContext(r.Context(), "not ready", "err", err)
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": err.Error()})
 		return

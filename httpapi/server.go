@@ -75,6 +75,9 @@ type Deps struct {
 	// AuthLimiter limits failed logins and sign-ups on POST /api/auth; nil limits nothing.
 	AuthLimiter *AuthLimiter
 	Log         *slog.Logger
+
+	// RequestTimeout bounds all the database work of one request; 0 is DefaultRequestTimeout.
+	RequestTimeout time.Duration
 }
 
 // RequestObserver records each request by method, route pattern, status and duration.
@@ -85,8 +88,9 @@ type RequestObserver interface {
 // Server is the HTTP API.
 type Server struct {
 	Deps
-	log    *slog.Logger
-	router chi.Router
+	log     *slog.Logger
+	router  chi.Router
+	timeout time.Duration
 }
 
 // maxPasswordBytes bounds the work one login can ask of the password hasher.
@@ -94,9 +98,12 @@ const maxPasswordBytes = 256
 
 // New returns the API's handler.
 func New(d Deps) *Server {
-	s := &Server{Deps: d, log: d.Log}
+	s := &Server{Deps: d, log: d.Log, timeout: d.RequestTimeout}
+	if s.timeout <= 0 {
+		s.timeout = DefaultRequestTimeout
+	}
 	r := chi.NewRouter()
-	r.Use(s.observe, s.requestID, s.recoverer, s.accessLog)
+	r.Use(s.observe, s.requestID, s.recoverer, s.accessLog, s.deadline)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) { s.writeError(w, r, errNotFound) })
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusMethodNotAllowed, errorBody{Errors: "method not allowed"})
@@ -222,14 +229,15 @@ func (sr *statusRecorder) WriteHeader(code int) {
 }
 
 // accessLog logs every request at debug level, and client errors at info, with the route
-// pattern (not the raw path) so log lines group by endpoint.
+// pattern (not the raw path) so log lines group by endpoint. A client that went away is no
+// error: debug.
 func (s *Server) accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 		next.ServeHTTP(rec, r)
 		level := slog.LevelDebug
-		if rec.code >= 400 && rec.code < 500 {
+		if rec.code >= 400 && rec.code < 500 && rec.code != statusClientClosedRequest {
 			level = slog.LevelInfo
 		}
 		if !s.log.Enabled(r.Context(), level) {

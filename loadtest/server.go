@@ -119,6 +119,7 @@ func startServer(ctx context.Context, bin, databaseURL string, keys serverKeys, 
 		"APP_JWT_SIGNATURE_KEY_FILE="+keys.signing,
 		"APP_JWT_VERIFICATION_KEY_FILE="+keys.verification,
 		"APP_LOG_LEVEL=warn",
+		"APP_ADMIN_ADDR=127.0.0.1:0", // beside a ledger already on the default admin port
 	)
 	cmd.Stderr = logf
 	stdout, err := cmd.StdoutPipe()

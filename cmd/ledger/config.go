@@ -44,14 +44,20 @@ type serveConfig struct {
 	AuthUserFailureWindow                      time.Duration
 	SignupsPerHour                             int
 	TrustedProxies                             string
-	// AdminAddr is where pprof and /metrics are served, apart from the API; "" is off.
+	// AdminAddr is where pprof and /metrics are served, apart from the API; "" or "off" is
+	// none.
 	AdminAddr string
-	// PublicMetrics serves /metrics on the API's port too.
+	// PublicMetrics serves /metrics on the API's port too (off by default: it is for
+	// operators, like the admin listener).
 	PublicMetrics bool
 	// Throughput tuning: group-commit transactions in flight at once, statements reading read
 	// models at once, and the least time between two polls of one projector.
 	AppendWriters, ReadSlots int
 	PollSpacing              time.Duration
+	// RequestTimeout bounds all the database work of one API request; past it, 503.
+	RequestTimeout time.Duration
+	// MaxConnections caps the API's open client connections; more wait to be accepted.
+	MaxConnections int
 
 	// invalidEnv names environment variables whose values could not be parsed.
 	invalidEnv []string
@@ -131,9 +137,9 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 		"new accounts allowed per client address an hour (env APP_SIGNUPS_PER_HOUR; 0: no limit)")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", env("APP_TRUSTED_PROXIES"),
 		"comma-separated addresses or CIDR blocks of reverse proxies whose X-Forwarded-For names the client (env APP_TRUSTED_PROXIES; empty: none)")
-	fs.StringVar(&c.AdminAddr, "admin-addr", env("APP_ADMIN_ADDR"),
-		"host:port of the admin listener serving pprof and /metrics, like 127.0.0.1:6060 (env APP_ADMIN_ADDR; empty: off)")
-	fs.BoolVar(&c.PublicMetrics, "public-metrics", c.envBool("APP_PUBLIC_METRICS", true),
+	fs.StringVar(&c.AdminAddr, "admin-addr", firstNonEmpty(env("APP_ADMIN_ADDR"), defaultAdminAddr),
+		"host:port of the admin listener serving pprof and /metrics (env APP_ADMIN_ADDR; off: none)")
+	fs.BoolVar(&c.PublicMetrics, "public-metrics", c.envBool("APP_PUBLIC_METRICS", false),
 		"serve /metrics on the API's port too (env APP_PUBLIC_METRICS)")
 	fs.IntVar(&c.AppendWriters, "append-writers", envInt("APP_APPEND_WRITERS", 4),
 		"group-commit transactions in flight at once; appends arriving meanwhile share the next (env APP_APPEND_WRITERS)")
@@ -141,7 +147,30 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 		"statements reading read models at once; reads arriving meanwhile share the next (env APP_READ_SLOTS)")
 	fs.DurationVar(&c.PollSpacing, "projector-poll-spacing", envDuration("APP_PROJECTOR_POLL_SPACING", projections.DefaultPollSpacing),
 		"least time between two polls of one projector: larger batches, at most this much more lag (env APP_PROJECTOR_POLL_SPACING; 0: none)")
+	fs.DurationVar(&c.RequestTimeout, "request-timeout", envDuration("APP_REQUEST_TIMEOUT", httpapi.DefaultRequestTimeout),
+		"how long one API request may wait on the database in all before it answers 503 (env APP_REQUEST_TIMEOUT)")
+	fs.IntVar(&c.MaxConnections, "max-connections", envInt("APP_MAX_CONNECTIONS", defaultMaxConnections),
+		"most client connections the API keeps open at once; more wait to be accepted (env APP_MAX_CONNECTIONS)")
 }
+
+// defaultAdminAddr keeps the admin listener, which has no authentication, on loopback.
+const defaultAdminAddr = "127.0.0.1:6060"
+
+// adminListener is the admin listener's address, or "" for none ("off", or nothing).
+func (c *serveConfig) adminListener() string {
+	if c.AdminAddr == "off" {
+		return ""
+	}
+	return c.AdminAddr
+}
+
+// maxRequestTimeout keeps a request's deadline well inside the API server's write timeout, so
+// that its 503 still reaches the client.
+const maxRequestTimeout = 20 * time.Second
+
+// defaultMaxConnections leaves room under a file-descriptor limit of 8192 for the database
+// pool, the admin listener and the process's files.
+const defaultMaxConnections = 4096
 
 func (c *serveConfig) validate() error {
 	var errs []error
@@ -156,6 +185,12 @@ func (c *serveConfig) validate() error {
 	}
 	if c.AppendWriters < 1 || c.ReadSlots < 1 {
 		errs = append(errs, errors.New("append writers (APP_APPEND_WRITERS) and read slots (APP_READ_SLOTS) must be at least 1"))
+	}
+	if c.RequestTimeout < 100*time.Millisecond || c.RequestTimeout > maxRequestTimeout {
+		errs = append(errs, fmt.Errorf("request timeout (APP_REQUEST_TIMEOUT) must be a duration from 100ms to %v, like 3s", maxRequestTimeout))
+	}
+	if c.MaxConnections < 1 {
+		errs = append(errs, errors.New("max connections (APP_MAX_CONNECTIONS) must be at least 1"))
 	}
 	if c.PollSpacing < 0 || c.PollSpacing > time.Second {
 		errs = append(errs, errors.New("projector poll spacing (APP_PROJECTOR_POLL_SPACING) must be a duration from 0 to 1s, like 5ms"))
@@ -175,7 +210,7 @@ func (c *serveConfig) validate() error {
 	if c.SigningKeyFile == "" || c.VerificationKeyFile == "" {
 		errs = append(errs, errors.New("both key files must be named"))
 	}
-	if c.AdminAddr != "" {
+	if c.adminListener() != "" {
 		if _, port, err := net.SplitHostPort(c.AdminAddr); err != nil {
 			errs = append(errs, fmt.Errorf("admin address (APP_ADMIN_ADDR) %q: want host:port, like 127.0.0.1:6060", c.AdminAddr))
 		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {

@@ -23,7 +23,10 @@ func TestE2EBank(t *testing.T) {
 	// Runs after the service has stopped (cleanups run last-in first-out): whatever state this
 	// workload leaves in the log and the projections stays out of the other tests.
 	t.Cleanup(func() { db.Reset(t) })
-	ts := startTestService(t)
+	// Four clients per account queue for it, for seconds under the race detector on a busy
+	// machine; this test is about contention, not about the request deadline (see
+	// TestE2EStalledDatabase), so no command runs out of time.
+	ts := startTestService(t, func(c *serveConfig) { c.RequestTimeout = maxRequestTimeout })
 	api := *ts.api
 	api.busyOK = true // counted below, and reported as the bug it is
 

@@ -91,6 +91,7 @@ type testService struct {
 	cfg                                 serveConfig
 	signingKeyFile, verificationKeyFile string
 	api                                 *apiClient
+	logs                                *lockedBuffer
 }
 
 func startTestService(t *testing.T, adjust ...func(*serveConfig)) *testService {
@@ -112,6 +113,8 @@ func startTestService(t *testing.T, adjust ...func(*serveConfig)) *testService {
 		ReadSlots:           4,
 		PollSpacing:         projections.DefaultPollSpacing,
 		ShutdownTimeout:     20 * time.Second,
+		RequestTimeout:      httpapi.DefaultRequestTimeout,
+		MaxConnections:      defaultMaxConnections,
 	}
 	for _, a := range adjust {
 		a(&cfg)
@@ -143,7 +146,7 @@ func startTestService(t *testing.T, adjust ...func(*serveConfig)) *testService {
 		}
 	}
 	ts := &testService{svc: svc, cfg: cfg, signingKeyFile: cfg.SigningKeyFile,
-		verificationKeyFile: cfg.VerificationKeyFile, api: newAPIClient(t, "http://"+svc.addr)}
+		verificationKeyFile: cfg.VerificationKeyFile, api: newAPIClient(t, "http://"+svc.addr), logs: logs}
 	ts.api.waitReady(t)
 	return ts
 }

@@ -278,8 +278,9 @@ func TestE2EMetricsOnlyOnTheAdminListener(t *testing.T) {
 	m.want(t, "ledger_http_request_duration_seconds", map[string]string{"route": "unmatched", "code": "404"}, 1)
 }
 
-// TestMetricsConfig: by default /metrics is on the API's port and there is no admin listener;
-// the environment and flags change that, and bad values stop the start with their names.
+// TestMetricsConfig: by default /metrics is on the admin listener, on loopback, and not on the
+// API's port; the environment and flags change that, and bad values stop the start with their
+// names.
 func TestMetricsConfig(t *testing.T) {
 	parse := func(t *testing.T, args ...string) (serveConfig, error) {
 		t.Helper()
@@ -299,18 +300,21 @@ func TestMetricsConfig(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cfg.AdminAddr != "" || !cfg.PublicMetrics {
-			t.Errorf("defaults: admin address %q, public metrics %v; want none and true", cfg.AdminAddr, cfg.PublicMetrics)
+		if cfg.adminListener() != "127.0.0.1:6060" || cfg.PublicMetrics {
+			t.Errorf("defaults: admin address %q, public metrics %v; want 127.0.0.1:6060 and false", cfg.AdminAddr, cfg.PublicMetrics)
+		}
+		if cfg, err = parse(t, "--admin-addr", "off", "--public-metrics"); err != nil || cfg.adminListener() != "" || !cfg.PublicMetrics {
+			t.Errorf("admin listener off, metrics public: admin address %q, public metrics %v, %v", cfg.AdminAddr, cfg.PublicMetrics, err)
 		}
 	})
 	t.Run("environment", func(t *testing.T) {
-		t.Setenv("APP_ADMIN_ADDR", "127.0.0.1:6060")
+		t.Setenv("APP_ADMIN_ADDR", "127.0.0.1:6061")
 		t.Setenv("APP_PUBLIC_METRICS", "false")
 		cfg, err := parse(t)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cfg.AdminAddr != "127.0.0.1:6060" || cfg.PublicMetrics {
+		if cfg.AdminAddr != "127.0.0.1:6061" || cfg.PublicMetrics {
 			t.Errorf("from the environment: admin address %q, public metrics %v", cfg.AdminAddr, cfg.PublicMetrics)
 		}
 		if cfg, err = parse(t, "--admin-addr", ":7070", "--public-metrics=true"); err != nil || cfg.AdminAddr != ":7070" || !cfg.PublicMetrics {
@@ -321,6 +325,7 @@ func TestMetricsConfig(t *testing.T) {
 		name, addr, public, want string
 	}{
 		{"address without a port", "localhost", "", "APP_ADMIN_ADDR"},
+		{"off, misspelt", "of", "", "APP_ADMIN_ADDR"},
 		{"port out of range", "127.0.0.1:70000", "", "port must be 0..65535"},
 		{"public metrics not a boolean", "", "maybe", "APP_PUBLIC_METRICS"},
 	} {

@@ -67,6 +67,7 @@ func ledgerEnv(databaseURL, keyDir string) []string {
 		"APP_ADMIN_USERS=admin",
 		"APP_LOG_LEVEL=warn",
 		"APP_DB_MAX_CONNS=8",
+		"APP_ADMIN_ADDR=127.0.0.1:0", // several processes at once: no fixed admin port
 	)
 }
 

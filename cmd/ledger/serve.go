@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/net/netutil"
 
 	"github.com/ledger/ledger/eventstore"
 	"github.com/ledger/ledger/httpapi"
@@ -98,6 +99,11 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 		return nil, fmt.Errorf("database URL: %w", err)
 	}
 	pcfg.MaxConns = int32(cfg.DBMaxConns)
+	// The pool opens connections apart from the requests that wait for them; a server that
+	// accepts the connection and then stalls must not hold a pool slot for ever.
+	if pcfg.ConnConfig.ConnectTimeout == 0 {
+		pcfg.ConnConfig.ConnectTimeout = 10 * time.Second
+	}
 	// A transaction left open stalls every xid-fenced reader; never let one linger.
 	pcfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "60000"
 	// The process id tells operators (and the fault drills) which process holds which session;
@@ -158,7 +164,7 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 	mx := metrics.New(msrc)
 	observe := mx.ObserveWrite
 	observeWrite.Store(&observe)
-	if cfg.AdminAddr != "" {
+	if cfg.adminListener() != "" {
 		if err := svc.serveAdmin(mx); err != nil {
 			return nil, err
 		}
@@ -200,12 +206,17 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 		Metrics:     publicMetrics,
 		AuthLimiter: httpapi.NewAuthLimiter(authLimits),
 		Log:         log,
+
+		RequestTimeout: cfg.RequestTimeout,
 	})
 	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)))
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
 	svc.addr = ln.Addr().String()
+	// Past the cap, connections wait in the listen queue instead of taking file descriptors
+	// the database pool and the projectors need.
+	ln = netutil.LimitListener(ln, cfg.MaxConnections)
 	svc.http = &http.Server{
 		Handler:           api,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -226,7 +237,7 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 // serveAdmin starts the admin listener: pprof and /metrics, for operators. It is a listener
 // of its own so that the profiler is never reachable on the API's port.
 func (s *service) serveAdmin(m *metrics.Metrics) error {
-	ln, err := net.Listen("tcp", s.cfg.AdminAddr)
+	ln, err := net.Listen("tcp", s.cfg.adminListener())
 	if err != nil {
 		return fmt.Errorf("admin listen: %w", err)
 	}

@@ -84,6 +84,7 @@ func New(store *eventstore.Store, wake Waker, cfg Config) *App {
 	a := &App{store: store, pool: store.Pool(), wake: wake, cfg: cfg, locks: newAccountLocks()}
 	a.readGroups = newReadGroup(cfg.ReadSlots, defaultReadSize, a.readRows)
 	a.users.m = make(map[string]uuid.UUID)
+	a.catalog.lock = make(chan struct{}, 1)
 	return a
 }
 

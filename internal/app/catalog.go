@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -14,7 +13,9 @@ import (
 // catalogCache keeps the price list for CatalogTTL. A price change reaches purchases within that
 // time; the price actually paid is recorded in each purchase event either way.
 type catalogCache struct {
-	mu      sync.Mutex
+	// lock is held by whoever reads or refreshes the cache; a channel, so that a caller
+	// waiting for a refresh that hangs can leave when its context ends.
+	lock    chan struct{}
 	items   domain.Catalog
 	fetched time.Time
 }
@@ -22,8 +23,12 @@ type catalogCache struct {
 // Catalog returns the current price list.
 func (a *App) Catalog(ctx context.Context) (domain.Catalog, error) {
 	c := &a.catalog
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	select {
+	case c.lock <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("read catalog: %w", ctx.Err())
+	}
+	defer func() { <-c.lock }()
 	if c.items != nil && time.Since(c.fetched) < a.cfg.CatalogTTL {
 		return c.items, nil
 	}

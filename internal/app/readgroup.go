@@ -14,8 +14,9 @@ import (
 const (
 	defaultReadSlots = 4
 	defaultReadSize  = 64
-	// readGroupTimeout bounds one group's statement. A group is not tied to any one caller's
-	// context: a caller that goes away must not fail the reads of the others.
+	// readGroupTimeout bounds the statement of a group whose callers have no deadline. A group
+	// is not tied to any one caller's context: a caller that goes away must not fail the reads
+	// of the others. It ends at its callers' latest deadline: then nobody waits for it.
 	readGroupTimeout = 10 * time.Second
 )
 
@@ -70,7 +71,7 @@ func (g *readGroup) readAll(reads []*readRequest) {
 			ids = append(ids, r.id)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(reads[0].ctx), readGroupTimeout)
+	ctx, cancel := group.Context(reads, group.LastDeadline, readGroupTimeout)
 	defer cancel()
 	rows, err := g.run(ctx, ids)
 	for _, r := range reads {

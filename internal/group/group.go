@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Request is what a Batcher groups.
@@ -96,6 +97,42 @@ func (b *Batcher[R]) handle(taken []R, fn func(group []R)) {
 	b.groups.Add(1)
 	b.handled.Add(uint64(len(group)))
 	fn(group)
+}
+
+// Ending says which of its requests' deadlines a group's work ends at.
+type Ending int
+
+const (
+	// FirstDeadline ends the work when the earliest deadline passes: work whose effect no
+	// caller may get after it has given up, such as a commit.
+	FirstDeadline Ending = iota
+	// LastDeadline ends the work when the latest deadline passes: work that serves whoever
+	// still waits, such as a read.
+	LastDeadline
+)
+
+// Context returns the context to handle group in: with the values of the first request's
+// context, not cancelled when a caller goes away (that must not fail the others), and ending
+// at the group's first or last deadline, and at the latest after limit.
+func Context[R Request](group []R, ending Ending, limit time.Duration) (context.Context, context.CancelFunc) {
+	end := time.Now().Add(limit)
+	var chosen time.Time
+	for _, r := range group {
+		d, ok := r.Context().Deadline()
+		switch {
+		case !ok && ending == LastDeadline:
+			d = end // a caller without a deadline waits as long as limit allows
+		case !ok:
+			continue
+		}
+		if chosen.IsZero() || (ending == FirstDeadline && d.Before(chosen)) || (ending == LastDeadline && d.After(chosen)) {
+			chosen = d
+		}
+	}
+	if !chosen.IsZero() && chosen.Before(end) {
+		end = chosen
+	}
+	return context.WithDeadline(context.WithoutCancel(group[0].Context()), end)
 }
 
 // Stats returns how many groups were handled and how many requests they held.

@@ -127,3 +127,48 @@ func TestRequestsWhoseCallerHasGoneAreAbandoned(t *testing.T) {
 		t.Errorf("stats %d groups, %d requests; want 1 and 1 (the abandoned one is not counted)", groups, requests)
 	}
 }
+
+// A group's context ends at its members' first or last deadline, or after the limit when that
+// comes sooner (or no member has a deadline), and a member that goes away does not end it.
+func TestContextEndsAtTheChosenDeadline(t *testing.T) {
+	now := time.Now()
+	in := func(d time.Duration) *req {
+		ctx, cancel := context.WithDeadline(context.Background(), now.Add(d))
+		t.Cleanup(cancel)
+		r := newReq(0)
+		r.ctx = ctx
+		return r
+	}
+	const limit = 10 * time.Second
+	for _, tc := range []struct {
+		name   string
+		group  []*req
+		ending Ending
+		want   time.Duration
+	}{
+		{"first", []*req{in(2 * time.Second), in(time.Second), in(3 * time.Second)}, FirstDeadline, time.Second},
+		{"last", []*req{in(2 * time.Second), in(time.Second), in(3 * time.Second)}, LastDeadline, 3 * time.Second},
+		{"first, one without", []*req{newReq(0), in(2 * time.Second)}, FirstDeadline, 2 * time.Second},
+		{"last, one without", []*req{in(2 * time.Second), newReq(0)}, LastDeadline, limit},
+		{"none", []*req{newReq(0)}, FirstDeadline, limit},
+		{"beyond the limit", []*req{in(time.Minute)}, FirstDeadline, limit},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := Context(tc.group, tc.ending, limit)
+			defer cancel()
+			d, ok := ctx.Deadline()
+			if want := now.Add(tc.want); !ok || d.Sub(want).Abs() > 100*time.Millisecond {
+				t.Errorf("deadline %v (%v), want about %v", d.Sub(now), ok, tc.want)
+			}
+		})
+	}
+	parent, cancelParent := context.WithCancel(context.Background())
+	r := newReq(0)
+	r.ctx = parent
+	ctx, cancel := Context([]*req{r}, FirstDeadline, limit)
+	defer cancel()
+	cancelParent()
+	if ctx.Err() != nil {
+		t.Errorf("a member that went away ended the group's context: %v", ctx.Err())
+	}
+}

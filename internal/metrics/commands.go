@@ -18,6 +18,10 @@ const (
 	outcomeRefused = "refused"
 	outcomeBusy    = "busy"
 	outcomeError   = "error"
+	// A command whose request ran out of its deadline (timeout) or whose client went away
+	// (canceled) is neither refused nor failed: counted apart, it does not inflate the errors.
+	outcomeTimeout  = "timeout"
+	outcomeCanceled = "canceled"
 )
 
 // Command names, as the command label spells them.
@@ -31,7 +35,7 @@ const (
 var commandNames = []string{cmdOpenAccount, cmdBuy, cmdTransfer, cmdGrant}
 
 // refusals are the domain errors a command can be refused with, each with its reason label.
-// Anything else but ErrBusy is an error: a bug, a database failure, a canceled request.
+// Anything else but ErrBusy, a deadline or a cancellation is an error: a bug, a database failure.
 var refusals = []struct {
 	err    error
 	reason string
@@ -54,6 +58,12 @@ func outcomeOf(err error) (outcome, reason string) {
 	}
 	if errors.Is(err, app.ErrBusy) {
 		return outcomeBusy, ""
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return outcomeTimeout, ""
+	}
+	if errors.Is(err, context.Canceled) {
+		return outcomeCanceled, ""
 	}
 	for _, r := range refusals {
 		if errors.Is(err, r.err) {

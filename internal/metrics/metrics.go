@@ -56,7 +56,7 @@ func New(src Sources) *Metrics {
 		}, []string{"method", "route", "code"}),
 		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "commands_total",
-			Help: "Commands by outcome: ok, refused (reason names the domain error), busy (gave up after repeated conflicts) or error.",
+			Help: "Commands by outcome: ok, refused (reason names the domain error), busy (gave up after repeated conflicts), timeout (the request's deadline passed), canceled (the client went away) or error.",
 		}, []string{"command", "outcome", "reason"}),
 		commandDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "command_duration_seconds",

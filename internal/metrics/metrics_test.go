@@ -37,7 +37,8 @@ func TestOutcomeOf(t *testing.T) {
 		{domain.ErrInvalidReason, "refused", "invalid_reason"},
 		{fmt.Errorf("%w (8 attempts): conflict", app.ErrBusy), "busy", ""},
 		{fmt.Errorf("account: %w", domain.ErrCorruptHistory), "error", ""},
-		{context.Canceled, "error", ""},
+		{fmt.Errorf("read info: %w", context.Canceled), "canceled", ""},
+		{fmt.Errorf("look up: timeout: %w", context.DeadlineExceeded), "timeout", ""},
 		{errors.New("connection reset"), "error", ""},
 	} {
 		outcome, reason := outcomeOf(tc.err)
