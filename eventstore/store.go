@@ -675,6 +675,9 @@ WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)
 ORDER BY transaction_id, global_position
 LIMIT $3`
 
+// maxPageHint bounds the room ReadLog reserves for a page before it knows its length.
+const maxPageHint = 20_000
+
 // ReadLog returns up to limit events of the global log after the checkpoint, in log order. An
 // empty page means the reader has caught up with every committed transaction below the fence.
 func (s *Store) ReadLog(ctx context.Context, after Checkpoint, limit int) ([]RecordedEvent, error) {
@@ -685,7 +688,9 @@ func (s *Store) ReadLog(ctx context.Context, after Checkpoint, limit int) ([]Rec
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: read log: %w", err)
 	}
-	evs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (RecordedEvent, error) { return scanEvent(r) })
+	// A page sized up front: growing it row by row copies and clears more than scanning costs.
+	page := make([]RecordedEvent, 0, min(limit, maxPageHint))
+	evs, err := pgx.AppendRows(page, rows, func(r pgx.CollectableRow) (RecordedEvent, error) { return scanEvent(r) })
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: read log: %w", err)
 	}
