@@ -1,9 +1,6 @@
 package domain
 
 import (
-	"encoding/json"
-	"fmt"
-
 	"github.com/google/uuid"
 )
 
@@ -81,48 +78,6 @@ func (CoinsReceived) EventType() string { return TypeCoinsReceived }
 
 // EventType implements Event.
 func (ItemPurchased) EventType() string { return TypeItemPurchased }
-
-// DecodeEvent turns a stored event back into its type.
-func DecodeEvent(eventType string, schemaVersion int, payload []byte) (Event, error) {
-	if e, ok := fastDecode(eventType, schemaVersion, payload); ok {
-		return e, nil
-	}
-	return decodeJSON(eventType, schemaVersion, payload)
-}
-
-// decodeJSON decodes with encoding/json: the definition of every payload, and the path of
-// whatever the fast reader does not take.
-func decodeJSON(eventType string, schemaVersion int, payload []byte) (Event, error) {
-	if schemaVersion != SchemaVersion {
-		return nil, fmt.Errorf("%w: %s schema version %d", ErrCorruptHistory, eventType, schemaVersion)
-	}
-	var e Event
-	var err error
-	switch eventType {
-	case TypeAccountOpened:
-		e, err = decode[AccountOpened](payload)
-	case TypeCoinsGranted:
-		e, err = decode[CoinsGranted](payload)
-	case TypeCoinsSent:
-		e, err = decode[CoinsSent](payload)
-	case TypeCoinsReceived:
-		e, err = decode[CoinsReceived](payload)
-	case TypeItemPurchased:
-		e, err = decode[ItemPurchased](payload)
-	default:
-		return nil, fmt.Errorf("%w: unknown event type %q", ErrCorruptHistory, eventType)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s payload: %v", ErrCorruptHistory, eventType, err)
-	}
-	return e, nil
-}
-
-func decode[T Event](payload []byte) (Event, error) {
-	var v T
-	err := json.Unmarshal(payload, &v)
-	return v, err
-}
 
 // BalanceChange is how e moves its account's balance: the rule that the balance read model and
 // a reader folding an account's newest events share. Events reach them already validated by

@@ -50,9 +50,9 @@ func BenchmarkReadLog(b *testing.B) {
 	ctx := context.Background()
 	const total = 200_000
 	// Rows written directly: the read path does not care how they got there.
-	_, err := db.Pool.Exec(ctx, `INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, payload, metadata, recorded_at, hash)
+	_, err := db.Pool.Exec(ctx, `INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, payload_bytes, metadata_bytes, recorded_at, hash, hash_version)
 		SELECT 'r-' || (g % 1000), g / 1000 + 1, gen_random_uuid(), 'CoinsSent', 1,
-		       jsonb_build_object('amount', g, 'toUser', 'someone'), '{"actor":"bench"}', now(), sha256(g::text::bytea)
+		       convert_to(jsonb_build_object('amount', g, 'toUser', 'someone')::text, 'UTF8'), '{"actor":"bench"}', now(), sha256(g::text::bytea), 2
 		FROM generate_series(0, $1 - 1) g`, total)
 	if err != nil {
 		b.Fatal(err)

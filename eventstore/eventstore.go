@@ -129,6 +129,8 @@ type RecordedEvent struct {
 	RawMetadata json.RawMessage
 	RecordedAt  time.Time
 	Hash        []byte
+	// HashVersion is the rule Hash was computed under (see VerifyLink).
+	HashVersion int
 }
 
 // Checkpoint is a reader's place in the global log: everything at or before it has been read.

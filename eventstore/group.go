@@ -88,8 +88,8 @@ type groupWrite struct {
 	evID      []uuid.UUID
 	evType    []string
 	evSchema  []int32
-	evPayload []string
-	evMeta    []string
+	evPayload [][]byte
+	evMeta    [][]byte
 	evAt      []time.Time
 	evHash    [][]byte
 
@@ -123,17 +123,18 @@ func (w *groupWrite) add(heads map[string]head, batch []preparedStream) (AppendR
 		prev, v := h.lastHash, h.version
 		for _, e := range ps.events {
 			v++
-			hash := chainHash(prev, hashInput{
+			sum := hashV2(prev, hashInput{
 				streamID: ps.streamID, version: v, id: e.id, eventType: e.eventType,
 				schemaVersion: e.schemaVersion, recordedAt: e.recordedAt, payload: e.payload, metadata: e.metadata,
 			})
+			hash := sum[:]
 			w.evStream = append(w.evStream, ps.streamID)
 			w.evVersion = append(w.evVersion, v)
 			w.evID = append(w.evID, e.id)
 			w.evType = append(w.evType, e.eventType)
 			w.evSchema = append(w.evSchema, int32(e.schemaVersion))
-			w.evPayload = append(w.evPayload, string(e.payload))
-			w.evMeta = append(w.evMeta, string(e.metadata))
+			w.evPayload = append(w.evPayload, e.payload)
+			w.evMeta = append(w.evMeta, e.metadata)
 			w.evAt = append(w.evAt, e.recordedAt)
 			w.evHash = append(w.evHash, hash)
 			prev = hash

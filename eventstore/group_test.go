@@ -93,7 +93,7 @@ func TestGroupCommitKeepsEachAppendsOutcome(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if br := eventstore.VerifyChain(evs); br != nil {
+		if br := verifyChain(evs); br != nil {
 			t.Errorf("%s: chain broken: %+v", stream, br)
 		}
 		for i, e := range evs {

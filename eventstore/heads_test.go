@@ -133,7 +133,7 @@ func TestAppendWritesOneHeadRowVersionPerStream(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if br := eventstore.VerifyChain(evs); br != nil || int64(len(evs)) != want {
+		if br := verifyChain(evs); br != nil || int64(len(evs)) != want {
 			t.Errorf("%s: %d events, chain break %+v", stream, len(evs), br)
 		}
 	}
@@ -243,7 +243,7 @@ func createConcurrently(t *testing.T, s *eventstore.Store) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if br := eventstore.VerifyChain(evs); br != nil || len(evs) != want {
+			if br := verifyChain(evs); br != nil || len(evs) != want {
 				t.Errorf("%s: %d events, want %d; chain break %+v", stream, len(evs), want, br)
 			}
 			if h, _ := s.Head(ctx, stream); h != int64(want) {

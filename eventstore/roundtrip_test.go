@@ -372,7 +372,7 @@ func TestFailedAppendTransactionLeavesNothingWritten(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if br := eventstore.VerifyChain(evs); br != nil || len(evs) != 2 {
+			if br := verifyChain(evs); br != nil || len(evs) != 2 {
 				t.Fatalf("%d events, chain break %+v", len(evs), br)
 			}
 		})

@@ -184,7 +184,7 @@ type preparedStream struct {
 	streamID string
 	expected ExpectedVersion
 	events   []preparedEvent
-	snapshot []byte // canonical JSON or nil
+	snapshot []byte // JSON or nil
 }
 
 type preparedEvent struct {
@@ -288,8 +288,8 @@ func CheckText(s string) error {
 	return nil
 }
 
-// encodeJSON marshals v (raw JSON is taken as it is) into canonical JSON. It refuses a NUL
-// character in any string or key, which JSON allows and jsonb does not.
+// encodeJSON returns the JSON document v is stored as: raw JSON as it is (it must be valid
+// JSON in UTF-8), anything else marshalled. The document is stored and hashed as these bytes.
 func encodeJSON(v any) ([]byte, error) {
 	var raw []byte
 	switch x := v.(type) {
@@ -298,37 +298,12 @@ func encodeJSON(v any) ([]byte, error) {
 	case []byte:
 		raw = x
 	default:
-		b, err := json.Marshal(v)
-		if err != nil {
-			return nil, err
-		}
-		raw = b
+		return json.Marshal(v)
 	}
-	doc, err := CanonicalJSON(raw)
-	if err != nil {
-		return nil, err
+	if !json.Valid(raw) || !utf8.Valid(raw) {
+		return nil, errors.New("not valid JSON in UTF-8")
 	}
-	if hasNUL(doc) {
-		return nil, errors.New(`contains a NUL character (\u0000), which PostgreSQL cannot store`)
-	}
-	return doc, nil
-}
-
-// hasNUL reports whether canonical JSON holds a NUL character. JSON can spell one only as the
-// escape \u0000 (a raw control character is not allowed in a string, and canonical JSON is
-// re-encoded anyway, which writes NUL that way); an escape starts at a backslash that is not
-// itself escaped, so the text \\u0000 (a backslash, then "u0000") is no NUL.
-func hasNUL(doc []byte) bool {
-	for i := 0; i+1 < len(doc); i++ {
-		if doc[i] != '\\' {
-			continue
-		}
-		if doc[i+1] == 'u' && bytes.HasPrefix(doc[i+2:], []byte("0000")) {
-			return true
-		}
-		i++ // the escaped character, which starts no escape of its own
-	}
-	return false
+	return raw, nil
 }
 
 // lockStreamKeys serialises the appends to each stream with transaction-scoped advisory locks,
@@ -361,9 +336,9 @@ SELECT stream_id, version, last_hash FROM streams WHERE stream_id = ANY($1::text
 
 const insertEvents = `
 INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version,
-                    payload, metadata, recorded_at, hash)
-SELECT * FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::int[],
-                     $6::jsonb[], $7::jsonb[], $8::timestamptz[], $9::bytea[])
+                    payload_bytes, metadata_bytes, recorded_at, hash, hash_version)
+SELECT *, $10::smallint FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::int[],
+                     $6::bytea[], $7::bytea[], $8::timestamptz[], $9::bytea[])
 RETURNING stream_id, stream_version, global_position, transaction_id`
 
 // writeHeads creates the head rows of new streams and moves those of existing ones, one row
@@ -476,7 +451,7 @@ func (s *Store) writeGroup(ctx context.Context, reqs []*request, inTx []func(con
 	// These rows are read after the COMMIT queued below has been sent, so a failure to scan
 	// them could no longer stop it and would leave the outcome unknown, like a connection lost
 	// during COMMIT: the targets are the columns' own types (all NOT NULL), which cannot fail.
-	b.Queue(insertEvents, w.evStream, w.evVersion, w.evID, w.evType, w.evSchema, w.evPayload, w.evMeta, w.evAt, w.evHash).
+	b.Queue(insertEvents, w.evStream, w.evVersion, w.evID, w.evType, w.evSchema, w.evPayload, w.evMeta, w.evAt, w.evHash, hashVersion).
 		Query(func(rows pgx.Rows) error {
 			var k key
 			var cp Checkpoint
@@ -581,19 +556,28 @@ func isConstraint(err error, name string) bool {
 	return errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == name
 }
 
+// PayloadSQL selects an event's payload as the bytes its hash covers, whatever its hash rule:
+// payload_bytes as stored (rule 2), or jsonb's rendering of payload (rule 1), which is what
+// the rule re-encodes. It names the columns of the events table without a qualifier.
+const PayloadSQL = `COALESCE(payload_bytes, convert_to(payload::text, 'UTF8'))`
+
+// metadataSQL is PayloadSQL for the metadata.
+const metadataSQL = `COALESCE(metadata_bytes, convert_to(metadata::text, 'UTF8'))`
+
 const eventColumns = `global_position, transaction_id, stream_id, stream_version, event_id,
-       event_type, schema_version, payload, metadata, recorded_at, hash`
+       event_type, schema_version, ` + PayloadSQL + `, ` + metadataSQL + `, recorded_at, hash, hash_version`
 
 func scanEvent(row pgx.Row) (RecordedEvent, error) {
 	var e RecordedEvent
 	var schema int32
+	var hashVersion int16
 	err := row.Scan(&e.Position, &e.TransactionID, &e.StreamID, &e.Version, &e.ID,
-		&e.Type, &schema, &e.Payload, &e.RawMetadata, &e.RecordedAt, &e.Hash)
+		&e.Type, &schema, &e.Payload, &e.RawMetadata, &e.RecordedAt, &e.Hash, &hashVersion)
 	if err != nil {
 		return RecordedEvent{}, err
 	}
-	e.SchemaVersion = int(schema)
-	if err := json.Unmarshal(e.RawMetadata, &e.Metadata); err != nil {
+	e.SchemaVersion, e.HashVersion = int(schema), int(hashVersion)
+	if err := decodeMetadata(e.RawMetadata, &e.Metadata); err != nil {
 		return RecordedEvent{}, fmt.Errorf("event %d metadata: %w", e.Position, err)
 	}
 	return e, nil
@@ -630,7 +614,7 @@ func (s *Store) LoadState(ctx context.Context, streamID string) (StreamState, er
 	rows, err := s.pool.Query(ctx, `
 		SELECT s.version, s.snapshot, s.snapshot_version,
 		       e.global_position, e.transaction_id, e.stream_id, e.stream_version, e.event_id,
-		       e.event_type, e.schema_version, e.payload, e.metadata, e.recorded_at, e.hash
+		       e.event_type, e.schema_version, `+PayloadSQL+`, `+metadataSQL+`, e.recorded_at, e.hash, e.hash_version
 		FROM streams s
 		LEFT JOIN events e ON e.stream_id = s.stream_id AND e.stream_version > s.snapshot_version
 		WHERE s.stream_id = $1
@@ -650,17 +634,19 @@ func (s *Store) LoadState(ctx context.Context, streamID string) (StreamState, er
 			payload, md []byte
 			at          *time.Time
 			hash        []byte
+			hashVersion *int16
 		)
 		if err := rows.Scan(&st.Version, &st.Snapshot, &st.SnapshotVersion,
-			&pos, &txID, &sid, &ver, &id, &typ, &schema, &payload, &md, &at, &hash); err != nil {
+			&pos, &txID, &sid, &ver, &id, &typ, &schema, &payload, &md, &at, &hash, &hashVersion); err != nil {
 			return StreamState{}, fmt.Errorf("eventstore: load state %q: %w", streamID, err)
 		}
 		if pos == nil {
 			continue // a head without events after the snapshot
 		}
 		e := RecordedEvent{Position: *pos, TransactionID: *txID, StreamID: *sid, Version: *ver, ID: *id,
-			Type: *typ, SchemaVersion: int(*schema), Payload: payload, RawMetadata: md, RecordedAt: *at, Hash: hash}
-		if err := json.Unmarshal(md, &e.Metadata); err != nil {
+			Type: *typ, SchemaVersion: int(*schema), Payload: payload, RawMetadata: md, RecordedAt: *at, Hash: hash,
+			HashVersion: int(*hashVersion)}
+		if err := decodeMetadata(md, &e.Metadata); err != nil {
 			return StreamState{}, fmt.Errorf("eventstore: load state %q: event %d metadata: %w", streamID, e.Position, err)
 		}
 		st.Events = append(st.Events, e)
@@ -697,6 +683,9 @@ WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)
 ORDER BY transaction_id, global_position
 LIMIT $3`
 
+// maxPageHint bounds the room ReadLog reserves for a page before it knows its length.
+const maxPageHint = 20_000
+
 // ReadLog returns up to limit events of the global log after the checkpoint, in log order. An
 // empty page means the reader has caught up with every committed transaction below the fence.
 func (s *Store) ReadLog(ctx context.Context, after Checkpoint, limit int) ([]RecordedEvent, error) {
@@ -707,7 +696,9 @@ func (s *Store) ReadLog(ctx context.Context, after Checkpoint, limit int) ([]Rec
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: read log: %w", err)
 	}
-	evs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (RecordedEvent, error) { return scanEvent(r) })
+	// A page sized up front: growing it row by row copies and clears more than scanning costs.
+	page := make([]RecordedEvent, 0, min(limit, maxPageHint))
+	evs, err := pgx.AppendRows(page, rows, func(r pgx.CollectableRow) (RecordedEvent, error) { return scanEvent(r) })
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: read log: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -207,7 +208,7 @@ func TestBadInputIsRefusedBeforeTheDatabase(t *testing.T) {
 		"no type":          {{StreamID: "x", Expected: eventstore.Any(), Events: []eventstore.EventData{{Payload: 1}}}},
 		"unmarshalable":    {{StreamID: "x", Expected: eventstore.Any(), Events: []eventstore.EventData{{Type: "E", Payload: make(chan int)}}}},
 		"invalid raw JSON": {{StreamID: "x", Expected: eventstore.Any(), Events: []eventstore.EventData{{Type: "E", Payload: json.RawMessage(`{"a":`)}}}},
-		"float payload":    {{StreamID: "x", Expected: eventstore.Any(), Events: []eventstore.EventData{{Type: "E", Payload: map[string]float64{"a": 1.5}}}}},
+		"raw not UTF-8":    {{StreamID: "x", Expected: eventstore.Any(), Events: []eventstore.EventData{{Type: "E", Payload: []byte("\"\xff\"")}}}},
 		"NaN payload":      {{StreamID: "x", Expected: eventstore.Any(), Events: []eventstore.EventData{{Type: "E", Payload: math.NaN()}}}},
 		"negative version": {{StreamID: "x", Expected: eventstore.Exactly(-1), Events: []eventstore.EventData{ev("E", 1)}}},
 		"stream twice": {
@@ -248,10 +249,10 @@ func TestBadInputIsRefusedBeforeTheDatabase(t *testing.T) {
 	}
 }
 
-// Strings and JSON can hold what PostgreSQL cannot store: a NUL character (refused in jsonb
-// and text) and, in a Go string, bytes that are not UTF-8 (refused in text). An append holding
-// one is bad input, refused before any transaction begins, not a database error that would
-// fail the whole group it was written in.
+// Text columns cannot hold a NUL character nor, from a Go string, bytes that are not UTF-8. An
+// append holding one is bad input, refused before any transaction begins, not a database
+// error that would fail the whole group it was written in. (JSON documents are stored as bytes
+// and may hold anything JSON can: see TestDocumentsAreStoredAsGiven.)
 func TestTextPostgreSQLCannotStoreIsRefusedBeforeTheDatabase(t *testing.T) {
 	var writes atomic.Int64
 	s := newStore(t, eventstore.WithWriteObserver(func(eventstore.Write) { writes.Add(1) }))
@@ -261,18 +262,7 @@ func TestTextPostgreSQLCannotStoreIsRefusedBeforeTheDatabase(t *testing.T) {
 		change(&a)
 		return []eventstore.StreamAppend{{StreamID: "fine", Expected: eventstore.Any(), Events: []eventstore.EventData{ev("E", 2)}}, a}
 	}
-	payload := func(p any) []eventstore.StreamAppend {
-		return with(func(a *eventstore.StreamAppend) { a.Events[0].Payload = p })
-	}
 	cases := map[string][]eventstore.StreamAppend{
-		"NUL in a payload string":        payload(amount{Amount: 1, Note: "a\x00b"}),
-		"NUL in a payload key":           payload(map[string]int{"a\x00": 1}),
-		"NUL in raw JSON":                payload(json.RawMessage(`{"note":"a\u0000b"}`)),
-		"NUL after an escaped backslash": payload([]byte(`["\\\u0000"]`)),
-		"NUL in metadata":                with(func(a *eventstore.StreamAppend) { a.Events[0].Metadata.Actor = "\x00" }),
-		"NUL in a snapshot": with(func(a *eventstore.StreamAppend) {
-			a.Snapshot = &eventstore.Snapshot{State: map[string]string{"note": "\x00"}}
-		}),
 		"NUL in a stream id":   with(func(a *eventstore.StreamAppend) { a.StreamID = "x\x00" }),
 		"stream id not UTF-8":  with(func(a *eventstore.StreamAppend) { a.StreamID = "x\xff" }),
 		"NUL in an event type": with(func(a *eventstore.StreamAppend) { a.Events[0].Type = "E\x00" }),
@@ -291,19 +281,6 @@ func TestTextPostgreSQLCannotStoreIsRefusedBeforeTheDatabase(t *testing.T) {
 	}
 	if n := count(t, `SELECT count(*) FROM events`) + count(t, `SELECT count(*) FROM streams`); n != 0 {
 		t.Fatalf("refused appends wrote %d rows", n)
-	}
-
-	// A backslash followed by the text u0000 is no NUL, and is stored as it is.
-	for i, doc := range []string{`{"note":"\\u0000"}`, `{"\\u0000":["\\\\u0000","\\\\\\u0000"]}`} {
-		stream := fmt.Sprint("backslash-", i)
-		appendOne(t, s, stream, eventstore.NoStream(), eventstore.EventData{Type: "E", SchemaVersion: 1, Payload: json.RawMessage(doc)})
-		evs, err := s.Load(ctx, stream, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(evs) != 1 || !sameJSON(evs[0].Payload, doc) {
-			t.Fatalf("stored %s, want %s", evs[0].Payload, doc)
-		}
 	}
 }
 
@@ -387,7 +364,7 @@ func TestOppositeTransfersNeverDeadlock(t *testing.T) {
 		t.Errorf("%d appends were retried after a deadlock; locking order is broken", r)
 	}
 	// Every transfer wrote both of its halves.
-	if n := count(t, `SELECT count(*) FROM (SELECT metadata->>'correlationId' FROM events WHERE event_type IN ('Sent','Received')
+	if n := count(t, `SELECT count(*) FROM (SELECT convert_from(metadata_bytes, 'UTF8')::jsonb->>'correlationId' FROM events WHERE event_type IN ('Sent','Received')
 		GROUP BY 1 HAVING count(*) <> 2) half`); n != 0 {
 		t.Fatalf("%d half-written transfers", n)
 	}
@@ -537,72 +514,6 @@ func TestReadLogPages(t *testing.T) {
 	}
 }
 
-func TestHashChain(t *testing.T) {
-	s := newStore(t)
-	ctx := context.Background()
-	appendOne(t, s, "chain", eventstore.NoStream(), ev("E", 1), ev("E", 2))
-	withNote := ev("E", 3)
-	withNote.Payload = amount{Amount: 3, Note: "<b>ünïcode & spaces</b>"}
-	appendOne(t, s, "chain", eventstore.Exactly(2), withNote)
-	appendOne(t, s, "chain", eventstore.Exactly(3), ev("E", 4), ev("E", 5))
-	appendOne(t, s, "other", eventstore.NoStream(), ev("E", 1))
-
-	evs, err := s.Load(ctx, "chain", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if brk := eventstore.VerifyChain(evs); brk != nil {
-		t.Fatalf("untouched chain broken: %+v", brk)
-	}
-	if string(evs[1].Hash) == string(evs[0].Hash) {
-		t.Fatal("hashes repeat")
-	}
-
-	tamper := func(sql string, args ...any) {
-		t.Helper()
-		conn, err := db.Pool.Acquire(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Release()
-		// The append-only trigger refuses the edit unless triggers are off, as they are for a
-		// superuser restoring a dump: the chain must catch what the trigger cannot.
-		if _, err := conn.Exec(ctx, sql, args...); err == nil {
-			t.Fatal("the append-only trigger let an UPDATE through")
-		}
-		if _, err := conn.Exec(ctx, "SET session_replication_role = replica"); err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Exec(ctx, "SET session_replication_role = DEFAULT")
-		if _, err := conn.Exec(ctx, sql, args...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tamper(`UPDATE events SET payload = jsonb_set(payload, '{amount}', '300') WHERE stream_id = 'chain' AND stream_version = 3`)
-	evs, _ = s.Load(ctx, "chain", 0)
-	brk := eventstore.VerifyChain(evs)
-	if brk == nil || brk.Version != 3 || brk.EventID != evs[2].ID {
-		t.Fatalf("tampered payload: break = %+v, want version 3", brk)
-	}
-	// Only the tampered event breaks: the events after it still chain to its stored hash.
-	if brk := eventstore.VerifyChain(append(evs[:2:2], evs[2:]...)); brk.Version != 3 {
-		t.Fatalf("break moved to %d", brk.Version)
-	}
-	tamper(`UPDATE events SET payload = jsonb_set(payload, '{amount}', '3') WHERE stream_id = 'chain' AND stream_version = 3`)
-	evs, _ = s.Load(ctx, "chain", 0)
-	if brk := eventstore.VerifyChain(evs); brk != nil {
-		t.Fatalf("restored payload still broken: %+v", brk)
-	}
-	tamper(`UPDATE events SET metadata = metadata || '{"injected": true}' WHERE stream_id = 'chain' AND stream_version = 5`)
-	evs, _ = s.Load(ctx, "chain", 0)
-	if brk := eventstore.VerifyChain(evs); brk == nil || brk.Version != 5 {
-		t.Fatalf("tampered metadata: break = %+v, want version 5", brk)
-	}
-	if _, err := db.Pool.Exec(ctx, `DELETE FROM events`); err == nil {
-		t.Fatal("the append-only trigger let a DELETE through")
-	}
-}
-
 func TestSnapshots(t *testing.T) {
 	s := newStore(t)
 	ctx := context.Background()
@@ -661,10 +572,10 @@ func TestAfterCommitHookSeesEveryAppend(t *testing.T) {
 	}
 }
 
+// sameJSON reports whether got and want are the same JSON value.
 func sameJSON(got []byte, want string) bool {
-	a, err1 := eventstore.CanonicalJSON(got)
-	b, err2 := eventstore.CanonicalJSON([]byte(want))
-	return err1 == nil && err2 == nil && string(a) == string(b)
+	var a, b any
+	return json.Unmarshal(got, &a) == nil && json.Unmarshal([]byte(want), &b) == nil && reflect.DeepEqual(a, b)
 }
 
 // In log order every stream's versions must come ascending: a reader that applies a stream's

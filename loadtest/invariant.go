@@ -46,14 +46,16 @@ func settle(ctx context.Context, pool *pgxpool.Pool, groups []string, within tim
 const invariantSQL = `WITH ev AS (
     SELECT e.stream_id, e.stream_version, e.event_type,
            CASE e.event_type
-               WHEN $1 THEN (e.payload->>'amount')::numeric
-               WHEN $2 THEN (e.payload->>'amount')::numeric
-               WHEN $3 THEN -(e.payload->>'amount')::numeric
-               WHEN $4 THEN -((e.payload->>'price')::numeric * (e.payload->>'quantity')::numeric)
+               WHEN $1 THEN (e.doc->>'amount')::numeric
+               WHEN $2 THEN (e.doc->>'amount')::numeric
+               WHEN $3 THEN -(e.doc->>'amount')::numeric
+               WHEN $4 THEN -((e.doc->>'price')::numeric * (e.doc->>'quantity')::numeric)
                ELSE 0
            END AS delta,
-           CASE e.event_type WHEN $4 THEN (e.payload->>'quantity')::numeric ELSE 0 END AS items
-    FROM events e WHERE e.stream_id LIKE $5 || '%'
+           CASE e.event_type WHEN $4 THEN (e.doc->>'quantity')::numeric ELSE 0 END AS items
+    FROM (SELECT stream_id, stream_version, event_type,
+                 COALESCE(payload, convert_from(payload_bytes, 'UTF8')::jsonb) AS doc
+          FROM events) e WHERE e.stream_id LIKE $5 || '%'
 ), running AS (
     SELECT sum(delta) OVER (PARTITION BY stream_id ORDER BY stream_version) AS balance FROM ev
 ), folded AS (

@@ -14,6 +14,8 @@ import (
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
+
+	"github.com/ledger/ledger/eventstore"
 )
 
 // topic is the one watermill topic: the application's events table.
@@ -123,7 +125,7 @@ WITH cp AS (
     SELECT transaction_id, position, xmin::text::bigint AS writer FROM projection_checkpoints WHERE consumer_group = $1
 ), batch AS (
     SELECT e.global_position, e.transaction_id, e.event_id, e.stream_id, e.stream_version,
-           e.event_type, e.schema_version, e.payload, e.recorded_at
+           e.event_type, e.schema_version, ` + eventstore.PayloadSQL + ` AS payload, e.recorded_at
     FROM events e
     WHERE (e.transaction_id, e.global_position) > ((SELECT transaction_id FROM cp), (SELECT position FROM cp))
       AND NOT (e.global_position = ANY ($2::bigint[]) AND (SELECT writer FROM cp) = $3 AND pg_postmaster_start_time() = $5)

@@ -30,7 +30,7 @@ func catchUpEvents() int {
 // bought for 10 at the other versions, so that no balance ever goes below zero. Events are
 // interleaved across accounts, version by version, as live traffic would be.
 const backlogSQL = `
-INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, payload, metadata, recorded_at, hash)
+INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, payload_bytes, metadata_bytes, recorded_at, hash, hash_version)
 SELECT 'account-' || md5('bench' || a)::uuid, v, gen_random_uuid(),
        CASE WHEN v = 1 THEN 'AccountOpened'
             WHEN v = 2 OR v % 10 = 0 THEN 'CoinsGranted'
@@ -38,7 +38,7 @@ SELECT 'account-' || md5('bench' || a)::uuid, v, gen_random_uuid(),
             WHEN v % 10 = 5 THEN 'CoinsReceived'
             ELSE 'ItemPurchased' END,
        1,
-       CASE WHEN v = 1 THEN jsonb_build_object('accountId', md5('bench' || a)::uuid, 'username', 'bench' || a)
+       convert_to((CASE WHEN v = 1 THEN jsonb_build_object('accountId', md5('bench' || a)::uuid, 'username', 'bench' || a)
             WHEN v = 2 THEN '{"amount":1000,"reason":"welcome"}'::jsonb
             WHEN v % 10 = 0 THEN '{"amount":100,"reason":"x"}'::jsonb
             WHEN v % 10 = 5 THEN jsonb_build_object(
@@ -46,8 +46,8 @@ SELECT 'account-' || md5('bench' || a)::uuid, v, gen_random_uuid(),
                 'from', jsonb_build_object('id', md5('bench' || (a - 1 + a % 2))::uuid, 'username', 'bench' || (a - 1 + a % 2)),
                 'to', jsonb_build_object('id', md5('bench' || (a + a % 2))::uuid, 'username', 'bench' || (a + a % 2)),
                 'amount', 5)
-            ELSE '{"item":"pen","price":10,"quantity":1}'::jsonb END,
-       '{}'::jsonb, now(), decode(repeat('ab', 32), 'hex')
+            ELSE '{"item":"pen","price":10,"quantity":1}'::jsonb END)::text, 'UTF8'),
+       '{}', now(), decode(repeat('ab', 32), 'hex'), 2
 FROM generate_series($1::bigint, $2::bigint) v, generate_series(1, $3::int) a
 ORDER BY v, a`
 

@@ -19,6 +19,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ledger/ledger/domain"
+	"github.com/ledger/ledger/eventstore"
 )
 
 // Envelope is an event as a projector sees it.
@@ -55,7 +56,7 @@ func (l logEvent) envelope() (Envelope, error) {
 	if env.AccountID, err = uuid.Parse(id); err != nil {
 		return env, fmt.Errorf("stream %q: %w", l.Stream, err)
 	}
-	if env.Event, err = domain.DecodeEvent(l.Type, l.SchemaVersion, l.Payload); err != nil {
+	if env.Event, err = eventstore.DecodeEvent(l.Type, l.SchemaVersion, l.Payload); err != nil {
 		return env, err
 	}
 	return env, nil

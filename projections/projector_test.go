@@ -193,7 +193,7 @@ func (w *world) checkReadModels() {
 		acc := &domain.Account{}
 		var sent, received int
 		for _, e := range evs {
-			ev, err := domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+			ev, err := eventstore.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
 			if err != nil {
 				w.t.Fatal(err)
 			}

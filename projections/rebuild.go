@@ -11,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ledger/ledger/eventstore"
 )
 
 // ErrRebuildRunning means another rebuild of the same projection holds its lock.
@@ -322,7 +324,7 @@ func readLog(ctx context.Context, pool *pgxpool.Pool, pageSize int, pages chan<-
 		// cannot use the checkpoint to start the index scan.
 		rows, err := pool.Query(ctx, `
 			SELECT global_position, transaction_id::text::bigint AS tx, stream_id, stream_version, event_type,
-			       schema_version, payload, recorded_at
+			       schema_version, `+eventstore.PayloadSQL+`, recorded_at
 			FROM events
 			WHERE (transaction_id, global_position) > ($1::text::xid8, $2::bigint)
 			  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ledger/ledger/domain"
+	"github.com/ledger/ledger/eventstore"
 	"github.com/ledger/ledger/projections"
 )
 
@@ -34,7 +35,7 @@ func (w *world) checkBalanceV2() {
 		}
 		acc := &domain.Account{}
 		for _, e := range evs {
-			ev, err := domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+			ev, err := eventstore.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
 			if err != nil {
 				w.t.Fatal(err)
 			}

@@ -450,7 +450,7 @@ func TestE2EAuditVerifyNamesTampering(t *testing.T) {
 	// event is the only thing to name.
 	for _, sql := range []string{
 		`ALTER TABLE events DISABLE TRIGGER USER`,
-		`UPDATE events SET payload = jsonb_set(payload, '{reason}', '"a quiet bonus"') WHERE stream_id = 'account-` + aliceID.String() + `' AND stream_version = 2`,
+		`UPDATE events SET payload_bytes = convert_to(replace(convert_from(payload_bytes, 'UTF8'), '"welcome"', '"a quiet bonus"'), 'UTF8') WHERE stream_id = 'account-` + aliceID.String() + `' AND stream_version = 2`,
 		`ALTER TABLE events ENABLE TRIGGER USER`,
 		`UPDATE balance_v1 SET coins = coins + 100 WHERE account_id = '` + bobID.String() + `'`,
 	} {

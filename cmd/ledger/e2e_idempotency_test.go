@@ -27,7 +27,7 @@ func (c *apiClient) keyedRequest(t testing.TB, method, path, token string, body 
 func eventsUnderKey(t *testing.T, key string) map[string]int {
 	t.Helper()
 	rows, err := db.Pool.Query(context.Background(),
-		`SELECT event_type, count(*) FROM events WHERE metadata->>'idempotencyKey' = $1 GROUP BY event_type`, key)
+		`SELECT event_type, count(*) FROM events WHERE convert_from(metadata_bytes, 'UTF8')::jsonb->>'idempotencyKey' = $1 GROUP BY event_type`, key)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -228,7 +228,7 @@ func bankInvariants(t *testing.T, databaseURL string) {
 		if err := tx.QueryRow(ctx, `
 			SELECT count(*) FROM (
 				SELECT 1 FROM events WHERE event_type IN ('CoinsSent', 'CoinsReceived')
-				GROUP BY payload->>'transferId' HAVING count(*) <> 2) broken`).Scan(&halves); err != nil {
+				GROUP BY convert_from(payload_bytes, 'UTF8')::jsonb->>'transferId' HAVING count(*) <> 2) broken`).Scan(&halves); err != nil {
 			return err
 		}
 		if err := tx.QueryRow(ctx, `SELECT count(*) FILTER (WHERE coins < 0), COALESCE(sum(coins), 0) FROM `+pgx.Identifier{table}.Sanitize()).
@@ -236,8 +236,8 @@ func bankInvariants(t *testing.T, databaseURL string) {
 			return err
 		}
 		return tx.QueryRow(ctx, `
-			SELECT COALESCE(sum((payload->>'price')::bigint * (payload->>'quantity')::bigint) FILTER (WHERE event_type = 'ItemPurchased'), 0),
-			       COALESCE(sum((payload->>'amount')::bigint) FILTER (WHERE event_type = 'CoinsGranted'), 0)
+			SELECT COALESCE(sum((convert_from(payload_bytes, 'UTF8')::jsonb->>'price')::bigint * (convert_from(payload_bytes, 'UTF8')::jsonb->>'quantity')::bigint) FILTER (WHERE event_type = 'ItemPurchased'), 0),
+			       COALESCE(sum((convert_from(payload_bytes, 'UTF8')::jsonb->>'amount')::bigint) FILTER (WHERE event_type = 'CoinsGranted'), 0)
 			FROM events`).Scan(&spent, &granted)
 	})
 	if err != nil {

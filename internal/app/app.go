@@ -157,7 +157,7 @@ func (a *App) loadStored(ctx context.Context, id uuid.UUID) (*domain.Account, er
 		}
 	}
 	for _, e := range st.Events {
-		ev, err := domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+		ev, err := eventstore.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
 		if err != nil {
 			return nil, fmt.Errorf("account %s version %d: %w", id, e.Version, err)
 		}

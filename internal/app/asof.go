@@ -41,8 +41,7 @@ func (a AsOf) String() string {
 }
 
 // InfoAsOf returns the account's balance, inventory and coin history as they were at the point
-// at: its own stream folded up to there, read with one statement (and decoded by the auditors'
-// fast decoder, which answers as domain.DecodeEvent does). An account stream is
+// at: its own stream folded up to there, read with one statement. An account stream is
 // self-contained (a transfer's events name both parties), so no other stream is needed. Before
 // the account was opened, the answer is ErrNotOpenedYet. By time, the answer is the longest
 // prefix of the stream recorded at or before the time.
@@ -64,7 +63,7 @@ func (a *App) InfoAsOf(ctx context.Context, accountID uuid.UUID, at AsOf) (Info,
 		if e.Version != acc.Version+1 {
 			break // by time: a version recorded earlier than the one before it ends the prefix
 		}
-		ev, err := domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+		ev, err := eventstore.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
 		if err != nil {
 			return Info{}, fmt.Errorf("account %s version %d: %w", accountID, e.Version, err)
 		}

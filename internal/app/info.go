@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ledger/ledger/domain"
+	"github.com/ledger/ledger/eventstore"
 	"github.com/ledger/ledger/projections"
 )
 
@@ -238,7 +239,7 @@ func (a *App) foldNewest(ctx context.Context, id uuid.UUID, r *readModels) (Info
 		items[h.Item] = h.Quantity
 	}
 	for _, e := range events {
-		ev, err := domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+		ev, err := eventstore.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
 		if err != nil {
 			return Info{}, err
 		}

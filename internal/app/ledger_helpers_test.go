@@ -123,7 +123,7 @@ func foldStream(ctx context.Context, store *eventstore.Store, id uuid.UUID) (*fo
 	}
 	f := &folded{acc: &domain.Account{}}
 	for _, e := range evs {
-		ev, err := domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+		ev, err := eventstore.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
 		if err != nil {
 			return nil, fmt.Errorf("%s version %d: %w", id, e.Version, err)
 		}

@@ -125,7 +125,7 @@ const (
 type modelNames [3]string
 
 // Verify replays the global log from its start to its end when called, in pages read through
-// eventstore.ReadLogRaw (ReadLog without decoding metadata). It checks every stream's versions
+// eventstore.ReadLog. It checks every stream's versions
 // and hash chain and its head row (last hash, and the snapshot commands start from), folds every
 // account with the domain's own rules, and compares each read model with the fold at the
 // version that read model's projector has applied for the account. Head rows and read models
@@ -188,7 +188,7 @@ func Verify(ctx context.Context, store *eventstore.Store, opts VerifyOptions) (*
 func readPages(ctx context.Context, store *eventstore.Store, until eventstore.Checkpoint, size int, out chan<- []eventstore.RecordedEvent) error {
 	var after eventstore.Checkpoint
 	for after.Before(until) {
-		page, err := store.ReadLogRaw(ctx, after, size, nil)
+		page, err := store.ReadLog(ctx, after, size)
 		if err != nil {
 			return err
 		}
@@ -270,7 +270,7 @@ func (r *replay) page(events []eventstore.RecordedEvent) {
 			e, c := &events[i], &checks[i]
 			c.link = eventstore.VerifyLink(c.prev, *e)
 			if c.stream.account != nil {
-				c.event, c.decoded = domain.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+				c.event, c.decoded = eventstore.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
 			}
 		}
 	})

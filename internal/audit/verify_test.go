@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -102,10 +103,12 @@ func TestVerifyNamesATamperedEvent(t *testing.T) {
 		// the snapshot built from the events as they were.
 		foldOff []string
 	}{
-		{"grant reason", "carol", 4, `UPDATE events SET payload = jsonb_set(payload, '{reason}', '"bribe"')`, nil},
-		{"metadata", "alice", 3, `UPDATE events SET metadata = metadata || '{"actor": "mallory"}'`, nil},
+		{"grant reason", "carol", 4, `UPDATE events SET payload_bytes = convert_to(replace(convert_from(payload_bytes, 'UTF8'), '"hackathon"', '"bribe"'), 'UTF8')`, nil},
+		// One byte of the payload: the reason's first letter.
+		{"payload byte", "carol", 4, `UPDATE events SET payload_bytes = overlay(payload_bytes PLACING 'H'::bytea FROM position('hackathon'::bytea IN payload_bytes))`, nil},
+		{"metadata", "alice", 3, `UPDATE events SET metadata_bytes = convert_to(replace(convert_from(metadata_bytes, 'UTF8'), '"alice"', '"mallory"'), 'UTF8')`, nil},
 		{"recorded time", "bob", 2, `UPDATE events SET recorded_at = recorded_at - interval '1 day'`, nil},
-		{"purchase price", "alice", 3, `UPDATE events SET payload = jsonb_set(payload, '{price}', '2')`, []string{"balance_v1", "streams.snapshot"}},
+		{"purchase price", "alice", 3, `UPDATE events SET payload_bytes = convert_to(replace(convert_from(payload_bytes, 'UTF8'), '"price":20', '"price":2'), 'UTF8')`, []string{"balance_v1", "streams.snapshot"}},
 		// A transfer received turned into a grant: the same coins, one transfer fewer.
 		{"event type", "carol", 3, `UPDATE events SET event_type = 'CoinsGranted'`, []string{"history_v1", "streams.snapshot"}},
 	} {
@@ -141,6 +144,41 @@ func TestVerifyNamesATamperedEvent(t *testing.T) {
 				t.Errorf("want %v of %s named besides the event, got:%s", tc.foldOff, tc.account, mismatches(rep))
 			}
 		})
+	}
+}
+
+// TestVerifyChecksChainsOfHashRule1: a ledger written before events kept the bytes they hash
+// (the audit scenario, as that code stored it: events and stream heads) verifies as it is, and
+// an edit of one of its events is named, exactly that event.
+func TestVerifyChecksChainsOfHashRule1(t *testing.T) {
+	l := newLedger(t, false)
+	sql, err := os.ReadFile("../../eventstore/testdata/hash_v1.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := db.Pool.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = conn.Conn().PgConn().Exec(context.Background(), string(sql)).ReadAll()
+	conn.Release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReadable(t, l)
+	rep := verify(t, l)
+	if !rep.OK() || rep.Events != 21 || rep.Accounts != 3 || rep.Snapshots != 3 {
+		t.Fatalf("rule 1 ledger: %d events, %d accounts, %d snapshots:%s", rep.Events, rep.Accounts, rep.Snapshots, mismatches(rep))
+	}
+	var stream string
+	if err := db.Pool.QueryRow(context.Background(), `SELECT stream_id FROM events WHERE payload->>'reason' = 'hackathon'`).Scan(&stream); err != nil {
+		t.Fatal(err)
+	}
+	tamper(t, `UPDATE events SET payload = jsonb_set(payload, '{reason}', '"bribe"') WHERE stream_id = $1 AND stream_version = 4`, stream)
+	rep = verify(t, l)
+	if len(rep.Mismatches) != 1 || rep.Mismatches[0].StreamID != stream || rep.Mismatches[0].Version != 4 ||
+		!strings.Contains(rep.Mismatches[0].String(), "hash mismatch") {
+		t.Fatalf("want exactly %s version 4 named, got:%s", stream, mismatches(rep))
 	}
 }
 

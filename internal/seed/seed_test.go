@@ -93,7 +93,7 @@ func TestRunOpensAccountsOnceAndMintsTokens(t *testing.T) {
 	count := func() {
 		t.Helper()
 		err := db.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM users WHERE username LIKE 'seedtest%'),
-			(SELECT count(*) FROM events), (SELECT coalesce(sum((payload->>'amount')::bigint), 0) FROM events WHERE event_type = 'CoinsGranted')`).
+			(SELECT count(*) FROM events), (SELECT coalesce(sum((convert_from(payload_bytes, 'UTF8')::jsonb->>'amount')::bigint), 0) FROM events WHERE event_type = 'CoinsGranted')`).
 			Scan(&accounts, &events, &coins)
 		if err != nil {
 			t.Fatal(err)
