@@ -11,6 +11,7 @@ import (
 
 	"github.com/ledger/ledger/domain"
 	"github.com/ledger/ledger/eventstore"
+	"github.com/ledger/ledger/internal/auth"
 )
 
 // Identity is an employee's login record; it is not ledger data.
@@ -18,17 +19,25 @@ type Identity struct {
 	Username     string
 	AccountID    uuid.UUID
 	PasswordHash string
+	// Roles are the employee's roles when it was looked up.
+	Roles auth.Roles
 }
 
-// LookupIdentity returns the identity of username, or domain.ErrUnknownAccount.
+// LookupIdentity returns the identity of username, with its roles, or domain.ErrUnknownAccount.
 func (a *App) LookupIdentity(ctx context.Context, username string) (Identity, error) {
 	var id Identity
-	err := a.pool.QueryRow(ctx, `SELECT username, account_id, password_hash FROM users WHERE username = $1`, username).
-		Scan(&id.Username, &id.AccountID, &id.PasswordHash)
+	var roles []string
+	err := a.pool.QueryRow(ctx, `SELECT username, account_id, password_hash,
+		    ARRAY(SELECT role FROM user_roles r WHERE r.username = u.username)
+		FROM users u WHERE username = $1`, username).
+		Scan(&id.Username, &id.AccountID, &id.PasswordHash, &roles)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Identity{}, fmt.Errorf("%w: %q", domain.ErrUnknownAccount, username)
 	}
 	if err != nil {
+		return Identity{}, fmt.Errorf("look up %q: %w", username, err)
+	}
+	if id.Roles, err = rolesOf(roles); err != nil {
 		return Identity{}, fmt.Errorf("look up %q: %w", username, err)
 	}
 	a.users.put(id.Username, id.AccountID)
@@ -55,6 +64,12 @@ func (a *App) AccountID(ctx context.Context, username string) (uuid.UUID, error)
 // OpenAccount creates the employee's identity and opens the account with the welcome grant, in
 // one transaction. A username taken meanwhile is domain.ErrAccountExists.
 func (a *App) OpenAccount(ctx context.Context, username, passwordHash string) (uuid.UUID, Result, error) {
+	return a.openAccount(ctx, username, passwordHash, nil)
+}
+
+// openAccount is OpenAccount, running also (when not nil) in its transaction after the identity
+// is written.
+func (a *App) openAccount(ctx context.Context, username, passwordHash string, also func(context.Context, pgx.Tx) error) (uuid.UUID, Result, error) {
 	id, err := uuid.NewV7()
 	if err != nil {
 		return uuid.Nil, Result{}, err
@@ -79,7 +94,10 @@ func (a *App) OpenAccount(ctx context.Context, username, passwordHash string) (u
 		if errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "users_pkey" {
 			return fmt.Errorf("%w: %q", domain.ErrAccountExists, username)
 		}
-		return err
+		if err != nil || also == nil {
+			return err
+		}
+		return also(ctx, tx)
 	}))
 	if err != nil {
 		return uuid.Nil, Result{}, err
