@@ -61,7 +61,11 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return userError(*user, err)
 	}
-	tok, err := auth.NewIssuer(priv, tokenIssuer, tokenAudience, *ttl).Issue(id.Username, id.Roles.List()...)
+	roles, err := ledger.Roles(ctx, id.Username)
+	if err != nil {
+		return err
+	}
+	tok, err := auth.NewIssuer(priv, tokenIssuer, tokenAudience, *ttl).Issue(id.Username, roles.List()...)
 	if err != nil {
 		return err
 	}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/ledger/ledger/domain"
 	"github.com/ledger/ledger/eventstore"
-	"github.com/ledger/ledger/internal/auth"
 )
 
 // Identity is an employee's login record; it is not ledger data.
@@ -19,25 +18,17 @@ type Identity struct {
 	Username     string
 	AccountID    uuid.UUID
 	PasswordHash string
-	// Roles are the employee's roles when it was looked up.
-	Roles auth.Roles
 }
 
-// LookupIdentity returns the identity of username, with its roles, or domain.ErrUnknownAccount.
+// LookupIdentity returns the identity of username, or domain.ErrUnknownAccount.
 func (a *App) LookupIdentity(ctx context.Context, username string) (Identity, error) {
 	var id Identity
-	var roles []string
-	err := a.pool.QueryRow(ctx, `SELECT username, account_id, password_hash,
-		    ARRAY(SELECT role FROM user_roles r WHERE r.username = u.username)
-		FROM users u WHERE username = $1`, username).
-		Scan(&id.Username, &id.AccountID, &id.PasswordHash, &roles)
+	err := a.pool.QueryRow(ctx, `SELECT username, account_id, password_hash FROM users WHERE username = $1`, username).
+		Scan(&id.Username, &id.AccountID, &id.PasswordHash)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Identity{}, fmt.Errorf("%w: %q", domain.ErrUnknownAccount, username)
 	}
 	if err != nil {
-		return Identity{}, fmt.Errorf("look up %q: %w", username, err)
-	}
-	if id.Roles, err = rolesOf(roles); err != nil {
 		return Identity{}, fmt.Errorf("look up %q: %w", username, err)
 	}
 	a.users.put(id.Username, id.AccountID)
