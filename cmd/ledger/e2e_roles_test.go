@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -516,5 +517,21 @@ func TestE2EOperatorBinary(t *testing.T) {
 	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "APP_ADMIN_USERS is no longer supported") ||
 		!strings.Contains(string(out), "ledger users grant NAME admin") {
 		t.Errorf("serve with APP_ADMIN_USERS: %v\n%s", err, out)
+	}
+}
+
+// TestRoleCacheTTLBounds: a revoked role may keep working a few seconds at most.
+func TestRoleCacheTTLBounds(t *testing.T) {
+	for v, ok := range map[string]bool{"0": true, "2s": true, "5s": true, "5.001s": false, "1m": false, "-1s": false} {
+		var cfg serveConfig
+		fs := newFlagSet("serve", io.Discard)
+		cfg.bind(fs)
+		if err := fs.Parse([]string{"--database-url", "postgres://x/y", "--role-cache-ttl", v}); err != nil {
+			t.Fatal(err)
+		}
+		err := cfg.validate()
+		if (err == nil) != ok || (err != nil && !strings.Contains(err.Error(), "APP_ROLE_CACHE_TTL")) {
+			t.Errorf("--role-cache-ttl %s: %v", v, err)
+		}
 	}
 }

@@ -29,7 +29,7 @@ func runUsers(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		fmt.Fprintln(stderr, "  revoke NAME ROLE                           take the role from NAME")
 		fmt.Fprintln(stderr, "  list                                       the employees who have a role")
 		fmt.Fprintln(stderr, "  history [NAME]                             the record of role changes, oldest first")
-		fmt.Fprintf(stderr, "\nRoles: %s. Run 'ledger users <command> -h' for its flags.\n", strings.Join(roleList(), ", "))
+		fmt.Fprintf(stderr, "\nROLE is %s. Run 'ledger users <command> -h' for its flags.\n", auth.RoleNames())
 	}
 	if len(args) == 0 {
 		usage()
@@ -53,11 +53,8 @@ func runUsers(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	return errUsage
 }
 
-func roleList() []string {
-	return strings.Split(auth.RoleNames(), " or ")
-}
-
-// usersFlags are the flags every users subcommand that changes something takes.
+// usersFlags are the flags of the users subcommands: the database, and for those that change
+// roles who makes the change.
 type usersFlags struct {
 	fs    *flag.FlagSet
 	dbURL *string
