@@ -16,6 +16,7 @@ import (
 	"github.com/ledger/ledger/eventstore"
 	"github.com/ledger/ledger/internal/app"
 	"github.com/ledger/ledger/internal/audit"
+	"github.com/ledger/ledger/internal/auth"
 )
 
 // Auditor is what the audit endpoints and /api/info?asOf need of the application layer. The
@@ -107,7 +108,8 @@ type accountEventsResponse struct {
 	Next *int64 `json:"next"`
 }
 
-// handleAccountEvents pages through one account's events, for its owner and for admins.
+// handleAccountEvents pages through one account's events, for its owner and for auditors and
+// admins.
 func (s *Server) handleAccountEvents(w http.ResponseWriter, r *http.Request) {
 	username, err := pathParam(r, "username")
 	if err != nil {
@@ -115,10 +117,13 @@ func (s *Server) handleAccountEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := claimsOf(r)
-	if !c.Admin && c.Username != username {
+	own := c.Username == username
+	if !own {
 		// The same answer whether or not the employee exists: no one learns who does.
-		s.writeError(w, r, errorf(errForbidden, "reading another employee's events needs the admin role"))
-		return
+		if err := s.requireRole(r, "reading another employee's events", auth.RoleAuditor, auth.RoleAdmin); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 	}
 	q, err := query(r, "after", "limit")
 	if err != nil {
@@ -142,7 +147,7 @@ func (s *Server) handleAccountEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	id, err := s.Ledger.AccountID(r.Context(), username)
 	if errors.Is(err, domain.ErrUnknownAccount) {
-		if c.Admin {
+		if !own {
 			err = errorf(errNotFound, "no employee named %q", username)
 		} else {
 			err = errorf(errUnauthorized, "unknown employee") // a valid token for a vanished account
@@ -171,13 +176,13 @@ func (s *Server) handleAccountEvents(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// handleAuditLog streams the global log as newline-delimited JSON, for admins. It reads, writes
-// and flushes a page at a time, so the client sees lines as they come and the server holds one
-// page, however many are asked for; the client resumes after the last line's checkpoint. It
-// stops early, with fewer lines than the limit, where the readable log ends.
+// handleAuditLog streams the global log as newline-delimited JSON, for auditors and admins. It
+// reads, writes and flushes a page at a time, so the client sees lines as they come and the
+// server holds one page, however many are asked for; the client resumes after the last line's
+// checkpoint. It stops early, with fewer lines than the limit, where the readable log ends.
 func (s *Server) handleAuditLog(w http.ResponseWriter, r *http.Request) {
-	if !claimsOf(r).Admin {
-		s.writeError(w, r, errorf(errForbidden, "reading the log needs the admin role"))
+	if err := s.requireRole(r, "reading the log", auth.RoleAuditor, auth.RoleAdmin); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	q, err := query(r, "after", "limit")

@@ -118,7 +118,8 @@ func (f *fakeLedger) AuditLog(_ context.Context, after eventstore.Checkpoint, li
 	return rest[:min(limit, len(rest))], nil
 }
 
-// fakeTokens reads "admin:NAME" and "user:NAME" tokens.
+// fakeTokens reads "ROLE:NAME" and "user:NAME" tokens: the role is the token's hint, which the
+// server must not trust.
 type fakeTokens struct{}
 
 func (fakeTokens) Verify(token string) (auth.Claims, error) {
@@ -126,12 +127,26 @@ func (fakeTokens) Verify(token string) (auth.Claims, error) {
 	if !ok {
 		return auth.Claims{}, auth.ErrInvalidToken
 	}
-	return auth.Claims{Username: name, Admin: role == "admin"}, nil
+	return auth.Claims{Username: name, Roles: auth.RolesOf(auth.Role(role))}, nil
 }
+
+// fakeRoles are the roles the database holds, by username.
+type fakeRoles map[string]auth.Roles
+
+func (f fakeRoles) Roles(_ context.Context, username string) (auth.Roles, error) {
+	return f[username], nil
+}
+
+func (f fakeRoles) RoleChanges(context.Context, string, int64, int) ([]app.RoleChange, error) {
+	return nil, nil
+}
+
+// testRoles: root is an admin, eve an auditor, everyone else an employee.
+var testRoles = fakeRoles{"root": auth.RolesOf(auth.RoleAdmin), "eve": auth.RolesOf(auth.RoleAuditor)}
 
 func auditServer(t *testing.T, l Ledger) *httptest.Server {
 	t.Helper()
-	srv := httptest.NewServer(New(Deps{Ledger: l, Verifier: fakeTokens{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}))
+	srv := httptest.NewServer(New(Deps{Ledger: l, Verifier: fakeTokens{}, Roles: testRoles, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}))
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -285,8 +300,8 @@ func TestInfoAsOfHandler(t *testing.T) {
 func TestAuditNeedsAnAuditor(t *testing.T) {
 	type plain struct{ Ledger }
 	srv := auditServer(t, plain{newFakeLedger(1)})
-	for _, path := range []string{"/api/audit/log", "/api/audit/accounts/alice/events", "/api/info?asOf=1"} {
-		if resp, body := get(t, srv, path, "admin:alice"); resp.StatusCode != 404 {
+	for path, token := range map[string]string{"/api/audit/log": "user:root", "/api/audit/accounts/alice/events": "user:root", "/api/info?asOf=1": "user:alice"} {
+		if resp, body := get(t, srv, path, token); resp.StatusCode != 404 {
 			t.Errorf("%s: %d %s", path, resp.StatusCode, body)
 		}
 	}

@@ -105,8 +105,8 @@ func (fuzzAuth) Verify(_ context.Context, encoded, password string) error {
 	return nil
 }
 
-func (fuzzAuth) Issue(username string, admin bool) (string, error) {
-	return "token-for:" + username + ":" + strconv.FormatBool(admin), nil
+func (fuzzAuth) Issue(username string, roles ...auth.Role) (string, error) {
+	return "token-for:" + username + ":" + auth.RolesOf(roles...).String(), nil
 }
 
 type fuzzTokens struct{}
@@ -116,7 +116,7 @@ func (fuzzTokens) Verify(token string) (auth.Claims, error) {
 	case fuzzUserToken:
 		return auth.Claims{Username: fuzzUser}, nil
 	case fuzzAdminToken:
-		return auth.Claims{Username: fuzzAdmin, Admin: true}, nil
+		return auth.Claims{Username: fuzzAdmin, Roles: auth.RolesOf(auth.RoleAdmin)}, nil
 	}
 	return auth.Claims{}, auth.ErrInvalidToken
 }
@@ -155,7 +155,7 @@ func newFuzzServer() *fuzzServer {
 		Passwords: fuzzAuth{},
 		Issuer:    fuzzAuth{},
 		Verifier:  fuzzTokens{},
-		Admins:    map[string]bool{fuzzAdmin: true},
+		Roles:     fakeRoles{fuzzAdmin: auth.RolesOf(auth.RoleAdmin)},
 		Log:       slog.New(fuzzLog{fs.log}),
 	})
 	return fs
@@ -314,7 +314,8 @@ func wantAuth(body []byte) fuzzWant {
 		}
 		username = name
 	}
-	token, _ := json.Marshal(map[string]string{"token": "token-for:" + username + ":" + strconv.FormatBool(username == fuzzAdmin)})
+	// Logging in never names a role in the token, an admin's neither.
+	token, _ := json.Marshal(map[string]string{"token": "token-for:" + username + ":none"})
 	w := fuzzWant{status: http.StatusOK, body: string(token) + "\n"}
 	switch {
 	case username != fuzzUser:

@@ -63,7 +63,7 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	token, err := s.Issuer.Issue(username, s.Admins[username])
+	token, err := s.Issuer.Issue(username)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -271,8 +271,8 @@ func (s *Server) handleBuy(w http.ResponseWriter, r *http.Request) {
 // handleGrant lets an admin add coins to an employee's account.
 func (s *Server) handleGrant(w http.ResponseWriter, r *http.Request) {
 	c := claimsOf(r)
-	if !c.Admin {
-		s.writeError(w, r, errorf(errForbidden, "granting coins needs the admin role"))
+	if err := s.requireRole(r, "granting coins", auth.RoleAdmin); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	ctx, err := idempotencyContext(r)

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"net/http"
 
+	"github.com/ledger/ledger/internal/auth"
 	"github.com/ledger/ledger/projections"
 )
 
@@ -14,8 +15,8 @@ type projectionsBody struct {
 // handleProjections reports each projection to admins: active version, checkpoint, events
 // behind, lag and state.
 func (s *Server) handleProjections(w http.ResponseWriter, r *http.Request) {
-	if !claimsOf(r).Admin {
-		s.writeError(w, r, errorf(errForbidden, "projection status needs the admin role"))
+	if err := s.requireRole(r, "projection status", auth.RoleAdmin); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	if s.Projections == nil {

@@ -41,7 +41,7 @@ type Passwords interface {
 
 // TokenIssuer mints access tokens.
 type TokenIssuer interface {
-	Issue(username string, admin bool) (string, error)
+	Issue(username string, roles ...auth.Role) (string, error)
 }
 
 // TokenVerifier checks access tokens.
@@ -62,8 +62,8 @@ type Deps struct {
 	Passwords Passwords
 	Issuer    TokenIssuer
 	Verifier  TokenVerifier
-	// Admins are the usernames whose tokens carry the admin role.
-	Admins map[string]bool
+	// Roles are the employees' roles and their record; nil gives no one a role.
+	Roles Roles
 	// Ready reports whether the service can serve (database reachable, projectors running).
 	Ready func(ctx context.Context) error
 	// Projections reports the projections' status to admins; nil turns the endpoint off.
@@ -94,7 +94,7 @@ type Server struct {
 }
 
 // maxPasswordBytes bounds the work one login can ask of the password hasher.
-const maxPasswordBytes = 256
+const maxPasswordBytes = auth.MaxPasswordBytes
 
 // New returns the API's handler.
 func New(d Deps) *Server {
@@ -124,6 +124,7 @@ func New(d Deps) *Server {
 		r.Post("/api/admin/grant", s.handleGrant)
 		r.Get("/api/audit/accounts/{username}/events", s.handleAccountEvents)
 		r.Get("/api/audit/log", s.handleAuditLog)
+		r.Get("/api/audit/roles", s.handleRoleChanges)
 		r.Get("/api/admin/projections", s.handleProjections)
 	})
 	s.router = r

@@ -21,6 +21,19 @@ const (
 	tokenAudience = "merch-api"
 )
 
+// maxRoleCacheTTL bounds how long a revoked role may keep working on a running server.
+const maxRoleCacheTTL = 5 * time.Second
+
+// defaultSigningKeyFile is where the token signing key is unless APP_JWT_SIGNATURE_KEY_FILE says.
+func defaultSigningKeyFile() string {
+	return firstNonEmpty(env("APP_JWT_SIGNATURE_KEY_FILE"), "keys/jwt-signing.pem")
+}
+
+// defaultTokenTTL is the lifetime of tokens unless APP_TOKEN_TTL says.
+func defaultTokenTTL() time.Duration {
+	return envDuration("APP_TOKEN_TTL", 24*time.Hour)
+}
+
 // serveConfig is everything `ledger serve` is configured with: environment variables in the
 // company's style, each overridable by a flag.
 type serveConfig struct {
@@ -28,7 +41,6 @@ type serveConfig struct {
 	Port                                  int
 	SigningKeyFile, VerificationKeyFile   string
 	TokenTTL                              time.Duration
-	AdminUsers                            string
 	RunAPI, RunProjectors, CreateDatabase bool
 	LogLevel                              string
 	DBMaxConns                            int
@@ -58,6 +70,12 @@ type serveConfig struct {
 	RequestTimeout time.Duration
 	// MaxConnections caps the API's open client connections; more wait to be accepted.
 	MaxConnections int
+	// RoleCacheTTL is how long an employee's roles, read from the database for a privileged
+	// request, are reused; 0 reads them for every such request.
+	RoleCacheTTL time.Duration
+	// LegacyAdminUsers is APP_ADMIN_USERS, which no longer gives anyone a role: set, it stops
+	// the start with a message naming what replaced it.
+	LegacyAdminUsers string
 
 	// invalidEnv names environment variables whose values could not be parsed.
 	invalidEnv []string
@@ -103,11 +121,11 @@ func (c *serveConfig) envBool(name string, def bool) bool {
 
 // bindTokenKeys binds the token key pair and the lifetime of the tokens minted with it.
 func (c *serveConfig) bindTokenKeys(fs *flag.FlagSet) {
-	fs.StringVar(&c.SigningKeyFile, "signing-key-file", firstNonEmpty(env("APP_JWT_SIGNATURE_KEY_FILE"), "keys/jwt-signing.pem"),
+	fs.StringVar(&c.SigningKeyFile, "signing-key-file", defaultSigningKeyFile(),
 		"Ed25519 private key for tokens, PEM; created with its pair if both are absent (env APP_JWT_SIGNATURE_KEY_FILE)")
 	fs.StringVar(&c.VerificationKeyFile, "verification-key-file", firstNonEmpty(env("APP_JWT_VERIFICATION_KEY_FILE"), "keys/jwt-verification.pem"),
 		"Ed25519 public key for tokens, PEM (env APP_JWT_VERIFICATION_KEY_FILE)")
-	fs.DurationVar(&c.TokenTTL, "token-ttl", envDuration("APP_TOKEN_TTL", 24*time.Hour), "lifetime of issued tokens (env APP_TOKEN_TTL)")
+	fs.DurationVar(&c.TokenTTL, "token-ttl", defaultTokenTTL(), "lifetime of issued tokens (env APP_TOKEN_TTL)")
 }
 
 // bind binds everything `ledger serve` takes.
@@ -116,7 +134,9 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	c.bindTokenKeys(fs)
 	fs.StringVar(&c.Host, "host", env("APP_HOST"), "address to listen on (env APP_HOST; empty: all interfaces)")
 	fs.IntVar(&c.Port, "port", envInt("APP_PORT", 8080), "port to listen on (env APP_PORT)")
-	fs.StringVar(&c.AdminUsers, "admin-users", env("APP_ADMIN_USERS"), "comma-separated usernames with the admin role (env APP_ADMIN_USERS)")
+	fs.DurationVar(&c.RoleCacheTTL, "role-cache-ttl", envDuration("APP_ROLE_CACHE_TTL", 2*time.Second),
+		"how long roles read from the database are reused for privileged requests; a revoked role works at most this long (env APP_ROLE_CACHE_TTL; 0: none)")
+	c.LegacyAdminUsers = env("APP_ADMIN_USERS")
 	fs.BoolVar(&c.RunAPI, "api", true, "serve the HTTP API")
 	fs.BoolVar(&c.RunProjectors, "projectors", true, "run the projectors")
 	fs.BoolVar(&c.CreateDatabase, "create-database", false, "create the database named in the URL if it does not exist")
@@ -183,6 +203,13 @@ func (c *serveConfig) validate() error {
 	if c.TokenTTL < time.Minute {
 		errs = append(errs, fmt.Errorf("token lifetime (APP_TOKEN_TTL) must be a duration of at least 1m, like 24h"))
 	}
+	if c.RoleCacheTTL < 0 || c.RoleCacheTTL > maxRoleCacheTTL {
+		errs = append(errs, fmt.Errorf("role cache time (APP_ROLE_CACHE_TTL) must be a duration from 0 to %s, like 2s", maxRoleCacheTTL))
+	}
+	if c.LegacyAdminUsers != "" {
+		errs = append(errs, errors.New("APP_ADMIN_USERS is no longer supported: roles live in the database and only operators give them. "+
+			"Give each existing admin the role with `ledger users grant NAME admin` (or create one with `ledger users create NAME --role admin --password-stdin`), then unset APP_ADMIN_USERS"))
+	}
 	if c.AppendWriters < 1 || c.ReadSlots < 1 {
 		errs = append(errs, errors.New("append writers (APP_APPEND_WRITERS) and read slots (APP_READ_SLOTS) must be at least 1"))
 	}
@@ -229,16 +256,6 @@ func (c *serveConfig) level() (slog.Level, error) {
 		return 0, fmt.Errorf("log level (APP_LOG_LEVEL) %q: want debug, info, warn or error", c.LogLevel)
 	}
 	return l, nil
-}
-
-func (c *serveConfig) admins() map[string]bool {
-	m := map[string]bool{}
-	for _, u := range strings.Split(c.AdminUsers, ",") {
-		if u = strings.TrimSpace(u); u != "" {
-			m[u] = true
-		}
-	}
-	return m
 }
 
 func firstNonEmpty(vs ...string) string {

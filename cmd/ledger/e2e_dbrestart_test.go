@@ -108,6 +108,7 @@ func TestFaultDatabaseRestart(t *testing.T) {
 	c := newBankClient(drillUsers("outage", 6))
 	c.setBases(p.base())
 	c.login(t, c.users...)
+	ensureAdmin(t, pg.url())
 	c.login(t, "admin")
 	stop := make(chan struct{})
 	wg := c.run(stop)

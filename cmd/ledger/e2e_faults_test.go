@@ -214,6 +214,7 @@ func TestFaultKillDuringTraffic(t *testing.T) {
 	c := newBankClient(drillUsers("crash", 8))
 	c.setBases(p.base())
 	c.login(t, c.users...)
+	ensureAdmin(t, db.URL)
 	c.login(t, "admin")
 	stop := make(chan struct{})
 	wg := c.run(stop)
@@ -274,6 +275,7 @@ func TestFaultReplicaTakeover(t *testing.T) {
 	c := newBankClient(drillUsers("replica", 6))
 	c.setBases(procs[0].base(), procs[1].base(), procs[2].base())
 	c.login(t, c.users...)
+	ensureAdmin(t, db.URL)
 	c.login(t, "admin")
 	stop := make(chan struct{})
 	wg := c.run(stop)
@@ -402,6 +404,7 @@ func TestFaultFailingProjection(t *testing.T) {
 	c := newBankClient(drillUsers("poison", 3))
 	c.setBases(p.base())
 	c.login(t, c.users...)
+	ensureAdmin(t, own.URL)
 	c.login(t, "admin")
 	victim, other := c.users[0], c.users[1]
 	if code, body, err := c.request(http.MethodGet, "/api/buy/pen", c.toks[victim], nil); err != nil || code != http.StatusOK {

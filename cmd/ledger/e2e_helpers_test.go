@@ -104,7 +104,6 @@ func startTestService(t *testing.T, adjust ...func(*serveConfig)) *testService {
 		SigningKeyFile:      filepath.Join(dir, "keys", "jwt-signing.pem"),
 		VerificationKeyFile: filepath.Join(dir, "keys", "jwt-verification.pem"),
 		TokenTTL:            time.Hour,
-		AdminUsers:          "admin",
 		RunAPI:              true,
 		RunProjectors:       true,
 		LogLevel:            "warn",
@@ -144,6 +143,10 @@ func startTestService(t *testing.T, adjust ...func(*serveConfig)) *testService {
 		if _, err := os.Stat(f); err != nil {
 			t.Fatalf("key file was not created: %v", err)
 		}
+	}
+	// The package database's admin, made as an operator makes one: tests log in as "admin".
+	if cfg.DatabaseURL == db.URL {
+		ensureAdmin(t, db.URL)
 	}
 	ts := &testService{svc: svc, cfg: cfg, signingKeyFile: cfg.SigningKeyFile,
 		verificationKeyFile: cfg.VerificationKeyFile, api: newAPIClient(t, "http://"+svc.addr), logs: logs}

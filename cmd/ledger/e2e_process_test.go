@@ -64,7 +64,6 @@ func ledgerEnv(databaseURL, keyDir string) []string {
 		"APP_POSTGRES_URL="+databaseURL,
 		"APP_JWT_SIGNATURE_KEY_FILE="+filepath.Join(keyDir, "signing.pem"),
 		"APP_JWT_VERIFICATION_KEY_FILE="+filepath.Join(keyDir, "verification.pem"),
-		"APP_ADMIN_USERS=admin",
 		"APP_LOG_LEVEL=warn",
 		"APP_DB_MAX_CONNS=8",
 		"APP_ADMIN_ADDR=127.0.0.1:0", // several processes at once: no fixed admin port

@@ -123,7 +123,7 @@ func TestE2ETokenFailures(t *testing.T) {
 		{"HS256 with a secret", "Bearer " + signToken(t, claims(victim), jwa.HS256, []byte("secret"))},
 		{"HS256 keyed with the public key", "Bearer " + signToken(t, claims(victim), jwa.HS256, []byte(pub))},
 		{"another Ed25519 key", "Bearer " + signToken(t, claims(victim), jwa.EdDSA, otherKey)},
-		{"another Ed25519 key claiming admin", "Bearer " + signToken(t, with(claims("admin"), func(c map[string]any) { c["adm"] = true }), jwa.EdDSA, otherKey)},
+		{"another Ed25519 key claiming admin", "Bearer " + signToken(t, with(claims("admin"), func(c map[string]any) { c["rol"] = []string{"admin"} }), jwa.EdDSA, otherKey)},
 		{"tampered payload", "Bearer " + tampered},
 		{"tampered signature", "Bearer " + badSig},
 		{"expired", "Bearer " + signToken(t, with(claims(victim), func(c map[string]any) {
@@ -139,7 +139,8 @@ func TestE2ETokenFailures(t *testing.T) {
 		{"no expiry", "Bearer " + signToken(t, with(claims(victim), func(c map[string]any) { delete(c, "exp") }), jwa.EdDSA, priv)},
 		{"no subject", "Bearer " + signToken(t, with(claims(victim), func(c map[string]any) { delete(c, "sub") }), jwa.EdDSA, priv)},
 		{"empty subject", "Bearer " + signToken(t, with(claims(victim), func(c map[string]any) { c["sub"] = "" }), jwa.EdDSA, priv)},
-		{"malformed admin claim", "Bearer " + signToken(t, with(claims(victim), func(c map[string]any) { c["adm"] = "true" }), jwa.EdDSA, priv)},
+		{"malformed roles claim", "Bearer " + signToken(t, with(claims(victim), func(c map[string]any) { c["rol"] = "admin" }), jwa.EdDSA, priv)},
+		{"unknown role claimed", "Bearer " + signToken(t, with(claims(victim), func(c map[string]any) { c["rol"] = []string{"root"} }), jwa.EdDSA, priv)},
 		{unknownEmployee, "Bearer " + signToken(t, claims(uniq("ghost")), jwa.EdDSA, priv)},
 	}
 	for _, tc := range cases {

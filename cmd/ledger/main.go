@@ -25,7 +25,10 @@ func commands() []command {
 	return []command{
 		{"serve", "run the HTTP API and the projectors", runServe},
 		{"migrate", "apply the database migrations and exit", runMigrate},
-		{"token", "mint an access token offline with the signing key", runToken},
+		{"token", "mint an access token offline with the signing key for an existing employee", runToken},
+		{"users", "create privileged accounts, grant and revoke roles, read the record of role changes", func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+			return runUsers(ctx, args, os.Stdin, stdout, stderr)
+		}},
 		{"seed", "create employees in bulk and write the load tool's user and token files", runSeed},
 		{"projections", "operate the projections: status, rebuild NAME", runProjections},
 		{"probe", "GET a URL and exit 0 on 200 (container health checks)", runProbe},

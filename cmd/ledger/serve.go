@@ -158,7 +158,7 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 		msrc.Projectors = runner
 	}
 	if cfg.RunAPI {
-		ledger = app.New(store, wake, app.Config{ReadSlots: cfg.ReadSlots})
+		ledger = app.New(store, wake, app.Config{ReadSlots: cfg.ReadSlots, RoleCacheTTL: cfg.RoleCacheTTL})
 		msrc.App = ledger
 	}
 	mx := metrics.New(msrc)
@@ -191,7 +191,7 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 		Passwords:   auth.NewHasher(max(1, runtime.NumCPU()-1)),
 		Issuer:      auth.NewIssuer(priv, tokenIssuer, tokenAudience, cfg.TokenTTL),
 		Verifier:    auth.NewVerifier(pub, tokenIssuer, tokenAudience, 100_000),
-		Admins:      cfg.admins(),
+		Roles:       ledger,
 		Projections: func(ctx context.Context) ([]projections.Status, error) { return projections.Statuses(ctx, pool) },
 		Ready: func(ctx context.Context) error {
 			if err := pool.Ping(ctx); err != nil {

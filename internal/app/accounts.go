@@ -55,6 +55,12 @@ func (a *App) AccountID(ctx context.Context, username string) (uuid.UUID, error)
 // OpenAccount creates the employee's identity and opens the account with the welcome grant, in
 // one transaction. A username taken meanwhile is domain.ErrAccountExists.
 func (a *App) OpenAccount(ctx context.Context, username, passwordHash string) (uuid.UUID, Result, error) {
+	return a.openAccount(ctx, username, passwordHash, nil)
+}
+
+// openAccount is OpenAccount, running also (when not nil) in its transaction after the identity
+// is written.
+func (a *App) openAccount(ctx context.Context, username, passwordHash string, also func(context.Context, pgx.Tx) error) (uuid.UUID, Result, error) {
 	id, err := uuid.NewV7()
 	if err != nil {
 		return uuid.Nil, Result{}, err
@@ -79,7 +85,10 @@ func (a *App) OpenAccount(ctx context.Context, username, passwordHash string) (u
 		if errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "users_pkey" {
 			return fmt.Errorf("%w: %q", domain.ErrAccountExists, username)
 		}
-		return err
+		if err != nil || also == nil {
+			return err
+		}
+		return also(ctx, tx)
 	}))
 	if err != nil {
 		return uuid.Nil, Result{}, err

@@ -17,10 +17,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ledger/ledger/domain"
 	"github.com/ledger/ledger/eventstore"
+	"github.com/ledger/ledger/internal/auth"
 )
 
 // ErrBusy means a command kept losing the race for its account and gave up.
@@ -45,6 +47,9 @@ type Config struct {
 	// ReadSlots bounds the statements reading read models at once (default 4); reads that
 	// arrive while all are busy share the next one.
 	ReadSlots int
+	// RoleCacheTTL is how long an employee's roles, once read, are reused; 0 reads them afresh
+	// every time. A revoked role keeps working for at most this long.
+	RoleCacheTTL time.Duration
 }
 
 // App runs commands and queries.
@@ -62,6 +67,7 @@ type App struct {
 	reads      atomic.Pointer[readSet] // the active projection versions' info query
 	readGroups *readGroup
 	states     stateCache
+	roles      *expirable.LRU[string, auth.Roles] // nil: roles are not cached
 }
 
 // New returns an App over the store; wake is the projections' signal.
@@ -85,6 +91,9 @@ func New(store *eventstore.Store, wake Waker, cfg Config) *App {
 	a.readGroups = newReadGroup(cfg.ReadSlots, defaultReadSize, a.readRows)
 	a.users.m = make(map[string]uuid.UUID)
 	a.catalog.lock = make(chan struct{}, 1)
+	if cfg.RoleCacheTTL > 0 {
+		a.roles = expirable.NewLRU[string, auth.Roles](roleCacheSize, nil, cfg.RoleCacheTTL)
+	}
 	return a
 }
 

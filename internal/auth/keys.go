@@ -68,21 +68,46 @@ func fileExists(path string) (bool, error) {
 	}
 }
 
-func loadKeys(signingKeyFile, verificationKeyFile string) (ed25519.PrivateKey, ed25519.PublicKey, error) {
+// ErrKeyFileMissing is a key file that does not exist.
+var ErrKeyFileMissing = errors.New("key file not found")
+
+// LoadSigningKey returns the Ed25519 private key in signingKeyFile and never creates one: tools
+// that mint tokens for a running service must use its key, and a new key would mint tokens it
+// refuses. A missing file is ErrKeyFileMissing, naming the file.
+func LoadSigningKey(signingKeyFile string) (ed25519.PrivateKey, error) {
+	exists, err := fileExists(signingKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	if !exists {
+		return nil, fmt.Errorf("auth: signing key %s: %w", signingKeyFile, ErrKeyFileMissing)
+	}
+	return loadPrivateKey(signingKeyFile)
+}
+
+func loadPrivateKey(signingKeyFile string) (ed25519.PrivateKey, error) {
 	der, err := readPEM(signingKeyFile, pemPrivateKey)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	parsedPriv, err := x509.ParsePKCS8PrivateKey(der)
 	if err != nil {
-		return nil, nil, fmt.Errorf("auth: signing key %s: parsing PKCS#8: %w", signingKeyFile, err)
+		return nil, fmt.Errorf("auth: signing key %s: parsing PKCS#8: %w", signingKeyFile, err)
 	}
 	priv, ok := parsedPriv.(ed25519.PrivateKey)
 	if !ok {
-		return nil, nil, fmt.Errorf("auth: signing key %s: want an Ed25519 key, got %T", signingKeyFile, parsedPriv)
+		return nil, fmt.Errorf("auth: signing key %s: want an Ed25519 key, got %T", signingKeyFile, parsedPriv)
+	}
+	return priv, nil
+}
+
+func loadKeys(signingKeyFile, verificationKeyFile string) (ed25519.PrivateKey, ed25519.PublicKey, error) {
+	priv, err := loadPrivateKey(signingKeyFile)
+	if err != nil {
+		return nil, nil, err
 	}
 
-	der, err = readPEM(verificationKeyFile, pemPublicKey)
+	der, err := readPEM(verificationKeyFile, pemPublicKey)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -49,6 +49,10 @@ const (
 	maxSaltLen   = 64
 )
 
+// MaxPasswordBytes bounds the work one password can ask of the hasher; longer ones are refused
+// where they come in.
+const MaxPasswordBytes = 256
+
 // b64 rejects non-canonical encodings so that one hash has exactly one
 // textual form.
 var b64 = base64.RawStdEncoding.Strict()

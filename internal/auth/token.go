@@ -23,8 +23,10 @@ import (
 var ErrInvalidToken = errors.New("invalid token")
 
 const (
-	// adminClaim is private and short because it rides on every request.
-	adminClaim = "adm"
+	// rolesClaim names the bearer's roles when the token was minted: a hint for clients, never
+	// trusted for a privileged request, which asks the database. Private and short because it
+	// rides on every request.
+	rolesClaim = "rol"
 	// maxTokenLen caps work done on attacker-supplied input before any
 	// cryptography; our own tokens are a few hundred bytes.
 	maxTokenLen = 8 << 10
@@ -35,8 +37,9 @@ const (
 
 // Claims is what a verified token asserts about its bearer.
 type Claims struct {
-	Username  string
-	Admin     bool
+	Username string
+	// Roles are the roles the token names: only a hint (see rolesClaim).
+	Roles     Roles
 	ExpiresAt time.Time
 }
 
@@ -56,9 +59,9 @@ func NewIssuer(key ed25519.PrivateKey, issuer, audience string, ttl time.Duratio
 	return &Issuer{key: key, issuer: issuer, audience: audience, ttl: ttl, now: time.Now}
 }
 
-// Issue returns a signed compact JWT for username. The admin claim is only
-// emitted when true so ordinary tokens stay minimal.
-func (i *Issuer) Issue(username string, admin bool) (string, error) {
+// Issue returns a signed compact JWT for username naming its roles, as a hint. The roles claim
+// is only emitted when there are roles so ordinary tokens stay minimal.
+func (i *Issuer) Issue(username string, roles ...Role) (string, error) {
 	if username == "" {
 		return "", errors.New("auth: issuing token: empty username")
 	}
@@ -83,8 +86,12 @@ func (i *Issuer) Issue(username string, admin bool) (string, error) {
 		NotBefore(now).
 		Expiration(now.Add(i.ttl)).
 		JwtID(base64.RawURLEncoding.EncodeToString(id[:]))
-	if admin {
-		b = b.Claim(adminClaim, true)
+	if rs := RolesOf(roles...); rs != 0 {
+		names := make([]string, 0, len(roles))
+		for _, r := range rs.List() {
+			names = append(names, string(r))
+		}
+		b = b.Claim(rolesClaim, names)
 	}
 	tok, err := b.Build()
 	if err != nil {
@@ -230,14 +237,35 @@ func (v *Verifier) parse(token string) (Claims, time.Time, error) {
 		return Claims{}, time.Time{}, invalid("empty subject", nil)
 	}
 	c := Claims{Username: tok.Subject(), ExpiresAt: tok.Expiration()}
-	if raw, ok := tok.Get(adminClaim); ok {
-		admin, isBool := raw.(bool)
-		if !isBool {
-			return Claims{}, time.Time{}, invalid("malformed admin claim", nil)
+	if raw, ok := tok.Get(rolesClaim); ok {
+		roles, err := parseRoles(raw)
+		if err != nil {
+			return Claims{}, time.Time{}, invalid("malformed roles claim", err)
 		}
-		c.Admin = admin
+		c.Roles = roles
 	}
 	return c, validFrom(tok.NotBefore(), tok.IssuedAt()), nil
+}
+
+// parseRoles reads the roles claim: a JSON array of role names.
+func parseRoles(raw any) (Roles, error) {
+	list, ok := raw.([]any)
+	if !ok {
+		return 0, fmt.Errorf("roles claim is %T, want an array", raw)
+	}
+	var rs Roles
+	for _, v := range list {
+		name, ok := v.(string)
+		if !ok {
+			return 0, fmt.Errorf("role %v is not a string", v)
+		}
+		r, err := ParseRole(name)
+		if err != nil {
+			return 0, err
+		}
+		rs |= RolesOf(r)
+	}
+	return rs, nil
 }
 
 // validFrom is the earliest time jwt.Validate accepts a token with these nbf and iat: it

@@ -46,7 +46,7 @@ func fuzzClaims(edit func(map[string]any)) map[string]any {
 func tokenSeeds(f *testing.F) []string {
 	pub := fuzzKey.Public().(ed25519.PublicKey)
 	good := signRaw(f, fuzzClaims(nil), jwa.EdDSA, fuzzKey)
-	admin := signRaw(f, fuzzClaims(func(m map[string]any) { m["adm"] = true }), jwa.EdDSA, fuzzKey)
+	admin := signRaw(f, fuzzClaims(func(m map[string]any) { m["rol"] = []string{"admin"} }), jwa.EdDSA, fuzzKey)
 	issued := mustIssue(f, newIssuerAt(fuzzKey, testIss, testAud, time.Hour, t0), "bob", true)
 	p := strings.Split(good, ".")
 
@@ -86,7 +86,8 @@ func tokenSeeds(f *testing.F) []string {
 		signRaw(f, fuzzClaims(func(m map[string]any) { m["aud"] = "other-app" }), jwa.EdDSA, fuzzKey),
 		signRaw(f, fuzzClaims(func(m map[string]any) { delete(m, "exp") }), jwa.EdDSA, fuzzKey),
 		signRaw(f, fuzzClaims(func(m map[string]any) { m["sub"] = "" }), jwa.EdDSA, fuzzKey),
-		signRaw(f, fuzzClaims(func(m map[string]any) { m["adm"] = "true" }), jwa.EdDSA, fuzzKey),
+		signRaw(f, fuzzClaims(func(m map[string]any) { m["rol"] = "admin" }), jwa.EdDSA, fuzzKey),
+		signRaw(f, fuzzClaims(func(m map[string]any) { m["rol"] = []string{"root"} }), jwa.EdDSA, fuzzKey),
 		string(jsonForm),
 		" "+good,
 		good+"\n",
@@ -146,7 +147,7 @@ func FuzzVerify(f *testing.F) {
 }
 
 func sameClaims(a, b Claims) bool {
-	return a.Username == b.Username && a.Admin == b.Admin && a.ExpiresAt.Equal(b.ExpiresAt)
+	return a.Username == b.Username && a.Roles == b.Roles && a.ExpiresAt.Equal(b.ExpiresAt)
 }
 
 // genuine checks an accepted token without the JWT library: what is wrong with it, or "" if
@@ -174,7 +175,7 @@ func genuine(pub ed25519.PublicKey, token string, c Claims) string {
 		Exp *int64          `json:"exp"`
 		Nbf *int64          `json:"nbf"`
 		Iat *int64          `json:"iat"`
-		Adm *bool           `json:"adm"`
+		Rol []string        `json:"rol"`
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(p[1])
 	if err != nil || json.Unmarshal(raw, &claims) != nil {
@@ -200,8 +201,21 @@ func genuine(pub ed25519.PublicKey, token string, c Claims) string {
 		return "exp is missing, expired or not the expiry returned"
 	case claims.Nbf != nil && *claims.Nbf > now+skew, claims.Iat != nil && *claims.Iat > now+skew:
 		return "not yet valid"
-	case (claims.Adm != nil && *claims.Adm) != c.Admin:
-		return "admin flag differs from adm"
+	case !sameRoles(claims.Rol, c.Roles):
+		return "roles differ from rol"
 	}
 	return ""
+}
+
+// sameRoles reports whether the rol claim names exactly the roles of rs.
+func sameRoles(names []string, rs Roles) bool {
+	var got Roles
+	for _, n := range names {
+		r, err := ParseRole(n)
+		if err != nil {
+			return false
+		}
+		got |= RolesOf(r)
+	}
+	return got == rs
 }

@@ -48,7 +48,11 @@ func newVerifierAt(key ed25519.PublicKey, cacheSize int, now time.Time) *Verifie
 
 func mustIssue(t testing.TB, i *Issuer, user string, admin bool) string {
 	t.Helper()
-	tok, err := i.Issue(user, admin)
+	var roles []Role
+	if admin {
+		roles = append(roles, RoleAdmin)
+	}
+	tok, err := i.Issue(user, roles...)
 	if err != nil {
 		t.Fatalf("Issue: %v", err)
 	}
@@ -94,8 +98,11 @@ func TestIssueVerifyRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Verify(admin=%v): %v", admin, err)
 		}
-		want := Claims{Username: "alice", Admin: admin, ExpiresAt: t0.Add(time.Hour)}
-		if c.Username != want.Username || c.Admin != want.Admin || !c.ExpiresAt.Equal(want.ExpiresAt) {
+		want := Claims{Username: "alice", ExpiresAt: t0.Add(time.Hour)}
+		if admin {
+			want.Roles = RolesOf(RoleAdmin)
+		}
+		if c.Username != want.Username || c.Roles != want.Roles || !c.ExpiresAt.Equal(want.ExpiresAt) {
 			t.Fatalf("claims = %+v, want %+v", c, want)
 		}
 	}
@@ -110,13 +117,13 @@ func TestIssueVerifyRoundTrip(t *testing.T) {
 
 func TestIssueRefusesBadInput(t *testing.T) {
 	_, priv := genKey(t)
-	if _, err := NewIssuer(priv, testIss, testAud, time.Hour).Issue("", false); err == nil {
+	if _, err := NewIssuer(priv, testIss, testAud, time.Hour).Issue(""); err == nil {
 		t.Error("Issue with empty username succeeded")
 	}
-	if _, err := NewIssuer(priv, testIss, testAud, 0).Issue("alice", false); err == nil {
+	if _, err := NewIssuer(priv, testIss, testAud, 0).Issue("alice"); err == nil {
 		t.Error("Issue with zero ttl succeeded")
 	}
-	if _, err := NewIssuer(nil, testIss, testAud, time.Hour).Issue("alice", false); err == nil {
+	if _, err := NewIssuer(nil, testIss, testAud, time.Hour).Issue("alice"); err == nil {
 		t.Error("Issue with nil key succeeded")
 	}
 }
@@ -138,7 +145,7 @@ func TestVerifyRejects(t *testing.T) {
 			t.Fatal(err)
 		}
 		m["sub"] = "mallory"
-		m["adm"] = true
+		m["rol"] = []string{"admin"}
 		b, _ := json.Marshal(m)
 		return parts[0] + "." + base64.RawURLEncoding.EncodeToString(b) + "." + parts[2]
 	}()
@@ -177,7 +184,9 @@ func TestVerifyRejects(t *testing.T) {
 		{"empty sub", signRaw(t, with("sub", ""), jwa.EdDSA, priv), "empty subject"},
 		{"wrong issuer", mustIssue(t, newIssuerAt(priv, "someone-else", testAud, time.Hour, t0), "alice", false), "wrong issuer"},
 		{"wrong audience", mustIssue(t, newIssuerAt(priv, testIss, "other-app", time.Hour, t0), "alice", false), "wrong audience"},
-		{"non-bool admin", signRaw(t, with("adm", "true"), jwa.EdDSA, priv), "admin"},
+		{"roles not a list", signRaw(t, with("rol", "admin"), jwa.EdDSA, priv), "roles"},
+		{"roles not strings", signRaw(t, with("rol", []any{true}), jwa.EdDSA, priv), "roles"},
+		{"unknown role", signRaw(t, with("rol", []string{"root"}), jwa.EdDSA, priv), "roles"},
 		{"JSON serialisation", func() string {
 			out, err := jws.Sign(payload, jws.WithKey(jwa.EdDSA, priv), jws.WithJSON())
 			if err != nil {
@@ -468,7 +477,7 @@ func TestVerifyConcurrent(t *testing.T) {
 			for j := range 100 {
 				k := (g*7 + j) % nTokens
 				c, err := v.Verify(toks[k])
-				if err != nil || c.Username != fmt.Sprintf("user-%d", k) || c.Admin != (k%2 == 0) {
+				if err != nil || c.Username != fmt.Sprintf("user-%d", k) || c.Roles.Has(RoleAdmin) != (k%2 == 0) {
 					errs <- fmt.Errorf("token %d: claims %+v, err %v", k, c, err)
 					return
 				}

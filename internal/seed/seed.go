@@ -34,7 +34,7 @@ type User struct {
 
 // TokenIssuer mints an employee's access token; *auth.Issuer is one.
 type TokenIssuer interface {
-	Issue(username string, admin bool) (string, error)
+	Issue(username string, roles ...auth.Role) (string, error)
 }
 
 var _ TokenIssuer = (*auth.Issuer)(nil)
@@ -140,7 +140,7 @@ func Run(ctx context.Context, o Options) ([]User, []string, error) {
 						return
 					}
 				}
-				tok, err := o.Issuer.Issue(name, false)
+				tok, err := o.Issuer.Issue(name)
 				if err != nil {
 					errc <- fmt.Errorf("seed: token for %s: %w", name, err)
 					return

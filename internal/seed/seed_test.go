@@ -83,7 +83,7 @@ func TestRunOpensAccountsOnceAndMintsTokens(t *testing.T) {
 			if err != nil {
 				t.Fatalf("token %d: %v", i, err)
 			}
-			if claims.Username != u.Username || claims.Admin {
+			if claims.Username != u.Username || claims.Roles != 0 {
 				t.Fatalf("token %d is for %+v, want %s without admin", i, claims, u.Username)
 			}
 		}
