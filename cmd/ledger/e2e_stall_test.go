@@ -218,7 +218,7 @@ func TestE2EStalledDatabase(t *testing.T) {
 			t.Errorf("%s retried under its key after the stall: %s %v", c.name, r, err)
 		}
 		var n int
-		if err := own.Pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE metadata->>'idempotencyKey' = $1`, c.key).Scan(&n); err != nil {
+		if err := own.Pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE convert_from(metadata_bytes, 'UTF8')::jsonb->>'idempotencyKey' = $1`, c.key).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		if want := map[string]int{"keyed buy": 1, "keyed sendCoin": 2}[c.name]; n != want {
