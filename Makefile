@@ -11,7 +11,7 @@ BENCH_TIME ?= 10s
 all: build
 
 build:
-	$(GO) build -o bin/ledger ./cmd/ledger
+	$(GO) build -buildvcs=auto -o bin/ledger ./cmd/ledger
 
 ## run: migrate and serve the ledger on :8080 against APP_POSTGRES_URL / LEDGER_DATABASE_URL, or
 ## the database "ledger" on a local server (created if missing; a throwaway cluster if none runs).
