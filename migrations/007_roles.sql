@@ -23,24 +23,29 @@ CREATE TABLE role_changes (
 );
 CREATE INDEX role_changes_username ON role_changes (username, id);
 
--- The record is append-only, as the event log is. Replication-role sessions (restores) bypass
--- triggers, as they should.
-CREATE FUNCTION role_changes_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+-- The record is append-only, guarded by the event log's own guard, which now names the table
+-- it refuses a change to. Replication-role sessions (restores) bypass triggers, as they should.
+CREATE OR REPLACE FUNCTION events_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'role_changes is append-only: % refused', TG_OP
+    RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP
         USING ERRCODE = 'restrict_violation';
 END;
 $$;
 
 CREATE TRIGGER role_changes_append_only
     BEFORE UPDATE OR DELETE ON role_changes
-    FOR EACH ROW EXECUTE FUNCTION role_changes_refuse_change();
+    FOR EACH ROW EXECUTE FUNCTION events_refuse_change();
 
 CREATE TRIGGER role_changes_no_truncate
     BEFORE TRUNCATE ON role_changes
-    FOR EACH STATEMENT EXECUTE FUNCTION role_changes_refuse_change();
+    FOR EACH STATEMENT EXECUTE FUNCTION events_refuse_change();
 
 ---- create above / drop below ----
 
 DROP TABLE role_changes, user_roles;
-DROP FUNCTION role_changes_refuse_change();
+CREATE OR REPLACE FUNCTION events_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'events are append-only: % refused', TG_OP
+        USING ERRCODE = 'restrict_violation';
+END;
+$$;
