@@ -27,22 +27,10 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintln(stderr, "  verify  replay the whole log: hash chains, account folds, and the read models against them")
 		fmt.Fprintln(stderr, "\nRun 'ledger audit <command> -h' for its flags.")
 	}
-	if len(args) == 0 {
-		usage()
-		return errUsage
-	}
-	switch args[0] {
-	case "export":
-		return runAuditExport(ctx, args[1:], stdout, stderr)
-	case "verify":
-		return runAuditVerify(ctx, args[1:], stdout, stderr)
-	case "-h", "--help", "help":
-		usage()
-		return nil
-	}
-	fmt.Fprintf(stderr, "ledger audit: unknown command %q\n\n", args[0])
-	usage()
-	return errUsage
+	return subcommand("audit", args, stderr, usage, map[string]func([]string) error{
+		"export": func(a []string) error { return runAuditExport(ctx, a, stdout, stderr) },
+		"verify": func(a []string) error { return runAuditVerify(ctx, a, stdout, stderr) },
+	})
 }
 
 var _ flag.Value = (*checkpointFlag)(nil)

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 )
@@ -49,4 +50,25 @@ func databaseURLFlag(fs *flag.FlagSet) *string {
 	p := new(string)
 	bindDatabaseURL(fs, p)
 	return p
+}
+
+// subcommand runs the one of cmds that args[0] names, for a command group (audit, projections,
+// users): no name, or one it does not know, prints the group's usage and is a usage error; -h
+// prints it and succeeds.
+func subcommand(group string, args []string, stderr io.Writer, usage func(), cmds map[string]func(args []string) error) error {
+	if len(args) == 0 {
+		usage()
+		return errUsage
+	}
+	if run, ok := cmds[args[0]]; ok {
+		return run(args[1:])
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		usage()
+		return nil
+	}
+	fmt.Fprintf(stderr, "ledger %s: unknown command %q\n\n", group, args[0])
+	usage()
+	return errUsage
 }

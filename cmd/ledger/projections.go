@@ -22,22 +22,10 @@ func runProjections(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintln(stderr, "  rebuild NAME    build NAME's newest version beside the live one, switch reads to it, retire the old")
 		fmt.Fprintln(stderr, "\nRun 'ledger projections <command> -h' for its flags.")
 	}
-	if len(args) == 0 {
-		usage()
-		return errUsage
-	}
-	switch args[0] {
-	case "status":
-		return runProjectionsStatus(ctx, args[1:], stdout, stderr)
-	case "rebuild":
-		return runProjectionsRebuild(ctx, args[1:], stdout, stderr)
-	case "-h", "--help", "help":
-		usage()
-		return nil
-	}
-	fmt.Fprintf(stderr, "ledger projections: unknown command %q\n\n", args[0])
-	usage()
-	return errUsage
+	return subcommand("projections", args, stderr, usage, map[string]func([]string) error{
+		"status":  func(a []string) error { return runProjectionsStatus(ctx, a, stdout, stderr) },
+		"rebuild": func(a []string) error { return runProjectionsRebuild(ctx, a, stdout, stderr) },
+	})
 }
 
 func runProjectionsStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {

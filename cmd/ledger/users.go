@@ -32,26 +32,13 @@ func runUsers(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		fmt.Fprintln(stderr, "  history [NAME]                             the record of role changes, oldest first")
 		fmt.Fprintf(stderr, "\nROLE is %s. Run 'ledger users <command> -h' for its flags.\n", auth.RoleNames())
 	}
-	if len(args) == 0 {
-		usage()
-		return errUsage
-	}
-	switch args[0] {
-	case "create":
-		return runUsersCreate(ctx, args[1:], stdin, stdout, stderr)
-	case "grant", "revoke":
-		return runUsersChange(ctx, args[0], args[1:], stdout, stderr)
-	case "list":
-		return runUsersList(ctx, args[1:], stdout, stderr)
-	case "history":
-		return runUsersHistory(ctx, args[1:], stdout, stderr)
-	case "-h", "--help", "help":
-		usage()
-		return nil
-	}
-	fmt.Fprintf(stderr, "ledger users: unknown command %q\n\n", args[0])
-	usage()
-	return errUsage
+	return subcommand("users", args, stderr, usage, map[string]func([]string) error{
+		"create":  func(a []string) error { return runUsersCreate(ctx, a, stdin, stdout, stderr) },
+		"grant":   func(a []string) error { return runUsersChange(ctx, "grant", a, stdout, stderr) },
+		"revoke":  func(a []string) error { return runUsersChange(ctx, "revoke", a, stdout, stderr) },
+		"list":    func(a []string) error { return runUsersList(ctx, a, stdout, stderr) },
+		"history": func(a []string) error { return runUsersHistory(ctx, a, stdout, stderr) },
+	})
 }
 
 // usersFlags are the flags of the users subcommands: the database, and for those that change
