@@ -102,15 +102,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		res.Seed = rand.Uint64()
 	}
 
-	dbURL := cfg.databaseURL
-	if cfg.fresh {
-		var drop func() error
-		if dbURL, drop, err = freshDatabase(ctx, cfg.databaseURL); err != nil {
-			return err
-		}
-		fmt.Fprintf(stderr, "created database %s\n", redact(dbURL))
-		defer func() { err = errors.Join(err, drop()) }()
+	dbURL, drop, err := runDatabase(ctx, cfg, stderr)
+	if err != nil {
+		return err
 	}
+	defer func() { err = errors.Join(err, drop()) }()
 
 	target, serverPID, signingKey := cfg.target, cfg.serverPID, cfg.signingKey
 	if target == "" {

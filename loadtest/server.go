@@ -220,3 +220,18 @@ func (s *server) stop() error {
 func keyPaths(dir string) serverKeys {
 	return serverKeys{signing: filepath.Join(dir, "jwt-signing.pem"), verification: filepath.Join(dir, "jwt-verification.pem")}
 }
+
+// runDatabase returns the database a run loads: with --fresh-database a new one on the
+// configured server, announced on stderr, which drop removes; else the configured one, which
+// drop leaves alone.
+func runDatabase(ctx context.Context, cfg config, stderr io.Writer) (url string, drop func() error, err error) {
+	if !cfg.fresh {
+		return cfg.databaseURL, func() error { return nil }, nil
+	}
+	url, drop, err = freshDatabase(ctx, cfg.databaseURL)
+	if err != nil {
+		return "", nil, err
+	}
+	fmt.Fprintf(stderr, "created database %s\n", redact(url))
+	return url, drop, nil
+}

@@ -87,15 +87,11 @@ func runWrk(ctx context.Context, cfg config, stdout, stderr io.Writer) (err erro
 		Users: cfg.profile.users, Connections: cfg.conns, Threads: cfg.wrkThreads,
 		WarmupS: cfg.warmup.Seconds(), DurationS: cfg.profile.duration.Seconds()}
 
-	dbURL := cfg.databaseURL
-	if cfg.fresh {
-		var drop func() error
-		if dbURL, drop, err = freshDatabase(ctx, cfg.databaseURL); err != nil {
-			return err
-		}
-		fmt.Fprintf(stderr, "created database %s\n", redact(dbURL))
-		defer func() { err = errors.Join(err, drop()) }()
+	dbURL, drop, err := runDatabase(ctx, cfg, stderr)
+	if err != nil {
+		return err
 	}
+	defer func() { err = errors.Join(err, drop()) }()
 	srv, keys, stop, err := startOwnServer(ctx, cfg, dbURL, stderr)
 	if err != nil {
 		return err
