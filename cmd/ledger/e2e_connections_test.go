@@ -3,18 +3,14 @@ package main
 import (
 	"bufio"
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/ledger/ledger/internal/pgtest"
 )
 
 // TestE2EConnectionCap: past --max-connections a new connection waits to be accepted, and is
@@ -75,19 +71,9 @@ func TestE2EConnectionCap(t *testing.T) {
 // and neither as a 500 nor at ERROR in the log.
 func TestE2EClientGoneIsNotAnError(t *testing.T) {
 	ctx := context.Background()
-	own, err := pgtest.Create(ctx, "cmd_gone")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(own.Drop)
-	u, err := url.Parse(own.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := startStallProxy(t, u.Host)
-	u.Host = proxy.ln.Addr().String()
+	own, proxy, dbURL := stallableDatabase(t, "cmd_gone")
 	ts := startTestService(t, func(c *serveConfig) {
-		c.DatabaseURL, c.DBMaxConns, c.AdminAddr = u.String(), 8, "127.0.0.1:0"
+		c.DatabaseURL, c.DBMaxConns, c.AdminAddr = dbURL, 8, "127.0.0.1:0"
 	})
 	api := ts.api
 	alice, bob := uniq("gone-alice"), uniq("gone-bob")
@@ -156,29 +142,18 @@ func TestE2EClientGoneIsNotAnError(t *testing.T) {
 // TestRequestLimitsConfig: the request timeout and the connection cap have defaults, come from
 // the environment or flags, and refuse values out of range by name.
 func TestRequestLimitsConfig(t *testing.T) {
-	parse := func(t *testing.T, args ...string) (serveConfig, error) {
-		t.Helper()
-		var cfg serveConfig
-		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
-		cfg.bind(fs)
-		if err := fs.Parse(append([]string{"--database-url", "postgres://localhost/ledger"}, args...)); err != nil {
-			t.Fatalf("parse %v: %v", args, err)
-		}
-		return cfg, cfg.validate()
-	}
 	t.Setenv("APP_REQUEST_TIMEOUT", "")
 	t.Setenv("APP_MAX_CONNECTIONS", "")
-	cfg, err := parse(t)
+	cfg, err := parseServeConfig(t)
 	if err != nil || cfg.RequestTimeout != 3*time.Second || cfg.MaxConnections != defaultMaxConnections {
 		t.Errorf("defaults: timeout %v, connections %d, %v; want 3s, %d", cfg.RequestTimeout, cfg.MaxConnections, err, defaultMaxConnections)
 	}
 	t.Setenv("APP_REQUEST_TIMEOUT", "1500ms")
 	t.Setenv("APP_MAX_CONNECTIONS", "100")
-	if cfg, err = parse(t); err != nil || cfg.RequestTimeout != 1500*time.Millisecond || cfg.MaxConnections != 100 {
+	if cfg, err = parseServeConfig(t); err != nil || cfg.RequestTimeout != 1500*time.Millisecond || cfg.MaxConnections != 100 {
 		t.Errorf("from the environment: timeout %v, connections %d, %v", cfg.RequestTimeout, cfg.MaxConnections, err)
 	}
-	if cfg, err = parse(t, "--request-timeout", "2s", "--max-connections", "7"); err != nil || cfg.RequestTimeout != 2*time.Second || cfg.MaxConnections != 7 {
+	if cfg, err = parseServeConfig(t, "--request-timeout", "2s", "--max-connections", "7"); err != nil || cfg.RequestTimeout != 2*time.Second || cfg.MaxConnections != 7 {
 		t.Errorf("flags over the environment: timeout %v, connections %d, %v", cfg.RequestTimeout, cfg.MaxConnections, err)
 	}
 	for _, tc := range []struct{ timeout, conns, want string }{
@@ -190,7 +165,7 @@ func TestRequestLimitsConfig(t *testing.T) {
 	} {
 		t.Setenv("APP_REQUEST_TIMEOUT", tc.timeout)
 		t.Setenv("APP_MAX_CONNECTIONS", tc.conns)
-		if _, err := parse(t); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := parseServeConfig(t); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("timeout %q, connections %q: %v, want an error naming %s", tc.timeout, tc.conns, err, tc.want)
 		}
 	}

@@ -282,42 +282,31 @@ func TestE2EMetricsOnlyOnTheAdminListener(t *testing.T) {
 // API's port; the environment and flags change that, and bad values stop the start with their
 // names.
 func TestMetricsConfig(t *testing.T) {
-	parse := func(t *testing.T, args ...string) (serveConfig, error) {
-		t.Helper()
-		var cfg serveConfig
-		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
-		cfg.bind(fs)
-		if err := fs.Parse(append([]string{"--database-url", "postgres://localhost/ledger"}, args...)); err != nil {
-			t.Fatalf("parse %v: %v", args, err)
-		}
-		return cfg, cfg.validate()
-	}
 	t.Run("defaults", func(t *testing.T) {
 		t.Setenv("APP_ADMIN_ADDR", "")
 		t.Setenv("APP_PUBLIC_METRICS", "")
-		cfg, err := parse(t)
+		cfg, err := parseServeConfig(t)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if cfg.adminListener() != "127.0.0.1:6060" || cfg.PublicMetrics {
 			t.Errorf("defaults: admin address %q, public metrics %v; want 127.0.0.1:6060 and false", cfg.AdminAddr, cfg.PublicMetrics)
 		}
-		if cfg, err = parse(t, "--admin-addr", "off", "--public-metrics"); err != nil || cfg.adminListener() != "" || !cfg.PublicMetrics {
+		if cfg, err = parseServeConfig(t, "--admin-addr", "off", "--public-metrics"); err != nil || cfg.adminListener() != "" || !cfg.PublicMetrics {
 			t.Errorf("admin listener off, metrics public: admin address %q, public metrics %v, %v", cfg.AdminAddr, cfg.PublicMetrics, err)
 		}
 	})
 	t.Run("environment", func(t *testing.T) {
 		t.Setenv("APP_ADMIN_ADDR", "127.0.0.1:6061")
 		t.Setenv("APP_PUBLIC_METRICS", "false")
-		cfg, err := parse(t)
+		cfg, err := parseServeConfig(t)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if cfg.AdminAddr != "127.0.0.1:6061" || cfg.PublicMetrics {
 			t.Errorf("from the environment: admin address %q, public metrics %v", cfg.AdminAddr, cfg.PublicMetrics)
 		}
-		if cfg, err = parse(t, "--admin-addr", ":7070", "--public-metrics=true"); err != nil || cfg.AdminAddr != ":7070" || !cfg.PublicMetrics {
+		if cfg, err = parseServeConfig(t, "--admin-addr", ":7070", "--public-metrics=true"); err != nil || cfg.AdminAddr != ":7070" || !cfg.PublicMetrics {
 			t.Errorf("flags over the environment: admin address %q, public metrics %v, %v", cfg.AdminAddr, cfg.PublicMetrics, err)
 		}
 	})
@@ -332,10 +321,24 @@ func TestMetricsConfig(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("APP_ADMIN_ADDR", tc.addr)
 			t.Setenv("APP_PUBLIC_METRICS", tc.public)
-			_, err := parse(t)
+			_, err := parseServeConfig(t)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("got %v, want an error naming %q", err, tc.want)
 			}
 		})
 	}
+}
+
+// parseServeConfig binds serve's flags, parses args after a database URL, and validates: what
+// `ledger serve` makes of its command line and environment.
+func parseServeConfig(t *testing.T, args ...string) (serveConfig, error) {
+	t.Helper()
+	var cfg serveConfig
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cfg.bind(fs)
+	if err := fs.Parse(append([]string{"--database-url", "postgres://localhost/ledger"}, args...)); err != nil {
+		t.Fatalf("parse %v: %v", args, err)
+	}
+	return cfg, cfg.validate()
 }

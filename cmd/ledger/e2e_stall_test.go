@@ -26,6 +26,25 @@ type stallProxy struct {
 	conns  []net.Conn
 }
 
+// stallableDatabase creates a database of the test's own behind a stall proxy: it returns the
+// database (for checks that bypass the proxy), the proxy, and the URL that reaches the database
+// through it.
+func stallableDatabase(t *testing.T, prefix string) (*pgtest.Database, *stallProxy, string) {
+	t.Helper()
+	own, err := pgtest.Create(context.Background(), prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(own.Drop)
+	u, err := url.Parse(own.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := startStallProxy(t, u.Host)
+	u.Host = proxy.ln.Addr().String()
+	return own, proxy, u.String()
+}
+
 func startStallProxy(t *testing.T, target string) *stallProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -119,20 +138,10 @@ func (p *stallProxy) resume() {
 // their keys take effect exactly once.
 func TestE2EStalledDatabase(t *testing.T) {
 	ctx := context.Background()
-	own, err := pgtest.Create(ctx, "cmd_stall")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(own.Drop)
-	u, err := url.Parse(own.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := startStallProxy(t, u.Host)
-	u.Host = proxy.ln.Addr().String()
+	own, proxy, dbURL := stallableDatabase(t, "cmd_stall")
 	const timeout = 1500 * time.Millisecond
 	ts := startTestService(t, func(c *serveConfig) {
-		c.DatabaseURL, c.DBMaxConns, c.RequestTimeout = u.String(), 8, timeout
+		c.DatabaseURL, c.DBMaxConns, c.RequestTimeout = dbURL, 8, timeout
 	})
 	api := ts.api
 	alice, bob, carol := uniq("stall-alice"), uniq("stall-bob"), uniq("stall-carol")
