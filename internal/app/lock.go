@@ -26,13 +26,17 @@ func newAccountLocks() *accountLocks {
 	return l
 }
 
+// stripe is the index of id's stripe.
+func (l *accountLocks) stripe(id uuid.UUID) int {
+	return int(binary.BigEndian.Uint64(id[8:]) % uint64(len(l.stripes)))
+}
+
 // lock takes the stripes of ids in index order, or gives up when ctx ends; the returned func
 // releases them.
 func (l *accountLocks) lock(ctx context.Context, ids ...uuid.UUID) (func(), error) {
 	idx := make([]int, 0, len(ids))
 	for _, id := range ids {
-		i := int(binary.BigEndian.Uint64(id[8:]) % uint64(len(l.stripes)))
-		if !slices.Contains(idx, i) {
+		if i := l.stripe(id); !slices.Contains(idx, i) {
 			idx = append(idx, i)
 		}
 	}
