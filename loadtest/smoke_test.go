@@ -24,21 +24,12 @@ func TestSmokeAgainstTheBinary(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "ledger")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "../cmd/ledger").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	db, err := pgtest.Create(ctx, "loadtest")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Drop)
+	dir, bin, db := ledgerAndDatabase(ctx, t)
 
 	out := filepath.Join(dir, "result.json")
 	serverLog := filepath.Join(dir, "server.log")
 	var stdout, stderr bytes.Buffer
-	err = run(ctx, []string{
+	err := run(ctx, []string{
 		"--profile", "smoke", "--duration", "3s", "--rate", "20", "--users", "40",
 		"--server-bin", bin, "--database-url", db.URL, "--server-log", serverLog,
 		"--lag-sample-every", "1", "--seed", "7", "--out", out,
@@ -91,4 +82,21 @@ func TestSmokeAgainstTheBinary(t *testing.T) {
 	if !strings.Contains(stdout.String(), "bank invariant: HOLDS") {
 		t.Error("the printed report does not show the invariant")
 	}
+}
+
+// ledgerAndDatabase builds the ledger binary into a temporary folder and creates a database of
+// the test's own: what a run of the tool against the real binary needs.
+func ledgerAndDatabase(ctx context.Context, t *testing.T) (dir, bin string, db *pgtest.Database) {
+	t.Helper()
+	dir = t.TempDir()
+	bin = filepath.Join(dir, "ledger")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "../cmd/ledger").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	db, err := pgtest.Create(ctx, "loadtest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Drop)
+	return dir, bin, db
 }

@@ -17,8 +17,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/ledger/ledger/internal/pgtest"
 )
 
 const mixScript = "wrk/mix.lua"
@@ -227,21 +225,12 @@ func TestWrkAgainstTheBinary(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "ledger")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "../cmd/ledger").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	db, err := pgtest.Create(ctx, "loadtest")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Drop)
+	dir, bin, db := ledgerAndDatabase(ctx, t)
 
 	out := filepath.Join(dir, "result.json")
 	serverLog := filepath.Join(dir, "server.log")
 	var stdout, stderr bytes.Buffer
-	err = run(ctx, []string{
+	err := run(ctx, []string{
 		"--wrk", mixScript, "--users", "40", "--conns", "4", "--warmup", "1s", "--duration", "2s",
 		"--server-bin", bin, "--database-url", db.URL, "--server-log", serverLog, "--out", out,
 	}, &stdout, &stderr)
