@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -99,6 +100,26 @@ type Runner struct {
 	states map[string]*projectorState
 	// active is the set of groups the runner runs now.
 	active atomic.Pointer[map[string]bool]
+	// workers are the log readers that run like projectors (see AddWorker).
+	workers []worker
+}
+
+// worker is a reader of the log other than a projector, run under a lease of its own.
+type worker struct {
+	group string
+	run   func(ctx context.Context) error
+}
+
+// AddWorker makes the runner run fn as it runs a projector: in one process at a time across
+// all processes sharing the database (the lease named group), restarted with backoff when it
+// returns an error, and counted in Running and Counters(group). fn runs until its context
+// ends, which happens when the runner stops or the lease is lost. Call it before Run.
+func (r *Runner) AddWorker(group string, fn func(ctx context.Context) error) {
+	r.states[group] = &projectorState{}
+	r.workers = append(r.workers, worker{group: group, run: fn})
+	all := maps.Clone(*r.active.Load())
+	all[group] = true
+	r.active.Store(&all)
 }
 
 // projectorState is the in-memory state of one projection version.
@@ -163,19 +184,23 @@ func (r *Runner) Counters(group string) Counters {
 
 // Run runs the projectors until ctx ends; a projector that fails is restarted with backoff.
 func (r *Runner) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, w := range r.workers {
+		wg.Go(func() { r.supervise(ctx, w.group, w.run) })
+	}
 	if r.cfg.Follow {
 		return r.follow(ctx)
 	}
-	var wg sync.WaitGroup
 	for _, p := range r.projections {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.supervise(ctx, p)
-		}()
+		wg.Go(func() { r.supervise(ctx, p.Group(), r.projector(p)) })
 	}
-	wg.Wait()
 	return nil
+}
+
+// projector returns the run function of p's projector.
+func (r *Runner) projector(p Projection) func(ctx context.Context) error {
+	return func(ctx context.Context) error { return r.runOnce(ctx, p, r.states[p.Group()]) }
 }
 
 // follow runs the active version of each projection, reading projection_versions every
@@ -204,12 +229,15 @@ func (r *Runner) follow(ctx context.Context) error {
 				case active[g] && running[g] == nil:
 					pctx, stop := context.WithCancel(ctx)
 					running[g] = stop
-					wg.Go(func() { r.supervise(pctx, p) })
+					wg.Go(func() { r.supervise(pctx, g, r.projector(p)) })
 				case !active[g] && running[g] != nil:
 					r.log.Info("projection version retired here", "projection", g)
 					running[g]()
 					delete(running, g)
 				}
+			}
+			for _, w := range r.workers {
+				active[w.group] = true
 			}
 			r.active.Store(&active)
 		}
@@ -235,16 +263,17 @@ func (r *Runner) activeGroups(ctx context.Context) (map[string]bool, error) {
 	return active, nil
 }
 
-func (r *Runner) supervise(ctx context.Context, p Projection) {
-	st := r.states[p.Group()]
+// supervise runs run under group's lease until ctx ends, restarting it with backoff.
+func (r *Runner) supervise(ctx context.Context, group string, run func(ctx context.Context) error) {
+	st := r.states[group]
 	backoff := r.cfg.RestartBackoff
 	for ctx.Err() == nil {
-		l, err := r.acquireLease(ctx, p.Group(), st)
+		l, err := r.acquireLease(ctx, group, st)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			r.log.Warn("projection lease not taken; trying again", "projection", p.Group(), "err", err)
+			r.log.Warn("projection lease not taken; trying again", "projection", group, "err", err)
 			select {
 			case <-ctx.Done():
 				return
@@ -255,7 +284,7 @@ func (r *Runner) supervise(ctx context.Context, p Projection) {
 		leaseCtx, lost := context.WithCancelCause(ctx)
 		watched := make(chan struct{})
 		go func() { defer close(watched); l.watch(leaseCtx, lost, r.cfg.LeaseCheck) }()
-		err = r.runOnce(leaseCtx, p, st)
+		err = run(leaseCtx)
 		cause := context.Cause(leaseCtx)
 		lost(nil)
 		<-watched
@@ -264,10 +293,10 @@ func (r *Runner) supervise(ctx context.Context, p Projection) {
 			return
 		}
 		if errors.Is(cause, errLeaseLost) {
-			r.log.Warn("projection lease lost; this process stands by", "projection", p.Group())
+			r.log.Warn("projection lease lost; this process stands by", "projection", group)
 			continue
 		}
-		r.log.Error("projector stopped; restarting", "projection", p.Group(), "err", err, "after", backoff)
+		r.log.Error("projector stopped; restarting", "projection", group, "err", err, "after", backoff)
 		select {
 		case <-ctx.Done():
 			return
