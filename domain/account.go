@@ -21,7 +21,20 @@ const MaxUsernameLength = 64
 const MaxReasonLength = 200
 
 // StreamID is the event stream of the account with the given id.
-func StreamID(id uuid.UUID) string { return "account-" + id.String() }
+func StreamID(id uuid.UUID) string { return streamPrefix + id.String() }
+
+const streamPrefix = "account-"
+
+// AccountOf returns the account whose event stream is streamID; false if it is not an
+// account's stream.
+func AccountOf(streamID string) (uuid.UUID, bool) {
+	rest, ok := strings.CutPrefix(streamID, streamPrefix)
+	if !ok {
+		return uuid.UUID{}, false
+	}
+	id, err := uuid.Parse(rest)
+	return id, err == nil
+}
 
 // ValidateUsername checks a username: 1 to 64 characters of valid UTF-8, no control
 // characters, no leading or trailing white space.

@@ -6,6 +6,7 @@
 package eventstore
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/ledger/ledger/domain"
 )
 
 // ExpectedVersion is what an append states about a stream's current version.
@@ -140,18 +143,27 @@ type Checkpoint struct {
 	Position      int64
 }
 
+// Decode returns the event's payload as its domain type (see DecodeEvent).
+func (e RecordedEvent) Decode() (domain.Event, error) {
+	return DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+}
+
 // Checkpoint returns the place just after e.
 func (e RecordedEvent) Checkpoint() Checkpoint {
 	return Checkpoint{TransactionID: e.TransactionID, Position: e.Position}
 }
 
-// Before reports whether c comes before o in log order.
-func (c Checkpoint) Before(o Checkpoint) bool {
+// Compare orders checkpoints as the log does: -1 if c comes before o, 0 if they are the same
+// place, +1 if c comes after o.
+func (c Checkpoint) Compare(o Checkpoint) int {
 	if c.TransactionID != o.TransactionID {
-		return c.TransactionID < o.TransactionID
+		return cmp.Compare(c.TransactionID, o.TransactionID)
 	}
-	return c.Position < o.Position
+	return cmp.Compare(c.Position, o.Position)
 }
+
+// Before reports whether c comes before o in log order.
+func (c Checkpoint) Before(o Checkpoint) bool { return c.Compare(o) < 0 }
 
 // String renders c as "transaction:position", the form ParseCheckpoint reads.
 func (c Checkpoint) String() string {

@@ -11,7 +11,7 @@ import (
 )
 
 // The log's fence is the oldest running transaction: its readers read only below it (see
-// ReadLogSQL). These helpers tell where it stands.
+// LogPageSQL). These helpers tell where it stands.
 
 // WaitSettled returns once every transaction with an id below xid has ended (usually within
 // milliseconds): from then on the log's readers (ReadLog, LogHead) read every event those

@@ -672,35 +672,3 @@ func (s *Store) Head(ctx context.Context, streamID string) (int64, error) {
 	}
 	return v, nil
 }
-
-// ReadLogSQL selects the next page of the global log after a checkpoint ($1, $2), at most $3
-// rows. Only transactions older than every running one are visible: a transaction that is
-// still open may commit events with a smaller transaction id than ones already committed, and
-// reading past it would skip them.
-const ReadLogSQL = `SELECT ` + eventColumns + ` FROM events
-WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)
-  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY transaction_id, global_position
-LIMIT $3`
-
-// maxPageHint bounds the room ReadLog reserves for a page before it knows its length.
-const maxPageHint = 20_000
-
-// ReadLog returns up to limit events of the global log after the checkpoint, in log order. An
-// empty page means the reader has caught up with every committed transaction below the fence.
-func (s *Store) ReadLog(ctx context.Context, after Checkpoint, limit int) ([]RecordedEvent, error) {
-	if limit <= 0 {
-		return nil, invalid("read log: limit %d must be positive", limit)
-	}
-	rows, err := s.pool.Query(ctx, ReadLogSQL, after.TransactionID, after.Position, limit)
-	if err != nil {
-		return nil, fmt.Errorf("eventstore: read log: %w", err)
-	}
-	// A page sized up front: growing it row by row copies and clears more than scanning costs.
-	page := make([]RecordedEvent, 0, min(limit, maxPageHint))
-	evs, err := pgx.AppendRows(page, rows, func(r pgx.CollectableRow) (RecordedEvent, error) { return scanEvent(r) })
-	if err != nil {
-		return nil, fmt.Errorf("eventstore: read log: %w", err)
-	}
-	return evs, nil
-}

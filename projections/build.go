@@ -14,7 +14,7 @@ import (
 // builder folds one projection version's read model in memory from the log, for a rebuild,
 // and writes it out with COPY. Events arrive in log order, so each account's in version order.
 type builder interface {
-	add(e Envelope)
+	add(e decoded)
 	copyOut(ctx context.Context, tx pgx.Tx) (rows int64, err error)
 }
 
@@ -36,11 +36,11 @@ func newBalanceBuilder(table string, totals bool) func() builder {
 	}
 }
 
-func (b *balanceBuilder) add(e Envelope) {
-	st := b.accounts[e.AccountID]
+func (b *balanceBuilder) add(e decoded) {
+	st := b.accounts[e.Account]
 	if st == nil {
 		st = &balanceState{}
-		b.accounts[e.AccountID] = st
+		b.accounts[e.Account] = st
 	}
 	delta := int64(domain.BalanceChange(e.Event))
 	st.coins += delta
@@ -81,9 +81,9 @@ type inventoryBuilder struct{ quantities map[holding]int64 }
 
 func newInventoryBuilder() builder { return &inventoryBuilder{quantities: make(map[holding]int64)} }
 
-func (b *inventoryBuilder) add(e Envelope) {
+func (b *inventoryBuilder) add(e decoded) {
 	if ev, ok := e.Event.(domain.ItemPurchased); ok {
-		b.quantities[holding{e.AccountID, ev.Item}] += ev.Quantity
+		b.quantities[holding{e.Account, ev.Item}] += ev.Quantity
 	}
 }
 
@@ -106,7 +106,7 @@ type historyBuilder struct{ transfers map[uuid.UUID]*transferRow }
 
 func newHistoryBuilder() builder { return &historyBuilder{transfers: make(map[uuid.UUID]*transferRow)} }
 
-func (b *historyBuilder) add(e Envelope) {
+func (b *historyBuilder) add(e decoded) {
 	var t domain.CoinsSent
 	from := false
 	switch ev := e.Event.(type) {
@@ -144,12 +144,12 @@ func (b *historyBuilder) copyOut(ctx context.Context, tx pgx.Tx) (int64, error) 
 // headsBuilder tracks each account's last version folded, refusing a gap, for projection_heads.
 type headsBuilder map[uuid.UUID]int64
 
-func (h headsBuilder) add(e Envelope) error {
-	if prior := h[e.AccountID]; e.Version != prior+1 {
+func (h headsBuilder) add(e decoded) error {
+	if prior := h[e.Account]; e.Version != prior+1 {
 		return fmt.Errorf("account %s: event version %d follows version %d in the log: an event is missing",
-			e.AccountID, e.Version, prior)
+			e.Account, e.Version, prior)
 	}
-	h[e.AccountID] = e.Version
+	h[e.Account] = e.Version
 	return nil
 }
 

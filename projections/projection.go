@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -22,44 +21,27 @@ import (
 	"github.com/ledger/ledger/eventstore"
 )
 
-// Envelope is an event as a projector sees it.
-type Envelope struct {
-	Position      int64
-	TransactionID uint64
-	AccountID     uuid.UUID
-	Version       int64
-	RecordedAt    time.Time
-	Event         domain.Event
+// decoded is a recorded event with what its stream and payload decode to, as projectors and
+// rebuilds fold it.
+type decoded struct {
+	*eventstore.RecordedEvent
+	Account uuid.UUID
+	Event   domain.Event
 }
 
-// logEvent is one event of a batch, as the schema adapter read it.
-type logEvent struct {
-	Position      int64
-	TransactionID uint64
-	ID            uuid.UUID
-	Stream        string
-	Version       int64
-	Type          string
-	SchemaVersion int
-	Payload       []byte
-	RecordedAt    time.Time
-}
-
-// envelope decodes one event of a batch.
-func (l logEvent) envelope() (Envelope, error) {
-	env := Envelope{Position: l.Position, TransactionID: l.TransactionID, Version: l.Version, RecordedAt: l.RecordedAt}
-	id, ok := strings.CutPrefix(l.Stream, "account-")
+// decode decodes a recorded event of an account stream.
+func decode(e *eventstore.RecordedEvent) (decoded, error) {
+	d := decoded{RecordedEvent: e}
+	id, ok := domain.AccountOf(e.StreamID)
 	if !ok {
-		return env, fmt.Errorf("stream %q is not an account stream", l.Stream)
+		return d, fmt.Errorf("event %s at %d: stream %q is not an account stream", e.ID, e.Position, e.StreamID)
 	}
-	var err error
-	if env.AccountID, err = uuid.Parse(id); err != nil {
-		return env, fmt.Errorf("stream %q: %w", l.Stream, err)
+	ev, err := e.Decode()
+	if err != nil {
+		return d, fmt.Errorf("event %s at %d: %w", e.ID, e.Position, err)
 	}
-	if env.Event, err = eventstore.DecodeEvent(l.Type, l.SchemaVersion, l.Payload); err != nil {
-		return env, err
-	}
-	return env, nil
+	d.Account, d.Event = id, ev
+	return d, nil
 }
 
 // Projection is one read model's definition at one schema version.
@@ -76,7 +58,7 @@ type Projection struct {
 	// record is the column list, after account_id and version, of the per-event records the
 	// write reads; row returns an event's record, whose JSON names are those columns.
 	record string
-	row    func(e Envelope) any
+	row    func(e decoded) any
 	// write holds the data-modifying CTEs that apply a batch: they read "applied", the batch's
 	// records of the accounts whose version guard passed, and must apply the records of one
 	// account in version order or, as here, as sums that do not depend on the order.
@@ -92,7 +74,7 @@ type key struct {
 	Version int64     `json:"version"`
 }
 
-func keyOf(e Envelope) key { return key{Account: e.AccountID, Version: e.Version} }
+func keyOf(e decoded) key { return key{Account: e.Account, Version: e.Version} }
 
 // guardSQL applies a batch of events ($2, a JSON array of records; $3, its accounts) for the
 // consumer group $1.
@@ -140,15 +122,15 @@ func (p Projection) batchSQL() string { return fmt.Sprintf(guardSQL, p.record, p
 
 // args returns batchSQL's arguments for a batch: the records as a JSON array, and the
 // batch's accounts.
-func (p Projection) args(events []Envelope) ([]any, error) {
+func (p Projection) args(events []decoded) ([]any, error) {
 	rows := make([]any, len(events))
 	accounts := make([]uuid.UUID, 0, len(events))
 	seen := make(map[uuid.UUID]struct{}, len(events))
 	for i, e := range events {
 		rows[i] = p.row(e)
-		if _, ok := seen[e.AccountID]; !ok {
-			seen[e.AccountID] = struct{}{}
-			accounts = append(accounts, e.AccountID)
+		if _, ok := seen[e.Account]; !ok {
+			seen[e.Account] = struct{}{}
+			accounts = append(accounts, e.Account)
 		}
 	}
 	records, err := json.Marshal(rows)
@@ -181,7 +163,7 @@ type balanceRecord struct {
 	Username string `json:"username,omitempty"`
 }
 
-func balanceRow(e Envelope) any {
+func balanceRow(e decoded) any {
 	r := balanceRecord{key: keyOf(e), Delta: int64(domain.BalanceChange(e.Event))}
 	if ev, ok := e.Event.(domain.AccountOpened); ok {
 		r.Username = ev.Username
@@ -205,7 +187,7 @@ type inventoryRecord struct {
 	Quantity int64  `json:"quantity,omitempty"`
 }
 
-func inventoryRow(e Envelope) any {
+func inventoryRow(e decoded) any {
 	r := inventoryRecord{key: keyOf(e)}
 	if ev, ok := e.Event.(domain.ItemPurchased); ok {
 		r.Item, r.Quantity = ev.Item, ev.Quantity
@@ -248,7 +230,7 @@ type transferRecord struct {
 	Position     int64     `json:"position"`
 }
 
-func historyRow(e Envelope) any {
+func historyRow(e decoded) any {
 	r := historyRecord{key: keyOf(e)}
 	var t domain.CoinsSent
 	switch ev := e.Event.(type) {
@@ -291,7 +273,7 @@ type balanceV2Record struct {
 	Spent    int64 `json:"spent"`
 }
 
-func balanceV2Row(e Envelope) any {
+func balanceV2Row(e decoded) any {
 	r := balanceV2Record{balanceRecord: balanceRow(e).(balanceRecord)}
 	switch ev := e.Event.(type) {
 	case domain.CoinsReceived:

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -127,11 +126,8 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, name string, opt RebuildOp
 	log.Info("rebuild started", "events", total)
 	b := target.build()
 	heads := make(headsBuilder)
-	var last struct {
-		tx  int64
-		pos int64
-	}
-	pages := make(chan []logEvent, 2)
+	var last eventstore.Checkpoint
+	pages := make(chan []eventstore.RecordedEvent, 2)
 	readErr := make(chan error, 1)
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
@@ -157,14 +153,14 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, name string, opt RebuildOp
 		if page.err != nil {
 			return rep, page.err
 		}
-		for _, env := range page.envs {
-			if err := heads.add(env); err != nil {
+		for _, e := range page.events {
+			if err := heads.add(e); err != nil {
 				return rep, err
 			}
-			b.add(env)
+			b.add(e)
 		}
-		last.tx, last.pos = int64(page.last.TransactionID), page.last.Position
-		rep.Events += int64(len(page.envs))
+		last = page.events[len(page.events)-1].Checkpoint()
+		rep.Events += int64(len(page.events))
 		elapsed := time.Since(buildBegan)
 		progress(RebuildProgress{Phase: "building", Done: rep.Events, Total: max(total, rep.Events),
 			Rate: float64(rep.Events) / elapsed.Seconds(), Elapsed: elapsed})
@@ -189,25 +185,18 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, name string, opt RebuildOp
 		if rep.Accounts, err = heads.copyOut(ctx, tx, target.Group()); err != nil {
 			return fmt.Errorf("copy heads: %w", err)
 		}
-		// A subscriber of the group polls holding this lock: none may see the checkpoint half way.
-		lock := pollLock(target.Group())
-		if _, err := tx.Exec(ctx, lock.sql, lock.args...); err != nil {
+		// The version's checkpoint is written as the rebuild leaves it, wherever it was.
+		if _, err := tx.Exec(ctx, `DELETE FROM projection_checkpoints WHERE consumer_group = $1`, target.Group()); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `
-			INSERT INTO projection_checkpoints (consumer_group, transaction_id, position, updated_at)
-			VALUES ($1, $2::text::xid8, $3, now())
-			ON CONFLICT (consumer_group) DO UPDATE SET transaction_id = excluded.transaction_id,
-				position = excluded.position, updated_at = now()`,
-			target.Group(), strconv.FormatInt(last.tx, 10), last.pos)
-		return err
+		return SaveCheckpoint(ctx, tx, target.Group(), last)
 	})
 	if err != nil {
 		return rep, fmt.Errorf("projections: write %s: %w", target.Group(), err)
 	}
 	rep.Build = time.Since(buildBegan)
 	rep.EventsPerSecond = float64(rep.Events) / rep.Build.Seconds()
-	rep.Checkpoint = fmt.Sprintf("%d:%d", last.tx, last.pos)
+	rep.Checkpoint = last.String()
 	log.Info("rebuild built the read model", "events", rep.Events, "accounts", rep.Accounts, "rows", rep.Rows,
 		"took", rep.Build.Round(time.Millisecond), "events_per_second", int64(rep.EventsPerSecond))
 
@@ -277,10 +266,6 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, name string, opt RebuildOp
 			if _, err := tx.Exec(ctx, `DELETE FROM projection_heads WHERE consumer_group = $1`, old.Group()); err != nil {
 				return err
 			}
-			lock := pollLock(old.Group())
-			if _, err := tx.Exec(ctx, lock.sql, lock.args...); err != nil {
-				return err
-			}
 			_, err := tx.Exec(ctx, `DELETE FROM projection_checkpoints WHERE consumer_group = $1`, old.Group())
 			return err
 		})
@@ -296,54 +281,29 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, name string, opt RebuildOp
 }
 
 type decodedPage struct {
-	envs []Envelope
-	last logEvent
-	err  error
+	events []decoded
+	err    error
 }
 
-func decodePage(page []logEvent) decodedPage {
-	d := decodedPage{envs: make([]Envelope, len(page)), last: page[len(page)-1]}
-	for i, le := range page {
-		env, err := le.envelope()
-		if err != nil {
-			d.err = fmt.Errorf("projections: event at %d: %w", le.Position, err)
+func decodePage(page []eventstore.RecordedEvent) decodedPage {
+	d := decodedPage{events: make([]decoded, len(page))}
+	for i := range page {
+		var err error
+		if d.events[i], err = decode(&page[i]); err != nil {
+			d.err = fmt.Errorf("projections: %w", err)
 			return d
 		}
-		d.envs[i] = env
 	}
 	return d
 }
 
 // readLog sends the log, below the fence, in pages of pageSize events, each read by a short
 // statement of its own; it closes pages at the end.
-func readLog(ctx context.Context, pool *pgxpool.Pool, pageSize int, pages chan<- []logEvent) error {
+func readLog(ctx context.Context, pool *pgxpool.Pool, pageSize int, pages chan<- []eventstore.RecordedEvent) error {
 	defer close(pages)
-	var afterTx, afterPos int64
+	var after eventstore.Checkpoint
 	for {
-		// QueryExecModeExec plans every page with its own arguments: a cached generic plan
-		// cannot use the checkpoint to start the index scan.
-		rows, err := pool.Query(ctx, `
-			SELECT global_position, transaction_id::text::bigint AS tx, stream_id, stream_version, event_type,
-			       schema_version, `+eventstore.PayloadSQL+`, recorded_at
-			FROM events
-			WHERE (transaction_id, global_position) > ($1::text::xid8, $2::bigint)
-			  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-			ORDER BY transaction_id, global_position
-			LIMIT $3`, pgx.QueryExecModeExec, strconv.FormatInt(afterTx, 10), afterPos, pageSize)
-		if err != nil {
-			return fmt.Errorf("projections: read the log: %w", err)
-		}
-		page := make([]logEvent, 0, pageSize)
-		var le logEvent
-		var tx int64
-		var schema int32
-		_, err = pgx.ForEachRow(rows, []any{&le.Position, &tx, &le.Stream, &le.Version, &le.Type, &schema, &le.Payload, &le.RecordedAt},
-			func() error {
-				le.TransactionID, le.SchemaVersion = uint64(tx), int(schema)
-				page = append(page, le)
-				le.Payload = nil // ForEachRow scans into the same variables: keep each payload
-				return nil
-			})
+		page, err := eventstore.ReadLog(ctx, pool, after, pageSize)
 		if err != nil {
 			return fmt.Errorf("projections: read the log: %w", err)
 		}
@@ -355,8 +315,7 @@ func readLog(ctx context.Context, pool *pgxpool.Pool, pageSize int, pages chan<-
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		last := page[len(page)-1]
-		afterTx, afterPos = int64(last.TransactionID), last.Position
+		after = page[len(page)-1].Checkpoint()
 		if len(page) < pageSize {
 			return nil
 		}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,8 +13,10 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/ledger/ledger/eventstore"
 )
 
 // Config tunes the runner; zero values take the defaults.
@@ -51,7 +52,7 @@ type Config struct {
 	LeaseCheck time.Duration
 	// BeforeApply, when set, runs before each event is applied; an error fails that attempt.
 	// It is for fault drills and tests: it lets them make a projector fail on chosen events.
-	BeforeApply func(group string, e Envelope) error
+	BeforeApply func(group string, e eventstore.RecordedEvent) error
 }
 
 // DefaultPollSpacing is Config.PollSpacing's default.
@@ -127,6 +128,7 @@ type projectorState struct {
 	running  atomic.Bool
 	standby  atomic.Bool // another process holds the lease
 	failed   atomic.Bool
+	gaveUp   atomic.Bool // the running projector gave up on a batch and is closing
 	applied  atomic.Uint64
 	skipped  atomic.Uint64 // redeliveries the version guard recognised as already applied
 	failures atomic.Uint64
@@ -378,37 +380,41 @@ func (l *lease) release() {
 	l.conn.Release()
 }
 
-// ackDeadline bounds one event's handling including its retries; it is also how long a
-// projection that gave up on an event holds its poll transaction before committing the rest.
+// batchTimeout bounds one attempt at a batch.
+const batchTimeout = 30 * time.Second
+
+// ackDeadline bounds the handling of one batch, its retries included. The handler's own
+// timeouts end every attempt well before it, so the subscriber never gives up on a handler
+// that is still running (it would end the transaction under it).
 func (r *Runner) ackDeadline() time.Duration {
-	return time.Duration(r.cfg.MaxAttempts)*r.cfg.RetryInterval + 5*time.Second
+	return time.Duration(r.cfg.MaxAttempts)*(batchTimeout+r.cfg.RetryInterval<<r.cfg.MaxAttempts) + time.Minute
 }
 
 // errGaveUp stops a projector after an event failed MaxAttempts times.
 var errGaveUp = errors.New("projection failed")
 
+// runOnce runs p's projector until ctx ends or it gives up on an event: a watermill Router
+// whose one handler is fed by a watermill-sql subscriber over the events table.
 func (r *Runner) runOnce(ctx context.Context, p Projection, st *projectorState) error {
-	runCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
+	runCtx, giveUp := context.WithCancelCause(ctx)
+	defer giveUp(nil)
 	wmLog := watermill.NewSlogLoggerWithLevelMapping(r.log.With("projection", p.Group()), map[slog.Level]slog.Level{
 		slog.LevelInfo: slog.LevelDebug, // watermill's per-handler chatter
 	})
-	schema := &eventsSchema{batchSize: r.cfg.BatchSize, wake: r.wake}
-	backoff := &wakeBackoff{
-		schema: schema, pollInterval: r.cfg.PollInterval, retryInterval: r.cfg.PollInterval, spacing: r.cfg.PollSpacing,
-		stop: runCtx.Done(), onBatch: r.wake.Notify, idle: make(chan struct{}),
-	}
 	ackDeadline := r.ackDeadline()
-	beginner := newPipelinedBeginner(r.pool, pollLock(p.Group()))
-	sub, err := wsql.NewSubscriber(beginner, wsql.SubscriberConfig{
+	// The backoff manager waits on the wake-up the poll took (see pollWake).
+	wake := &pollWake{signal: r.wake, pollInterval: r.cfg.PollInterval, retryInterval: r.cfg.PollInterval,
+		spacing: r.cfg.PollSpacing, stop: runCtx.Done(), idle: make(chan struct{})}
+	sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(r.pool), wsql.SubscriberConfig{
 		ConsumerGroup:  p.Group(),
-		SchemaAdapter:  schema,
+		SchemaAdapter:  &eventsSchema{batchSize: r.cfg.BatchSize, wake: wake},
 		OffsetsAdapter: checkpoints{},
-		PollInterval:   r.cfg.PollInterval,
-		ResendInterval: r.cfg.RetryInterval,
-		RetryInterval:  r.cfg.PollInterval,
 		AckDeadline:    &ackDeadline,
-		BackoffManager: beginner.reportRefusals(backoff),
+		// A nacked batch is handled again in the same poll transaction after this pause.
+		ResendInterval: r.cfg.RetryInterval,
+		// The backoff manager decides how long to wait between polls (the subscriber's poll
+		// and retry intervals are only its default one's).
+		BackoffManager: wake,
 	}, wmLog)
 	if err != nil {
 		return fmt.Errorf("projections: subscriber %s: %w", p.Group(), err)
@@ -417,28 +423,33 @@ func (r *Runner) runOnce(ctx context.Context, p Projection, st *projectorState) 
 	if err != nil {
 		return fmt.Errorf("projections: router %s: %w", p.Group(), err)
 	}
-	h := newHandler(r, schema, p, st, cancel)
+	st.gaveUp.Store(false)
+	h := &handler{r: r, p: p, sql: p.batchSQL(), st: st}
 	router.AddConsumerHandler(p.Group(), topic, sub, h.handle)
-
+	router.AddMiddleware(
+		r.stopOnFailure(p.Group(), st, giveUp),
+		middleware.Retry{MaxRetries: r.cfg.MaxAttempts - 1, InitialInterval: r.cfg.RetryInterval, Logger: wmLog}.Middleware,
+	)
 	if err := r.setState(ctx, p.Group(), "live", nil); err != nil {
 		return err
 	}
 	st.running.Store(true)
 	defer st.running.Store(false)
 	r.log.Info("projector started", "projection", p.Group())
-	// The router runs on a context of its own: closing the router cancels the subscription's
-	// context, and with it the commit of the poll transaction in flight. So a stop first drains:
-	// polls read nothing more, the batch in flight commits, then the router closes.
 	runErr := make(chan error, 1)
 	go func() { runErr <- router.Run(context.WithoutCancel(runCtx)) }()
 	select {
 	case err = <-runErr:
 	case <-runCtx.Done():
-		schema.stopping.Store(true)
-		select {
-		case <-backoff.idle:
-		case <-time.After(ackDeadline + 5*time.Second):
-			r.log.Warn("projector did not drain in time; its last batch rolls back", "projection", p.Group())
+		// Drain (see pollWake), unless the projector gave up: its handler then touches the
+		// poll transaction no more, and closing ends the transaction at once.
+		if cause := context.Cause(runCtx); !errors.Is(cause, errGaveUp) {
+			wake.stopping.Store(true)
+			select {
+			case <-wake.idle:
+			case err = <-runErr:
+				runErr <- err
+			}
 		}
 		if cerr := router.Close(); cerr != nil {
 			r.log.Warn("projector did not close cleanly", "projection", p.Group(), "err", cerr)
@@ -451,18 +462,51 @@ func (r *Runner) runOnce(ctx context.Context, p Projection, st *projectorState) 
 	return err
 }
 
-// pollTx returns the subscriber's poll transaction of the message context ctx. It runs the
-// handler's statements and batches; the subscriber commits it when the message is acked.
-func pollTx(ctx context.Context) (pollBatchTx, error) {
-	wtx, ok := wsql.TxFromContext(ctx)
-	if !ok {
-		return nil, errors.New("no subscriber transaction in the message context")
+// stopOnFailure is the outermost middleware of a projector: when a batch still fails after
+// its retries, it records the projection as failed at the event that failed and stops the
+// projector, whose supervisor starts it again after a backoff, from its checkpoint: a failing
+// event is never skipped. (watermill's poison queue, which acks a message it cannot handle,
+// would skip it.) When a batch succeeds after a failure, it records the projection as live.
+func (r *Runner) stopOnFailure(group string, st *projectorState, giveUp context.CancelCauseFunc) message.HandlerMiddleware {
+	return func(next message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			if st.gaveUp.Load() {
+				// The projector is closing: the batch stays unapplied and unacked.
+				return nil, errGaveUp
+			}
+			out, err := next(msg)
+			ctx := context.WithoutCancel(msg.Context())
+			if err == nil {
+				if st.failed.Swap(false) {
+					if serr := r.setState(ctx, group, "live", nil); serr != nil {
+						r.log.Error("projection status not recorded", "projection", group, "err", serr)
+					}
+					r.log.Info("projection recovered", "projection", group)
+				}
+				return out, nil
+			}
+			if msg.Context().Err() != nil {
+				return nil, err // stopping, not failing
+			}
+			st.failed.Store(true)
+			var failedAt *eventError
+			errors.As(err, &failedAt)
+			if serr := r.setState(ctx, group, "failed", &failure{at: failedAt, err: err}); serr != nil {
+				r.log.Error("projection status not recorded", "projection", group, "err", serr)
+			}
+			r.log.Error("projection failed; it stops at this event and retries later, never skipping it",
+				"projection", group, "err", err)
+			st.gaveUp.Store(true)
+			giveUp(fmt.Errorf("%w: %w", errGaveUp, err))
+			return nil, err
+		}
 	}
-	ptx, ok := wtx.(*pipelinedTx)
-	if !ok {
-		return nil, fmt.Errorf("subscriber transaction is %T, want a pipelined one", wtx)
-	}
-	return ptx.pgxTx(), nil
+}
+
+// failure is what a failed projection records.
+type failure struct {
+	at  *eventError // nil when the failure is not one event's
+	err error
 }
 
 func (r *Runner) setState(ctx context.Context, group, state string, f *failure) error {
@@ -479,9 +523,9 @@ type execer interface {
 func recordState(ctx context.Context, q execer, group, state string, f *failure) error {
 	var pos, id, msg any
 	if f != nil {
-		id, msg = f.eventID, f.err.Error()
-		if p, err := strconv.ParseInt(f.position, 10, 64); err == nil {
-			pos = p
+		msg = f.err.Error()
+		if f.at != nil {
+			pos, id = f.at.event.Position, f.at.event.ID
 		}
 	}
 	_, err := q.Exec(ctx, `

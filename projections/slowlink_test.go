@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ledger/ledger/eventstore"
 	"github.com/ledger/ledger/projections"
 )
 
@@ -25,7 +26,7 @@ func TestOneAtATimeFitsTheAckDeadlineOnASlowLink(t *testing.T) {
 	w.traffic(300) // about 700 events
 	pool := slowPool(t, 5*time.Millisecond)
 	var failed atomic.Bool
-	w.runnerOn(pool, projections.Config{BeforeApply: func(group string, _ projections.Envelope) error {
+	w.runnerOn(pool, projections.Config{BeforeApply: func(group string, _ eventstore.RecordedEvent) error {
 		if group == "history_v1" && failed.CompareAndSwap(false, true) {
 			return errors.New("injected: the first attempt at the whole batch fails")
 		}

@@ -13,10 +13,10 @@ import (
 // one began, and at once when that time has passed or spacing is off.
 func TestPollsAreSpaced(t *testing.T) {
 	const spacing = 10 * time.Second // long, so that a slow machine cannot make the test wrong
-	newBackoff := func(spacing time.Duration) (*wakeBackoff, *eventsSchema) {
-		s := &eventsSchema{wake: NewSignal(), batchSize: 10}
-		return &wakeBackoff{schema: s, pollInterval: time.Minute, retryInterval: time.Minute, spacing: spacing,
-			stop: make(chan struct{}), onBatch: func() {}, idle: make(chan struct{})}, s
+	newBackoff := func(spacing time.Duration) (*pollWake, *eventsSchema) {
+		b := &pollWake{signal: NewSignal(), pollInterval: time.Minute, retryInterval: time.Minute, spacing: spacing,
+			stop: make(chan struct{})}
+		return b, &eventsSchema{wake: b, batchSize: 10}
 	}
 	log := watermill.NopLogger{}
 
@@ -32,13 +32,13 @@ func TestPollsAreSpaced(t *testing.T) {
 	if _, err := s.SelectQuery(wsql.SelectQueryParams{ConsumerGroup: "spacing_v1"}); err != nil {
 		t.Fatal(err)
 	}
-	s.wake.Notify()
+	b.signal.Notify()
 	if d := b.HandleError(log, true, nil); d <= spacing/2 || d > spacing {
 		t.Errorf("after a wake-up right after an empty poll the next waits %v, want up to %v", d, spacing)
 	}
 
 	// Once the spacing has passed since the poll began, the next poll starts at once.
-	s.pollStart.Store(time.Now().Add(-2 * spacing).UnixNano())
+	b.started = time.Now().Add(-2 * spacing)
 	if d := b.HandleError(log, false, nil); d != 0 {
 		t.Errorf("a poll that began %v ago is followed after %v, want at once", 2*spacing, d)
 	}

@@ -145,9 +145,8 @@ func Verify(ctx context.Context, store *eventstore.Store, opts VerifyOptions) (*
 	if err != nil {
 		return nil, err
 	}
-	// Projectors apply committed events before the log's fence passes them (ADR 6), so the
-	// snapshot's read models can show an event the log's readers cannot read yet: one committed
-	// after an older transaction that was still running.
+	// The snapshot's stream heads can show an event the log's readers cannot read yet: one
+	// committed after an older transaction that was still running. Wait until they can.
 	if err := store.WaitSettled(ctx, snap.committedBelow); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,112 @@
+package eventstore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// The fenced log reader: every reader of the global log (projectors, rebuild, export, verify,
+// the event relay) reads it with LogPageSQL and ScanLogPage, through ReadLog or, inside a
+// transaction of its own, directly.
+//
+// A page is the events after a checkpoint in (transaction id, position) order, only from
+// transactions older than every running one (the fence): a transaction still open may commit
+// events with a smaller transaction id than ones already committed, and reading past it would
+// skip them. The page comes back as one row of arrays, in binary: one round trip and one row
+// however many events it holds.
+
+// LogPageSQL returns the statement reading one page of the log after the checkpoint after (an
+// SQL row expression of a transaction id and a position, e.g. "($1::xid8, $2::bigint)" or a
+// subquery), at most limit (an SQL expression) events. ScanLogPage reads its row.
+func LogPageSQL(after, limit string) string {
+	return `WITH page AS (
+    SELECT global_position, transaction_id::text::bigint AS tx, stream_id, stream_version, event_id, event_type,
+           schema_version, ` + PayloadSQL + ` AS payload, ` + metadataSQL + ` AS metadata, recorded_at, hash, hash_version
+    FROM events
+    WHERE (transaction_id, global_position) > ` + after + `
+      AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY transaction_id, global_position
+    LIMIT ` + limit + `
+)
+SELECT count(*), array_agg(global_position), array_agg(tx), array_agg(stream_id), array_agg(stream_version),
+       array_agg(event_id), array_agg(event_type), array_agg(schema_version), array_agg(payload),
+       array_agg(metadata), array_agg(recorded_at), array_agg(hash), array_agg(hash_version)
+FROM page`
+}
+
+// Scanner reads one row.
+type Scanner interface {
+	Scan(dest ...any) error
+}
+
+// ScanLogPage reads the row of a LogPageSQL statement: the page's events in log order.
+func ScanLogPage(row Scanner) ([]RecordedEvent, error) {
+	var (
+		n                    int
+		positions, txs, vers []int64
+		streams, types       []string
+		ids                  []uuid.UUID
+		schemas              []int32
+		hashVers             []int16
+		payloads, metadata   [][]byte
+		hashes               [][]byte
+		recordedAt           []time.Time
+	)
+	if err := row.Scan(&n, &positions, &txs, &streams, &vers, &ids, &types, &schemas, &payloads, &metadata,
+		&recordedAt, &hashes, &hashVers); err != nil {
+		return nil, fmt.Errorf("eventstore: read log page: %w", err)
+	}
+	for _, l := range []int{len(positions), len(txs), len(streams), len(vers), len(ids), len(types), len(schemas),
+		len(payloads), len(metadata), len(recordedAt), len(hashes), len(hashVers)} {
+		if l != n {
+			return nil, fmt.Errorf("eventstore: read log page: %d events with a column of %d", n, l)
+		}
+	}
+	page := make([]RecordedEvent, n)
+	for i := range page {
+		e := &page[i]
+		*e = RecordedEvent{Position: positions[i], TransactionID: uint64(txs[i]), StreamID: streams[i],
+			Version: vers[i], ID: ids[i], Type: types[i], SchemaVersion: int(schemas[i]), Payload: payloads[i],
+			RawMetadata: metadata[i], RecordedAt: recordedAt[i], Hash: hashes[i], HashVersion: int(hashVers[i])}
+		if err := decodeMetadata(e.RawMetadata, &e.Metadata); err != nil {
+			return nil, fmt.Errorf("eventstore: event %d metadata: %w", e.Position, err)
+		}
+	}
+	// The aggregates see the rows in the page's order; sorting again costs nothing when it
+	// holds and keeps the log order when it would not.
+	if !slices.IsSortedFunc(page, logOrder) {
+		slices.SortFunc(page, logOrder)
+	}
+	return page, nil
+}
+
+func logOrder(a, b RecordedEvent) int { return a.Checkpoint().Compare(b.Checkpoint()) }
+
+// ReadLog returns up to limit events of the global log after the checkpoint, in log order. An
+// empty page means the reader has caught up with every committed transaction below the fence.
+func (s *Store) ReadLog(ctx context.Context, after Checkpoint, limit int) ([]RecordedEvent, error) {
+	return ReadLog(ctx, s.pool, after, limit)
+}
+
+// Querier runs a statement that returns one row: a pool, a connection or a transaction.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// ReadLog is Store.ReadLog through q.
+func ReadLog(ctx context.Context, q Querier, after Checkpoint, limit int) ([]RecordedEvent, error) {
+	if limit <= 0 {
+		return nil, invalid("read log: limit %d must be positive", limit)
+	}
+	return ScanLogPage(q.QueryRow(ctx, readLogSQL, after.TransactionID, after.Position, limit))
+}
+
+var readLogSQL = LogPageSQL("($1::xid8, $2::bigint)", "$3")
+
+var _ Querier = (*pgxpool.Pool)(nil)
