@@ -30,46 +30,38 @@ func (s *Store) LoadPage(ctx context.Context, streamID string, after int64, limi
 	return evs, nil
 }
 
-// PayloadEvent is what folding a stored event needs: its version, type and payload.
-type PayloadEvent struct {
-	Version       int64
-	Type          string
-	SchemaVersion int
-	// Payload is the document as stored (not validated: it was when it was appended).
-	Payload []byte
-}
-
-// LoadThroughPosition returns what folding needs of the events of streamID at or before the
+// LoadThroughPosition returns the events of streamID at or before the
 // global position pos, in version order. Appends to one stream are serialised, so a stream's
 // positions ascend with its versions and the answer is a prefix of the stream.
-func (s *Store) LoadThroughPosition(ctx context.Context, streamID string, pos int64) ([]PayloadEvent, error) {
+func (s *Store) LoadThroughPosition(ctx context.Context, streamID string, pos int64) ([]RecordedEvent, error) {
 	// "+ 0" keeps the planner on the stream's index alone: with stale statistics it ANDs in a
 	// scan of the primary key up to the position, most of the statement's time on a long log.
 	return s.loadPayloads(ctx, "load through position", streamID, `global_position + 0 <= $2`, pos)
 }
 
-// LoadRecordedBy returns what folding needs of the events of streamID recorded at or before t,
+// LoadRecordedBy returns the events of streamID recorded at or before t,
 // in version order. Recorded-at times are stamped before an append waits for its stream, so in
 // rare cases a version is recorded a moment earlier than the one before it: the answer may then
 // have a hole, and a caller that needs a prefix of the stream stops at the first one.
-func (s *Store) LoadRecordedBy(ctx context.Context, streamID string, t time.Time) ([]PayloadEvent, error) {
+func (s *Store) LoadRecordedBy(ctx context.Context, streamID string, t time.Time) ([]RecordedEvent, error) {
 	return s.loadPayloads(ctx, "load recorded by", streamID, `recorded_at <= $2`, t)
 }
 
-// loadPayloads reads one stream's payloads with one statement through the (stream_id,
-// stream_version) index, and only the columns folding needs: a time-travelling read of a long
-// stream is mostly the cost of moving and decoding them.
-func (s *Store) loadPayloads(ctx context.Context, what, streamID, cond string, arg any) ([]PayloadEvent, error) {
+// loadPayloads reads one stream's events with one statement through the (stream_id,
+// stream_version) index, and only the columns folding needs (version, type, schema version,
+// payload; the others are left zero): a time-travelling read of a long stream is mostly the
+// cost of moving and decoding them.
+func (s *Store) loadPayloads(ctx context.Context, what, streamID, cond string, arg any) ([]RecordedEvent, error) {
 	rows, err := s.pool.Query(ctx, `SELECT stream_version, event_type, schema_version, `+PayloadSQL+` FROM events
 		WHERE stream_id = $1 AND `+cond+` ORDER BY stream_version`, streamID, arg)
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: %s %q: %w", what, streamID, err)
 	}
 	defer rows.Close()
-	var out []PayloadEvent
+	var out []RecordedEvent
 	types := make(map[string]string)
 	for rows.Next() {
-		var e PayloadEvent
+		var e RecordedEvent
 		var schema int32
 		var typ []byte
 		if err := rows.Scan(&e.Version, &typ, &schema, &e.Payload); err != nil {

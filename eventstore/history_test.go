@@ -19,7 +19,7 @@ func recordedVersions(evs []eventstore.RecordedEvent) []int64 {
 	return vs
 }
 
-func payloadVersions(evs []eventstore.PayloadEvent) []int64 {
+func payloadVersions(evs []eventstore.RecordedEvent) []int64 {
 	var vs []int64
 	for _, e := range evs {
 		vs = append(vs, e.Version)

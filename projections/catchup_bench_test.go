@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/ledger/ledger/internal/notify"
 	"github.com/ledger/ledger/projections"
 )
 
@@ -146,7 +147,7 @@ func BenchmarkCatchUp(b *testing.B) {
 func catchUp(b *testing.B, projs []projections.Projection, groups []string, lastTx uint64, lastPos int64) map[string]time.Duration {
 	b.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	r := projections.NewRunner(db.Pool, projections.NewSignal(), log, projections.Config{}, projs...)
+	r := projections.NewRunner(db.Pool, notify.NewSignal(), log, projections.Config{}, projs...)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	began := time.Now()

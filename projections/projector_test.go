@@ -20,13 +20,14 @@ import (
 
 	"github.com/ledger/ledger/domain"
 	"github.com/ledger/ledger/eventstore"
+	"github.com/ledger/ledger/internal/notify"
 	"github.com/ledger/ledger/projections"
 )
 
 type world struct {
 	t     *testing.T
 	store *eventstore.Store
-	wake  *projections.Signal
+	wake  *notify.Signal
 	users map[string]uuid.UUID
 	// rounds counts the rounds of traffic written so far.
 	rounds int
@@ -34,7 +35,7 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	db.Reset(t)
-	wake := projections.NewSignal()
+	wake := notify.NewSignal()
 	return &world{t: t, wake: wake, users: map[string]uuid.UUID{},
 		store: eventstore.New(db.Pool, eventstore.WithAfterCommit(func(eventstore.AppendResult) { wake.Notify() }))}
 }
@@ -193,7 +194,7 @@ func (w *world) checkReadModels() {
 		acc := &domain.Account{}
 		var sent, received int
 		for _, e := range evs {
-			ev, err := eventstore.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+			ev, err := e.Decode()
 			if err != nil {
 				w.t.Fatal(err)
 			}

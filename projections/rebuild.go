@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ledger/ledger/eventstore"
+	"github.com/ledger/ledger/internal/notify"
 )
 
 // ErrRebuildRunning means another rebuild of the same projection holds its lock.
@@ -202,8 +203,8 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, name string, opt RebuildOp
 
 	// Catch up with what was appended meanwhile, with an ordinary projector.
 	progress(RebuildProgress{Phase: "catching up", Done: rep.Events, Total: rep.Events, Elapsed: time.Since(began)})
-	wake := NewSignal()
-	notifier := NewNotifier(pool, wake, opt.Log)
+	wake := notify.NewSignal()
+	notifier := notify.NewNotifier(pool, wake, opt.Log)
 	runCtx, stopRunner := context.WithCancel(context.WithoutCancel(ctx))
 	runner := NewRunner(pool, wake, opt.Log, Config{PollInterval: 100 * time.Millisecond}, target)
 	done := make(chan struct{}, 2)

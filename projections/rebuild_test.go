@@ -35,7 +35,7 @@ func (w *world) checkBalanceV2() {
 		}
 		acc := &domain.Account{}
 		for _, e := range evs {
-			ev, err := eventstore.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+			ev, err := e.Decode()
 			if err != nil {
 				w.t.Fatal(err)
 			}

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/ledger/ledger/eventstore"
+	"github.com/ledger/ledger/internal/notify"
 )
 
 // Config tunes the runner; zero values take the defaults.
@@ -96,7 +97,7 @@ type Runner struct {
 	log         *slog.Logger
 	// wake is signalled after every committed append and every projector batch; projectors
 	// and read-your-writes readers wait on it.
-	wake *Signal
+	wake *notify.Signal
 
 	states map[string]*projectorState
 	// active is the set of groups the runner runs now.
@@ -136,7 +137,7 @@ type projectorState struct {
 
 // NewRunner returns a runner for the given projections. wake must be the signal the event
 // store notifies after each committed append.
-func NewRunner(pool *pgxpool.Pool, wake *Signal, log *slog.Logger, cfg Config, projections ...Projection) *Runner {
+func NewRunner(pool *pgxpool.Pool, wake *notify.Signal, log *slog.Logger, cfg Config, projections ...Projection) *Runner {
 	cfg.defaults()
 	r := &Runner{pool: pool, projections: projections, cfg: cfg, log: log, wake: wake,
 		states: make(map[string]*projectorState)}
@@ -150,7 +151,7 @@ func NewRunner(pool *pgxpool.Pool, wake *Signal, log *slog.Logger, cfg Config, p
 }
 
 // Wake returns the signal notified whenever the log or the read models move.
-func (r *Runner) Wake() *Signal { return r.wake }
+func (r *Runner) Wake() *notify.Signal { return r.wake }
 
 // Running reports whether every projector that should run is running here or stands by while
 // another process runs it, and none has failed.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ledger/ledger/internal/notify"
 )
 
 // TestPollsAreSpaced checks the backoff's spacing: after a batch, and after a wake-up that
@@ -14,7 +15,7 @@ import (
 func TestPollsAreSpaced(t *testing.T) {
 	const spacing = 10 * time.Second // long, so that a slow machine cannot make the test wrong
 	newBackoff := func(spacing time.Duration) (*pollWake, *eventsSchema) {
-		b := &pollWake{signal: NewSignal(), pollInterval: time.Minute, retryInterval: time.Minute, spacing: spacing,
+		b := &pollWake{signal: notify.NewSignal(), pollInterval: time.Minute, retryInterval: time.Minute, spacing: spacing,
 			stop: make(chan struct{})}
 		return b, &eventsSchema{wake: b, batchSize: 10}
 	}

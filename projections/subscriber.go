@@ -15,6 +15,7 @@ import (
 	"github.com/go-json-experiment/json"
 
 	"github.com/ledger/ledger/eventstore"
+	"github.com/ledger/ledger/internal/notify"
 )
 
 // A projector is a watermill Router handler fed by a watermill-sql subscriber. The subscriber's
@@ -149,7 +150,7 @@ func (checkpoints) BeforeSubscribingQueries(p wsql.BeforeSubscribingQueriesParam
 // connection do not survive; so a projector stops by reading nothing more (stopping), waiting
 // until the poll in flight has ended (idle), and only then closing its router.
 type pollWake struct {
-	signal        *Signal
+	signal        *notify.Signal
 	pollInterval  time.Duration
 	retryInterval time.Duration
 	// spacing is the least time between the starts of two polls (see Config.PollSpacing).

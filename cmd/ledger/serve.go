@@ -27,6 +27,7 @@ import (
 	"github.com/ledger/ledger/internal/app"
 	"github.com/ledger/ledger/internal/auth"
 	"github.com/ledger/ledger/internal/metrics"
+	"github.com/ledger/ledger/internal/notify"
 	"github.com/ledger/ledger/migrations"
 	"github.com/ledger/ledger/projections"
 )
@@ -129,8 +130,8 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 
 	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
 	svc.stopBackground = stop
-	wake := projections.NewSignal()
-	notifier := projections.NewNotifier(pool, wake, log)
+	wake := notify.NewSignal()
+	notifier := notify.NewNotifier(pool, wake, log)
 	svc.goBackground(func() { notifier.Run(bg) })
 	// The metrics need the store as a source, and the store reports its writes to them.
 	var observeWrite atomic.Pointer[func(eventstore.Write)]

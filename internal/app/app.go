@@ -166,7 +166,7 @@ func (a *App) loadStored(ctx context.Context, id uuid.UUID) (*domain.Account, er
 		}
 	}
 	for _, e := range st.Events {
-		ev, err := eventstore.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+		ev, err := e.Decode()
 		if err != nil {
 			return nil, fmt.Errorf("account %s version %d: %w", id, e.Version, err)
 		}

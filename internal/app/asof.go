@@ -47,7 +47,7 @@ func (a AsOf) String() string {
 // prefix of the stream recorded at or before the time.
 func (a *App) InfoAsOf(ctx context.Context, accountID uuid.UUID, at AsOf) (Info, error) {
 	stream := domain.StreamID(accountID)
-	var events []eventstore.PayloadEvent
+	var events []eventstore.RecordedEvent
 	var err error
 	if at.byPosition {
 		events, err = a.store.LoadThroughPosition(ctx, stream, at.position)
@@ -63,7 +63,7 @@ func (a *App) InfoAsOf(ctx context.Context, accountID uuid.UUID, at AsOf) (Info,
 		if e.Version != acc.Version+1 {
 			break // by time: a version recorded earlier than the one before it ends the prefix
 		}
-		ev, err := eventstore.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+		ev, err := e.Decode()
 		if err != nil {
 			return Info{}, fmt.Errorf("account %s version %d: %w", accountID, e.Version, err)
 		}

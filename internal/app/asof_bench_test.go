@@ -13,7 +13,7 @@ import (
 	"github.com/ledger/ledger/domain"
 	"github.com/ledger/ledger/eventstore"
 	"github.com/ledger/ledger/internal/app"
-	"github.com/ledger/ledger/projections"
+	"github.com/ledger/ledger/internal/notify"
 )
 
 // asOfStreamLength is the length of the account stream BenchmarkInfoAsOf reads.
@@ -26,7 +26,7 @@ const asOfStreamLength = 1_000
 //	go test -run '^$' -bench InfoAsOf -benchtime 2000x ./internal/app/
 func BenchmarkInfoAsOf(b *testing.B) {
 	db.Reset(b)
-	wake := projections.NewSignal()
+	wake := notify.NewSignal()
 	store := eventstore.New(db.Pool)
 	a := app.New(store, wake, app.Config{})
 	ctx := context.Background()

@@ -13,7 +13,7 @@ import (
 	"github.com/ledger/ledger/domain"
 	"github.com/ledger/ledger/eventstore"
 	"github.com/ledger/ledger/internal/app"
-	"github.com/ledger/ledger/projections"
+	"github.com/ledger/ledger/internal/notify"
 )
 
 // tickingClock stamps each append one second after the one before.
@@ -40,7 +40,7 @@ func (c *tickingClock) last() time.Time {
 func TestAuditInfoAsOf(t *testing.T) {
 	db.Reset(t)
 	clock := &tickingClock{now: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
-	wake := projections.NewSignal()
+	wake := notify.NewSignal()
 	store := eventstore.New(db.Pool, eventstore.WithClock(clock.tick), eventstore.WithAfterCommit(func(eventstore.AppendResult) { wake.Notify() }))
 	a := app.New(store, wake, app.Config{})
 	ctx := context.Background()

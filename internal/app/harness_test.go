@@ -10,6 +10,7 @@ import (
 
 	"github.com/ledger/ledger/eventstore"
 	"github.com/ledger/ledger/internal/app"
+	"github.com/ledger/ledger/internal/notify"
 	"github.com/ledger/ledger/internal/pgtest"
 	"github.com/ledger/ledger/projections"
 )
@@ -23,7 +24,7 @@ type ledger struct {
 	store  *eventstore.Store
 	app    *app.App
 	runner *projections.Runner
-	wake   *projections.Signal
+	wake   *notify.Signal
 	stop   func()
 }
 
@@ -39,7 +40,7 @@ func quietLog() *slog.Logger {
 func start(t *testing.T, runProjectors bool, cfg app.Config) *ledger {
 	t.Helper()
 	db.Reset(t)
-	wake := projections.NewSignal()
+	wake := notify.NewSignal()
 	store := eventstore.New(db.Pool, eventstore.WithAfterCommit(func(eventstore.AppendResult) { wake.Notify() }))
 	l := &ledger{store: store, app: app.New(store, wake, cfg), wake: wake, stop: func() {}}
 	l.runner = projections.NewRunner(db.Pool, wake, quietLog(), projections.Config{}, projections.All()...)

@@ -12,7 +12,7 @@ import (
 
 	"github.com/ledger/ledger/domain"
 	"github.com/ledger/ledger/internal/app"
-	"github.com/ledger/ledger/projections"
+	"github.com/ledger/ledger/internal/notify"
 )
 
 // keyedEvents counts the events recorded under an idempotency key, by type.
@@ -204,7 +204,7 @@ func TestIdempotentConcurrentSameKey(t *testing.T) {
 	l := start(t, false, app.Config{})
 	ids := openNamed(t, l, "alice", "bob")
 	alice := ids[0]
-	other := app.New(l.store, projections.NewSignal(), app.Config{})
+	other := app.New(l.store, notify.NewSignal(), app.Config{})
 	apps := []*app.App{l.app, other}
 
 	for _, tc := range []struct {

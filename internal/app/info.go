@@ -239,7 +239,7 @@ func (a *App) foldNewest(ctx context.Context, id uuid.UUID, r *readModels) (Info
 		items[h.Item] = h.Quantity
 	}
 	for _, e := range events {
-		ev, err := eventstore.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+		ev, err := e.Decode()
 		if err != nil {
 			return Info{}, err
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/ledger/ledger/domain"
 	"github.com/ledger/ledger/eventstore"
 	"github.com/ledger/ledger/internal/app"
+	"github.com/ledger/ledger/internal/notify"
 	"github.com/ledger/ledger/projections"
 )
 
@@ -25,7 +26,7 @@ func newLedgerTB(tb testing.TB, reset, runProjectors bool, cfg app.Config) *ledg
 	if reset {
 		db.Reset(tb)
 	}
-	wake := projections.NewSignal()
+	wake := notify.NewSignal()
 	store := eventstore.New(db.Pool, eventstore.WithAfterCommit(func(eventstore.AppendResult) { wake.Notify() }))
 	l := &ledger{store: store, app: app.New(store, wake, cfg), wake: wake, stop: func() {}}
 	l.runner = projections.NewRunner(db.Pool, wake, quietLog(), projections.Config{}, projections.All()...)
@@ -123,7 +124,7 @@ func foldStream(ctx context.Context, store *eventstore.Store, id uuid.UUID) (*fo
 	}
 	f := &folded{acc: &domain.Account{}}
 	for _, e := range evs {
-		ev, err := eventstore.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+		ev, err := e.Decode()
 		if err != nil {
 			return nil, fmt.Errorf("%s version %d: %w", id, e.Version, err)
 		}

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/ledger/ledger/internal/app"
-	"github.com/ledger/ledger/projections"
+	"github.com/ledger/ledger/internal/notify"
 )
 
 // Two processes command the same accounts: each decides from the state its last command left,
@@ -15,7 +15,7 @@ func TestCachedStatesGoStaleAcrossProcesses(t *testing.T) {
 	l := start(t, false, app.Config{})
 	ids := openNamed(t, l, "alice", "bob")
 	alice, bob := ids[0], ids[1]
-	other := app.New(l.store, projections.NewSignal(), app.Config{})
+	other := app.New(l.store, notify.NewSignal(), app.Config{})
 	ctx := context.Background()
 	for i := range 10 {
 		a := []*app.App{l.app, other}[i%2]
@@ -60,7 +60,7 @@ func TestCachedStateNeverRefusesWrongly(t *testing.T) {
 	l := start(t, false, app.Config{})
 	ids := openNamed(t, l, "alice", "bob")
 	alice := ids[0]
-	other := app.New(l.store, projections.NewSignal(), app.Config{})
+	other := app.New(l.store, notify.NewSignal(), app.Config{})
 	ctx := context.Background()
 	if _, err := l.app.Buy(ctx, alice, "pink-hoody"); err != nil { // 1000 → 500, cached here
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"github.com/ledger/ledger/eventstore"
 	"github.com/ledger/ledger/internal/app"
 	"github.com/ledger/ledger/internal/audit"
+	"github.com/ledger/ledger/internal/notify"
 	"github.com/ledger/ledger/internal/pgtest"
 	"github.com/ledger/ledger/projections"
 )
@@ -34,7 +35,7 @@ type ledger struct {
 func newLedger(tb testing.TB, runProjectors bool) *ledger {
 	tb.Helper()
 	db.Reset(tb)
-	wake := projections.NewSignal()
+	wake := notify.NewSignal()
 	store := eventstore.New(db.Pool, eventstore.WithAfterCommit(func(eventstore.AppendResult) { wake.Notify() }))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	l := &ledger{store: store, app: app.New(store, wake, app.Config{}), stop: func() {},

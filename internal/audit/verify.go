@@ -269,7 +269,7 @@ func (r *replay) page(events []eventstore.RecordedEvent) {
 			e, c := &events[i], &checks[i]
 			c.link = eventstore.VerifyLink(c.prev, *e)
 			if c.stream.account != nil {
-				c.event, c.decoded = eventstore.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+				c.event, c.decoded = e.Decode()
 			}
 		}
 	})

@@ -1,4 +1,4 @@
-package projections
+package notify
 
 import (
 	"context"
@@ -10,8 +10,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// NotifyChannel is the PostgreSQL channel that tells other processes the log moved.
-const NotifyChannel = "ledger_events"
+// Channel is the PostgreSQL channel that tells other processes the log moved.
+const Channel = "ledger_events"
 
 // ledgerAppPrefix starts the application_name of every ledger process's sessions
 // ("ledger serve <pid> <tag>", "ledger audit"); a Notifier sends only while a session so named,
@@ -87,7 +87,7 @@ func (n *Notifier) Run(ctx context.Context) {
 			if !n.audience.Load() {
 				continue
 			}
-			if _, err := n.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, NotifyChannel, n.self); err != nil && ctx.Err() == nil {
+			if _, err := n.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, Channel, n.self); err != nil && ctx.Err() == nil {
 				n.log.Warn("notify failed; other processes fall back to polling", "err", err)
 			}
 		}
@@ -155,7 +155,7 @@ func (n *Notifier) listenOnce(ctx context.Context) error {
 	// out of the pool for good.
 	conn := pooled.Hijack()
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN "+NotifyChannel); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
 		return err
 	}
 	for {

@@ -1,4 +1,4 @@
-package projections_test
+package notify_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/ledger/ledger/projections"
+	"github.com/ledger/ledger/internal/notify"
 )
 
 // checkInterval is how often a Notifier looks for other ledger processes.
@@ -51,10 +51,10 @@ func session(t *testing.T, name string) *pgx.Conn {
 }
 
 // runNotifier runs a Notifier for a process whose pool is named name until the test ends.
-func runNotifier(t *testing.T, name string) (*projections.Notifier, *projections.Signal) {
+func runNotifier(t *testing.T, name string) (*notify.Notifier, *notify.Signal) {
 	t.Helper()
-	wake := projections.NewSignal()
-	n := projections.NewNotifier(namedPool(t, name), wake, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	wake := notify.NewSignal()
+	n := notify.NewNotifier(namedPool(t, name), wake, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { n.Run(ctx); close(done) }()
@@ -64,7 +64,7 @@ func runNotifier(t *testing.T, name string) (*projections.Notifier, *projections
 
 // heard publishes on n every 20ms for up to d and reports whether listener received a NOTIFY
 // on the ledger's channel meanwhile.
-func heard(t *testing.T, n *projections.Notifier, listener *pgx.Conn, d time.Duration) bool {
+func heard(t *testing.T, n *notify.Notifier, listener *pgx.Conn, d time.Duration) bool {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
@@ -96,7 +96,7 @@ func heard(t *testing.T, n *projections.Notifier, listener *pgx.Conn, d time.Dur
 func listenAs(t *testing.T, name string) *pgx.Conn {
 	t.Helper()
 	conn := session(t, name)
-	if _, err := conn.Exec(context.Background(), "LISTEN "+projections.NotifyChannel); err != nil {
+	if _, err := conn.Exec(context.Background(), "LISTEN "+notify.Channel); err != nil {
 		t.Fatal(err)
 	}
 	return conn
@@ -185,7 +185,7 @@ func waitListening(t *testing.T, name string) {
 		if err := db.Pool.QueryRow(context.Background(), `
 			SELECT EXISTS (SELECT FROM pg_stat_activity
 			WHERE datname = current_database() AND application_name = $1 AND query = $2)`,
-			name, "LISTEN "+projections.NotifyChannel).Scan(&listening); err != nil {
+			name, "LISTEN "+notify.Channel).Scan(&listening); err != nil {
 			t.Fatal(err)
 		}
 		if listening {

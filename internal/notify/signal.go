@@ -1,4 +1,7 @@
-package projections
+// Package notify carries the wake-ups that keep the ledger's readers from polling: a Signal
+// within one process (after an append commits, after a projector's batch commits), and a
+// Notifier between the processes that share one database (LISTEN/NOTIFY).
+package notify
 
 import "sync"
 
