@@ -145,7 +145,7 @@ type Checkpoint struct {
 
 // Decode returns the event's payload as its domain type (see DecodeEvent).
 func (e RecordedEvent) Decode() (domain.Event, error) {
-	return e.Decode()
+	return DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
 }
 
 // Checkpoint returns the place just after e.

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/ledger/ledger/domain"
-	"github.com/ledger/ledger/eventstore"
 	"github.com/ledger/ledger/projections"
 )
 

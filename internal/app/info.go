@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ledger/ledger/domain"
-	"github.com/ledger/ledger/eventstore"
 	"github.com/ledger/ledger/projections"
 )
 
