@@ -54,7 +54,7 @@ type Config struct {
 
 // App runs commands and queries.
 type App struct {
-	store *eventstore.Store
+	store EventStore
 	pool  *pgxpool.Pool
 	wake  Waker
 	cfg   Config
