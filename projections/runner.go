@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/ledger/ledger/eventstore"
+	"github.com/ledger/ledger/internal/lease"
 	"github.com/ledger/ledger/internal/notify"
 )
 
@@ -60,32 +61,23 @@ type Config struct {
 const DefaultPollSpacing = 10 * time.Millisecond
 
 func (c *Config) defaults() {
-	if c.BatchSize <= 0 {
-		c.BatchSize = 1000
-	}
-	if c.PollInterval <= 0 {
-		c.PollInterval = time.Second
-	}
+	orDefault(&c.BatchSize, 1000)
+	orDefault(&c.PollInterval, time.Second)
+	orDefault(&c.MaxAttempts, 5)
+	orDefault(&c.RetryInterval, 50*time.Millisecond)
+	orDefault(&c.RestartBackoff, time.Second)
+	orDefault(&c.FollowInterval, time.Second)
+	orDefault(&c.LeaseRetry, 500*time.Millisecond)
+	orDefault(&c.LeaseCheck, time.Second)
 	if c.PollSpacing == 0 {
 		c.PollSpacing = DefaultPollSpacing
 	}
-	if c.MaxAttempts <= 0 {
-		c.MaxAttempts = 5
-	}
-	if c.RetryInterval <= 0 {
-		c.RetryInterval = 50 * time.Millisecond
-	}
-	if c.RestartBackoff <= 0 {
-		c.RestartBackoff = time.Second
-	}
-	if c.FollowInterval <= 0 {
-		c.FollowInterval = time.Second
-	}
-	if c.LeaseRetry <= 0 {
-		c.LeaseRetry = 500 * time.Millisecond
-	}
-	if c.LeaseCheck <= 0 {
-		c.LeaseCheck = time.Second
+}
+
+// orDefault sets *v to d unless it is positive.
+func orDefault[T int | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
 	}
 }
 
@@ -270,115 +262,40 @@ func (r *Runner) activeGroups(ctx context.Context) (map[string]bool, error) {
 func (r *Runner) supervise(ctx context.Context, group string, run func(ctx context.Context) error) {
 	st := r.states[group]
 	backoff := r.cfg.RestartBackoff
-	for ctx.Err() == nil {
-		l, err := r.acquireLease(ctx, group, st)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			r.log.Warn("projection lease not taken; trying again", "projection", group, "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(r.cfg.LeaseRetry):
-			}
-			continue
-		}
-		leaseCtx, lost := context.WithCancelCause(ctx)
-		watched := make(chan struct{})
-		go func() { defer close(watched); l.watch(leaseCtx, lost, r.cfg.LeaseCheck) }()
-		err = run(leaseCtx)
-		cause := context.Cause(leaseCtx)
-		lost(nil)
-		<-watched
-		l.release()
-		if ctx.Err() != nil {
-			return
-		}
-		if errors.Is(cause, errLeaseLost) {
-			r.log.Warn("projection lease lost; this process stands by", "projection", group)
-			continue
-		}
-		r.log.Error("projector stopped; restarting", "projection", group, "err", err, "after", backoff)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, time.Minute)
-	}
-}
-
-// leaseClass keeps the projection leases apart from other advisory locks ("LEDP").
-const leaseClass = 1279607891
-
-var errLeaseLost = errors.New("projection lease lost")
-
-// lease is a projection version's advisory lock, held by a session of its own: one process
-// at a time runs a projection, and the lock goes with the session when the process dies, so a
-// standby takes over within LeaseRetry.
-type lease struct {
-	conn  *pgxpool.Conn
-	group string
-}
-
-// acquireLease waits until this process holds the group's lease; meanwhile the projection
-// stands by.
-func (r *Runner) acquireLease(ctx context.Context, group string, st *projectorState) (*lease, error) {
-	for {
-		conn, err := r.pool.Acquire(ctx)
-		if err != nil {
-			return nil, err
-		}
-		var held bool
-		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext($2))`, leaseClass, group).Scan(&held); err != nil {
-			conn.Release()
-			return nil, err
-		}
-		if held {
-			st.standby.Store(false)
-			return &lease{conn: conn, group: group}, nil
-		}
-		conn.Release()
-		if !st.standby.Swap(true) {
+	standby := func(waiting bool) {
+		if !st.standby.Swap(waiting) && waiting {
 			r.log.Info("projection runs in another process; standing by", "projection", group)
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(r.cfg.LeaseRetry):
-		}
 	}
-}
-
-// watch checks the lease's session every interval and reports it lost when the session is.
-func (l *lease) watch(ctx context.Context, lost context.CancelCauseFunc, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
+	for ctx.Err() == nil {
+		ran := false
+		err := lease.Run(ctx, r.pool, group, lease.Options{Retry: r.cfg.LeaseRetry, Check: r.cfg.LeaseCheck, Standby: standby},
+			func(ctx context.Context) error {
+				ran = true
+				st.running.Store(true)
+				defer st.running.Store(false)
+				return run(ctx)
+			})
+		wait := backoff
+		switch {
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, lease.ErrLost):
+			r.log.Warn("projection lease lost; this process stands by", "projection", group)
+			continue
+		case ran:
+			r.log.Error("projector stopped; restarting", "projection", group, "err", err, "after", backoff)
+			backoff = min(2*backoff, time.Minute)
+		default:
+			r.log.Warn("projection lease not taken; trying again", "projection", group, "err", err)
+			wait = r.cfg.LeaseRetry
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-		}
-		pctx, cancel := context.WithTimeout(ctx, 2*interval)
-		_, err := l.conn.Exec(pctx, "SELECT 1")
-		cancel()
-		if err != nil && ctx.Err() == nil {
-			lost(errLeaseLost)
-			return
+		case <-time.After(wait):
 		}
 	}
-}
-
-func (l *lease) release() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := l.conn.Exec(ctx, `SELECT pg_advisory_unlock($1, hashtext($2))`, leaseClass, l.group); err != nil {
-		// A session that cannot unlock is broken; closing it releases the lock.
-		_ = l.conn.Conn().Close(ctx)
-	}
-	l.conn.Release()
 }
 
 // batchTimeout bounds one attempt at a batch.
@@ -434,8 +351,6 @@ func (r *Runner) runOnce(ctx context.Context, p Projection, st *projectorState) 
 	if err := r.setState(ctx, p.Group(), "live", nil); err != nil {
 		return err
 	}
-	st.running.Store(true)
-	defer st.running.Store(false)
 	r.log.Info("projector started", "projection", p.Group())
 	runErr := make(chan error, 1)
 	go func() { runErr <- router.Run(context.WithoutCancel(runCtx)) }()
