@@ -142,9 +142,6 @@ func NewRunner(pool *pgxpool.Pool, wake *notify.Signal, log *slog.Logger, cfg Co
 	return r
 }
 
-// Wake returns the signal notified whenever the log or the read models move.
-func (r *Runner) Wake() *notify.Signal { return r.wake }
-
 // Running reports whether every projector that should run is running here or stands by while
 // another process runs it, and none has failed.
 func (r *Runner) Running() bool {
@@ -348,7 +345,7 @@ func (r *Runner) runOnce(ctx context.Context, p Projection, st *projectorState) 
 		r.stopOnFailure(p.Group(), st, giveUp),
 		middleware.Retry{MaxRetries: r.cfg.MaxAttempts - 1, InitialInterval: r.cfg.RetryInterval, Logger: wmLog}.Middleware,
 	)
-	if err := r.setState(ctx, p.Group(), "live", nil); err != nil {
+	if err := recordState(ctx, r.pool, p.Group(), "live", nil); err != nil {
 		return err
 	}
 	r.log.Info("projector started", "projection", p.Group())
@@ -394,7 +391,7 @@ func (r *Runner) stopOnFailure(group string, st *projectorState, giveUp context.
 			ctx := context.WithoutCancel(msg.Context())
 			if err == nil {
 				if st.failed.Swap(false) {
-					if serr := r.setState(ctx, group, "live", nil); serr != nil {
+					if serr := recordState(ctx, r.pool, group, "live", nil); serr != nil {
 						r.log.Error("projection status not recorded", "projection", group, "err", serr)
 					}
 					r.log.Info("projection recovered", "projection", group)
@@ -405,9 +402,7 @@ func (r *Runner) stopOnFailure(group string, st *projectorState, giveUp context.
 				return nil, err // stopping, not failing
 			}
 			st.failed.Store(true)
-			var failedAt *eventError
-			errors.As(err, &failedAt)
-			if serr := r.setState(ctx, group, "failed", &failure{at: failedAt, err: err}); serr != nil {
+			if serr := recordState(ctx, r.pool, group, "failed", err); serr != nil {
 				r.log.Error("projection status not recorded", "projection", group, "err", serr)
 			}
 			r.log.Error("projection failed; it stops at this event and retries later, never skipping it",
@@ -419,30 +414,20 @@ func (r *Runner) stopOnFailure(group string, st *projectorState, giveUp context.
 	}
 }
 
-// failure is what a failed projection records.
-type failure struct {
-	at  *eventError // nil when the failure is not one event's
-	err error
-}
-
-func (r *Runner) setState(ctx context.Context, group, state string, f *failure) error {
-	return recordState(ctx, r.pool, group, state, f)
-}
-
 // execer runs a statement: a pool or a transaction.
 type execer interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
 // recordState records a projection version's state in projection_status; a failure also
-// records where and why, and counts it.
-func recordState(ctx context.Context, q execer, group, state string, f *failure) error {
+// records why, and at which event when it is one event's, and counts it.
+func recordState(ctx context.Context, q execer, group, state string, failure error) error {
 	var pos, id, msg any
-	if f != nil {
-		msg = f.err.Error()
-		if f.at != nil {
-			pos, id = f.at.event.Position, f.at.event.ID
-		}
+	if failure != nil {
+		msg = failure.Error()
+	}
+	if at := (*eventError)(nil); errors.As(failure, &at) {
+		pos, id = at.event.Position, at.event.ID
 	}
 	_, err := q.Exec(ctx, `
 		INSERT INTO projection_status AS s (consumer_group, state, failures, failed_position, failed_event_id, last_error, updated_at)

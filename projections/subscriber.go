@@ -120,12 +120,8 @@ func (checkpoints) ConsumedMessageQuery(wsql.ConsumedMessageQueryParams) (wsql.Q
 	return wsql.Query{}, nil
 }
 
-func (checkpoints) NextOffsetQuery(p wsql.NextOffsetQueryParams) (wsql.Query, error) {
-	return wsql.Query{
-		Query: `SELECT position, transaction_id FROM projection_checkpoints WHERE consumer_group = $1`,
-		Args:  []any{p.ConsumerGroup},
-	}, nil
-}
+// NextOffsetQuery is not used: SelectQuery reads the checkpoint itself.
+func (checkpoints) NextOffsetQuery(wsql.NextOffsetQueryParams) (wsql.Query, error) { return wsql.Query{}, nil }
 
 func (checkpoints) SchemaInitializingQueries(wsql.OffsetsSchemaInitializingQueriesParams) ([]wsql.Query, error) {
 	return nil, nil
