@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ledger/ledger/internal/group"
@@ -29,7 +30,7 @@ import (
 const (
 	DefaultWait       = 50 * time.Millisecond
 	DefaultRetryAfter = time.Second
-	DefaultPoll       = 250 * time.Millisecond
+	DefaultPoll       = 100 * time.Millisecond
 )
 
 // Position grouping: how many statements asking for the primary's position (or a standby's
@@ -50,7 +51,7 @@ type Config struct {
 	// RetryAfter is how long a standby that failed is skipped (default 1s).
 	RetryAfter time.Duration
 	// Poll is how often each standby's replay lag is measured; the same measure takes a skipped
-	// standby back (default 250ms).
+	// standby back (default 100ms).
 	Poll time.Duration
 	// ObserveWait, when set, sees how long each read waited to have a database: the primary's
 	// position and the standby replaying it, or the wait that ended on the primary.
@@ -137,9 +138,11 @@ type node struct {
 	replayed atomic.Uint64
 	// skipUntil (unix nanoseconds) is when a standby that failed is tried again.
 	skipUntil atomic.Int64
-	// behind is set when a read waited past the bound for the standby; the monitor clears
-	// it once the standby keeps up again.
-	behind atomic.Bool
+	// behind is set when a read waited past the bound for the standby, to the position it
+	// waited for; the monitor clears it once the standby has replayed that position and its
+	// replay lag is within the bound again.
+	behind   atomic.Bool
+	behindAt atomic.Uint64
 	// Measured by the monitor: replay lag in seconds (as float64 bits) and whether the last
 	// measure succeeded.
 	lag atomic.Uint64
@@ -278,7 +281,7 @@ func (r *Router) route(ctx context.Context, start time.Time) (int, Reason, error
 	}
 	// Ask the standbys where they are, then again with growing pauses, until one has replayed
 	// pos or the bound has passed. Reads waiting together share each question.
-	deadline := start.Add(r.cfg.Wait)
+	deadline := time.Now().Add(r.cfg.Wait)
 	wctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	reason := Replayed
@@ -292,7 +295,7 @@ func (r *Router) route(ctx context.Context, start time.Time) (int, Reason, error
 			switch {
 			case err != nil && ctx.Err() != nil:
 				return 0, 0, ctx.Err()
-			case err != nil && wctx.Err() != nil:
+			case err != nil && (wctx.Err() != nil || pgconn.Timeout(err) || errors.Is(err, context.DeadlineExceeded)):
 				// Out of time, not broken: a connection being opened, a slow answer.
 			case err != nil:
 				r.skip(n, err)
@@ -312,7 +315,14 @@ func (r *Router) route(ctx context.Context, start time.Time) (int, Reason, error
 		}
 	}
 	for _, i := range candidates {
-		if n := r.standbys[i]; n.behind.CompareAndSwap(false, true) {
+		n := r.standbys[i]
+		for {
+			at := n.behindAt.Load()
+			if pos <= at || n.behindAt.CompareAndSwap(at, pos) {
+				break
+			}
+		}
+		if n.behind.CompareAndSwap(false, true) {
 			r.log.Warn("standby behind: reads go to the primary until it catches up", "standby", n.name, "wait", r.cfg.Wait)
 		}
 	}
@@ -416,8 +426,9 @@ func lsnOf(ctx context.Context, pool *pgxpool.Pool, query string) (uint64, error
 }
 
 // Run measures each standby's replay lag every Poll until ctx ends, takes back standbys whose
-// skip time has passed and that answer, and clears "behind" from a standby that has replayed
-// what the primary had flushed at the previous measure.
+// skip time has passed and that answer, and takes back a standby that was behind once it has
+// replayed the position a read gave up on and its replay lag is within the bound (or within
+// Poll, when that is longer).
 func (r *Router) Run(ctx context.Context) {
 	if len(r.standbys) == 0 {
 		return
@@ -459,15 +470,19 @@ func (r *Router) measure(ctx context.Context, previous uint64) uint64 {
 				err = errNotStandby
 			}
 			if err != nil {
+				n.up.Store(false)
 				if ctx.Err() == nil {
 					r.skip(n, err)
 				}
+				// Out of time is no failure (a busy pool, a slow machine): a standby that
+				// keeps failing to answer makes reads wait past the bound, and is passed by
+				// as behind until a measure succeeds.
 				return
 			}
 			n.saw(uint64(*replayed))
 			n.lag.Store(math.Float64bits(lag))
 			n.up.Store(true)
-			if uint64(*replayed) >= previous && previous != 0 && n.behind.CompareAndSwap(true, false) {
+			if uint64(*replayed) >= n.behindAt.Load() && lag <= max(r.cfg.Wait, r.cfg.Poll).Seconds() && n.behind.CompareAndSwap(true, false) {
 				r.log.Info("standby caught up: reads go to it again", "standby", n.name)
 			}
 			if time.Now().UnixNano() >= n.skipUntil.Load() {
