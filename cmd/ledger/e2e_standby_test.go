@@ -305,3 +305,31 @@ func TestStandbyServesMostReads(t *testing.T) {
 		t.Errorf("%.1f%% of reads on a standby that keeps up, want most: %v", 100*fraction, by)
 	}
 }
+
+// --read-replica is repeatable and replaces APP_READ_REPLICA_URLS; a URL that does not parse or
+// a wait out of range stops the start, and the message never shows the URL (it may hold a
+// password).
+func TestServeReadReplicaConfig(t *testing.T) {
+	t.Setenv("APP_READ_REPLICA_URLS", "postgres://a/ledger, postgres://b/ledger")
+	cfg, err := parseServeConfig(t)
+	if err != nil || len(cfg.ReadReplicas) != 2 || cfg.ReadReplicas[1] != "postgres://b/ledger" || cfg.ReadReplicaWait != 50*time.Millisecond {
+		t.Errorf("from the environment: %q, wait %v, %v", cfg.ReadReplicas, cfg.ReadReplicaWait, err)
+	}
+	cfg, err = parseServeConfig(t, "--read-replica", "postgres://c/ledger", "--read-replica", "postgres://d/ledger", "--read-replica-wait", "0")
+	if err != nil || fmt.Sprint(cfg.ReadReplicas) != "[postgres://c/ledger postgres://d/ledger]" || cfg.ReadReplicaWait != 0 {
+		t.Errorf("flags: %q, wait %v, %v", cfg.ReadReplicas, cfg.ReadReplicaWait, err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--read-replica", "postgres://u:s3cret@h:notaport/ledger"}, "read replica 1 of 1"},
+		{[]string{"--read-replica-wait", "2s"}, "APP_READ_REPLICA_WAIT"},
+		{[]string{"--read-replica-wait", "-1ms"}, "APP_READ_REPLICA_WAIT"},
+	} {
+		_, err := parseServeConfig(t, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%v: got %v, want an error naming %q and no password", tc.args, err, tc.want)
+		}
+	}
+}

@@ -1,8 +1,8 @@
 // Package metrics exposes the ledger to Prometheus: HTTP requests by route pattern and status,
 // command outcomes and latencies, and, read on every scrape from the counters the event store,
 // the application layer, the projectors and the connection pool already keep, conflicts,
-// retries, group commits, read-your-writes paths, projection checkpoints and lag, and pool
-// usage; plus the Go runtime and process collectors. Each service has its own registry, so
+// retries, group commits, read-your-writes paths, where reads ran (primary or standby) and
+// the standbys' replay lag, projection checkpoints and lag, and pool usage; plus the Go runtime and process collectors. Each service has its own registry, so
 // several services in one process (tests) never share series.
 package metrics
 

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,7 +21,7 @@ import (
 
 // Cluster is a PostgreSQL server of a test's own, in a temporary directory and on a free port,
 // which the test may stop, start and reconfigure at will: a primary, or a hot standby of one.
-// The machine's PostgreSQL binaries (pg_config --bindir) run it, as the postgres user when the
+// The machine's PostgreSQL binaries (pg_config --bindir, else /usr/lib/postgresql/N/bin) run it, as the postgres user when the
 // test runs as root. Any other server is left alone.
 type Cluster struct {
 	t    testing.TB
@@ -62,11 +63,11 @@ func (c *Cluster) StartStandby(t testing.TB) *Cluster {
 
 func newCluster(t testing.TB) *Cluster {
 	t.Helper()
-	out, err := exec.Command("pg_config", "--bindir").Output()
-	if err != nil {
-		t.Skipf("no PostgreSQL binaries (pg_config): %v", err)
+	bin := binDir()
+	if bin == "" {
+		t.Skip("no PostgreSQL server binaries (pg_config --bindir, /usr/lib/postgresql/*/bin)")
 	}
-	c := &Cluster{t: t, Bin: strings.TrimSpace(string(out)), asOwner: exec.Command}
+	c := &Cluster{t: t, Bin: bin, asOwner: exec.Command}
 	base := t.TempDir()
 	if os.Geteuid() == 0 { // PostgreSQL refuses to run as root
 		if _, err := user.Lookup("postgres"); err != nil {
@@ -91,6 +92,34 @@ func newCluster(t testing.TB) *Cluster {
 	c.Port = l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	return c
+}
+
+// binDir finds the server binaries as make test's throwaway cluster does (.ci/postgres.sh):
+// pg_config's, else the newest Debian-style installation.
+func binDir() string {
+	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
+		if d := strings.TrimSpace(string(out)); fileExists(filepath.Join(d, "pg_basebackup")) {
+			return d
+		}
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	slices.SortFunc(dirs, func(a, b string) int { return version(b) - version(a) })
+	for _, d := range dirs {
+		if fileExists(filepath.Join(d, "initdb")) {
+			return d
+		}
+	}
+	return ""
+}
+
+func version(bin string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(bin)))
+	return n
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func (c *Cluster) ctl(args ...string) *exec.Cmd {

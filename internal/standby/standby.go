@@ -286,11 +286,13 @@ func (r *Router) route(ctx context.Context, start time.Time) (int, Reason, error
 	defer cancel()
 	reason := Replayed
 	for pause := 500 * time.Microsecond; ; pause = min(2*pause, 8*time.Millisecond) {
+		asked := false
 		for _, i := range candidates {
 			n := r.standbys[i]
 			if !n.usable(time.Now()) {
 				continue
 			}
+			asked = true
 			lsn, err := n.check(wctx)
 			switch {
 			case err != nil && ctx.Err() != nil:
@@ -302,6 +304,9 @@ func (r *Router) route(ctx context.Context, start time.Time) (int, Reason, error
 			case lsn >= pos:
 				return i + 1, reason, nil
 			}
+		}
+		if !asked {
+			return 0, Unavailable, nil // every standby failed meanwhile: nothing to wait for
 		}
 		reason = AfterWait
 		left := time.Until(deadline)
