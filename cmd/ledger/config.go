@@ -11,7 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/ledger/ledger/httpapi"
+	"github.com/ledger/ledger/internal/standby"
 	"github.com/ledger/ledger/projections"
 )
 
@@ -73,6 +76,11 @@ type serveConfig struct {
 	// RoleCacheTTL is how long an employee's roles, read from the database for a privileged
 	// request, are reused; 0 reads them for every such request.
 	RoleCacheTTL time.Duration
+	// ReadReplicas are URLs of hot standbys of the database that read queries may run on
+	// (ADR 11); ReadReplicaWait bounds how long a read waits for one to replay the primary's
+	// position before it reads on the primary.
+	ReadReplicas    []string
+	ReadReplicaWait time.Duration
 	// LegacyAdminUsers is APP_ADMIN_USERS, which no longer gives anyone a role: set, it stops
 	// the start with a message naming what replaced it.
 	LegacyAdminUsers string
@@ -169,6 +177,22 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 		"least time between two polls of one projector: larger batches, at most this much more lag (env APP_PROJECTOR_POLL_SPACING; 0: none)")
 	fs.DurationVar(&c.RequestTimeout, "request-timeout", envDuration("APP_REQUEST_TIMEOUT", httpapi.DefaultRequestTimeout),
 		"how long one API request may wait on the database in all before it answers 503 (env APP_REQUEST_TIMEOUT)")
+	for _, u := range strings.Split(env("APP_READ_REPLICA_URLS"), ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			c.ReadReplicas = append(c.ReadReplicas, u)
+		}
+	}
+	fromEnv := len(c.ReadReplicas) > 0
+	fs.Func("read-replica", "URL of a hot standby of the database that read queries may run on; repeatable (env APP_READ_REPLICA_URLS, comma-separated; the flags replace it)",
+		func(u string) error {
+			if fromEnv {
+				c.ReadReplicas, fromEnv = nil, false
+			}
+			c.ReadReplicas = append(c.ReadReplicas, u)
+			return nil
+		})
+	fs.DurationVar(&c.ReadReplicaWait, "read-replica-wait", envDuration("APP_READ_REPLICA_WAIT", standby.DefaultWait),
+		"how long a read waits for a standby to replay the primary's position before it reads on the primary (env APP_READ_REPLICA_WAIT; 0: read on a standby only when it is already there)")
 	fs.IntVar(&c.MaxConnections, "max-connections", envInt("APP_MAX_CONNECTIONS", defaultMaxConnections),
 		"most client connections the API keeps open at once; more wait to be accepted (env APP_MAX_CONNECTIONS)")
 }
@@ -215,6 +239,14 @@ func (c *serveConfig) validate() error {
 	}
 	if c.RequestTimeout < 100*time.Millisecond || c.RequestTimeout > maxRequestTimeout {
 		errs = append(errs, fmt.Errorf("request timeout (APP_REQUEST_TIMEOUT) must be a duration from 100ms to %v, like 3s", maxRequestTimeout))
+	}
+	for i, u := range c.ReadReplicas {
+		if _, err := pgxpool.ParseConfig(u); err != nil { // the message would show a password
+			errs = append(errs, fmt.Errorf("read replica %d of %d (--read-replica, APP_READ_REPLICA_URLS) is not a PostgreSQL URL", i+1, len(c.ReadReplicas)))
+		}
+	}
+	if c.ReadReplicaWait < 0 || c.ReadReplicaWait > time.Second {
+		errs = append(errs, errors.New("read replica wait (APP_READ_REPLICA_WAIT) must be a duration from 0 to 1s, like 50ms"))
 	}
 	if c.MaxConnections < 1 {
 		errs = append(errs, errors.New("max connections (APP_MAX_CONNECTIONS) must be at least 1"))

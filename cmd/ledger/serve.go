@@ -28,6 +28,7 @@ import (
 	"github.com/ledger/ledger/internal/auth"
 	"github.com/ledger/ledger/internal/metrics"
 	"github.com/ledger/ledger/internal/notify"
+	"github.com/ledger/ledger/internal/standby"
 	"github.com/ledger/ledger/migrations"
 	"github.com/ledger/ledger/projections"
 )
@@ -79,6 +80,9 @@ type service struct {
 	admin     *http.Server
 	adminAddr string
 
+	// reads routes read queries to standbys; nil without standbys.
+	reads *standby.Router
+
 	stopBackground context.CancelFunc
 	background     sync.WaitGroup
 }
@@ -95,28 +99,10 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 	}
 	log.Info("database migrated", "version", v)
 
-	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	pcfg, err := poolConfig(cfg.DatabaseURL, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("database URL: %w", err)
 	}
-	pcfg.MaxConns = int32(cfg.DBMaxConns)
-	// The pool opens connections apart from the requests that wait for them; a server that
-	// accepts the connection and then stalls must not hold a pool slot for ever.
-	if pcfg.ConnConfig.ConnectTimeout == 0 {
-		pcfg.ConnConfig.ConnectTimeout = 10 * time.Second
-	}
-	// A transaction left open stalls every xid-fenced reader; never let one linger.
-	pcfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "60000"
-	// The process id tells operators (and the fault drills) which process holds which session;
-	// the random tag tells processes apart where pids repeat (every container's may be 1), which
-	// the Notifier relies on to recognise its own sessions. Short: PostgreSQL keeps 63 bytes.
-	pcfg.ConnConfig.RuntimeParams["application_name"] = fmt.Sprintf("ledger serve %d %s", os.Getpid(), rand.Text()[:8])
-	// Every statement of the hot path is prepared once per connection and should be planned
-	// once. Left to itself, the server re-plans a statement whose array arguments make each
-	// custom plan look cheaper than the generic one (a grouped info read: ~1 ms of planning
-	// for ~0.15 ms of execution, every time). The projectors ask for custom plans where they
-	// pay (large catch-up batches).
-	pcfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("database pool: %w", err)
@@ -158,13 +144,47 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 	if cfg.RunProjectors {
 		msrc.Projectors = runner
 	}
+	// The metrics observe the read router's waits, and the router is one of their sources.
+	var observeWait atomic.Pointer[func(standby.Target, time.Duration)]
+	if cfg.RunAPI && len(cfg.ReadReplicas) > 0 {
+		var standbys []*pgxpool.Config
+		for i, u := range cfg.ReadReplicas {
+			sc, err := poolConfig(u, cfg)
+			if err != nil {
+				return nil, fmt.Errorf("read replica %d: %w", i+1, err)
+			}
+			standbys = append(standbys, sc)
+		}
+		wait := cfg.ReadReplicaWait
+		if wait == 0 {
+			wait = -1 // the router's "never wait"
+		}
+		svc.reads, err = standby.New(pool, standbys, standby.Config{Wait: wait, Log: log,
+			ObserveWait: func(t standby.Target, d time.Duration) {
+				if fn := observeWait.Load(); fn != nil {
+					(*fn)(t, d)
+				}
+			}})
+		if err != nil {
+			return nil, err
+		}
+		svc.goBackground(func() { svc.reads.Run(bg) })
+		msrc.Reads = svc.reads
+		log.Info("reads on standbys", "standbys", len(standbys), "wait", cfg.ReadReplicaWait)
+	}
 	if cfg.RunAPI {
-		ledger = app.New(store, wake, app.Config{ReadSlots: cfg.ReadSlots, RoleCacheTTL: cfg.RoleCacheTTL})
+		acfg := app.Config{ReadSlots: cfg.ReadSlots, RoleCacheTTL: cfg.RoleCacheTTL}
+		if svc.reads != nil {
+			acfg.Reads = svc.reads
+		}
+		ledger = app.New(store, wake, acfg)
 		msrc.App = ledger
 	}
 	mx := metrics.New(msrc)
 	observe := mx.ObserveWrite
 	observeWrite.Store(&observe)
+	waits := mx.ObservePositionWait
+	observeWait.Store(&waits)
 	if cfg.adminListener() != "" {
 		if err := svc.serveAdmin(mx); err != nil {
 			return nil, err
@@ -295,8 +315,38 @@ func (s *service) Close() error {
 		s.stopBackground()
 	}
 	s.background.Wait()
+	if s.reads != nil {
+		s.reads.Close()
+	}
 	s.pool.Close()
 	return errors.Join(errs...)
+}
+
+// poolConfig is the connection pool configuration for url, the primary or a standby.
+func poolConfig(url string, cfg serveConfig) (*pgxpool.Config, error) {
+	pcfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	pcfg.MaxConns = int32(cfg.DBMaxConns)
+	// The pool opens connections apart from the requests that wait for them; a server that
+	// accepts the connection and then stalls must not hold a pool slot for ever.
+	if pcfg.ConnConfig.ConnectTimeout == 0 {
+		pcfg.ConnConfig.ConnectTimeout = 10 * time.Second
+	}
+	// A transaction left open stalls every xid-fenced reader; never let one linger.
+	pcfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "60000"
+	// The process id tells operators (and the fault drills) which process holds which session;
+	// the random tag tells processes apart where pids repeat (every container's may be 1), which
+	// the Notifier relies on to recognise its own sessions. Short: PostgreSQL keeps 63 bytes.
+	pcfg.ConnConfig.RuntimeParams["application_name"] = fmt.Sprintf("ledger serve %d %s", os.Getpid(), rand.Text()[:8])
+	// Every statement of the hot path is prepared once per connection and should be planned
+	// once. Left to itself, the server re-plans a statement whose array arguments make each
+	// custom plan look cheaper than the generic one (a grouped info read: ~1 ms of planning
+	// for ~0.15 ms of execution, every time). The projectors ask for custom plans where they
+	// pay (large catch-up batches).
+	pcfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
+	return pcfg, nil
 }
 
 // ensureDatabase creates the URL's database when it does not exist, connecting to the same

@@ -3,7 +3,8 @@
 // store (its snapshot plus the events after it), let the domain decide, and append with the
 // version they decided on; a concurrency conflict is retried a bounded number of times with
 // jitter. Queries read the projections' read models and never return anything older than the
-// account's stream head.
+// account's stream head; they run on the primary or, given a ReadRouter, on a hot standby
+// that has replayed every command acknowledged before the query (readers.go).
 package app
 
 import (
@@ -50,6 +51,9 @@ type Config struct {
 	// RoleCacheTTL is how long an employee's roles, once read, are reused; 0 reads them afresh
 	// every time. A revoked role keeps working for at most this long.
 	RoleCacheTTL time.Duration
+	// Reads, when set, chooses the database each read query runs on: the primary or a hot
+	// standby that has every acknowledged command (ADR 11). Nil: every read on the primary.
+	Reads ReadRouter
 }
 
 // App runs commands and queries.
@@ -67,6 +71,9 @@ type App struct {
 	reads      atomic.Pointer[readSet] // the active projection versions' info query
 	readGroups *readGroup
 	roles      *expirable.LRU[string, auth.Roles] // nil: roles are not cached
+
+	router  ReadRouter // nil: reads on the primary
+	readers []reader   // the primary's, then each standby's
 }
 
 // New returns an App over the store; wake is the projections' signal.
@@ -86,7 +93,8 @@ func New(store *eventstore.Store, wake Waker, cfg Config) *App {
 	if cfg.ReadSlots <= 0 {
 		cfg.ReadSlots = defaultReadSlots
 	}
-	a := &App{store: store, pool: store.Pool(), wake: wake, cfg: cfg, locks: newAccountLocks()}
+	a := &App{store: store, pool: store.Pool(), wake: wake, cfg: cfg, locks: newAccountLocks(),
+		router: cfg.Reads, readers: newReaders(store, cfg.Reads)}
 	a.readGroups = newReadGroup(cfg.ReadSlots, defaultReadSize, a.readRows)
 	a.users.m = make(map[string]uuid.UUID)
 	a.catalog.lock = make(chan struct{}, 1)

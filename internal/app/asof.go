@@ -48,12 +48,14 @@ func (a AsOf) String() string {
 func (a *App) InfoAsOf(ctx context.Context, accountID uuid.UUID, at AsOf) (Info, error) {
 	stream := domain.StreamID(accountID)
 	var events []eventstore.RecordedEvent
-	var err error
-	if at.byPosition {
-		events, err = a.store.LoadThroughPosition(ctx, stream, at.position)
-	} else {
-		events, err = a.store.LoadRecordedBy(ctx, stream, at.time)
-	}
+	err := a.read(ctx, func(ctx context.Context, on reader) (err error) {
+		if at.byPosition {
+			events, err = on.store.LoadThroughPosition(ctx, stream, at.position)
+		} else {
+			events, err = on.store.LoadRecordedBy(ctx, stream, at.time)
+		}
+		return err
+	})
 	if err != nil {
 		return Info{}, err
 	}

@@ -12,12 +12,22 @@ import (
 // AccountEvents returns at most limit events of the account's stream after the stream version
 // after, in version order, as stored (payload, metadata, hash).
 func (a *App) AccountEvents(ctx context.Context, accountID uuid.UUID, after int64, limit int) ([]eventstore.RecordedEvent, error) {
-	return a.store.LoadPage(ctx, domain.StreamID(accountID), after, limit)
+	var page []eventstore.RecordedEvent
+	err := a.read(ctx, func(ctx context.Context, on reader) (err error) {
+		page, err = on.store.LoadPage(ctx, domain.StreamID(accountID), after, limit)
+		return err
+	})
+	return page, err
 }
 
 // AuditLog returns at most limit events of the global log after the checkpoint, in the order
 // every reader of the log uses: (transaction, position), below the oldest running transaction,
 // so that no event is ever skipped. A short page means the reader has caught up for now.
 func (a *App) AuditLog(ctx context.Context, after eventstore.Checkpoint, limit int) ([]eventstore.RecordedEvent, error) {
-	return a.store.ReadLog(ctx, after, limit)
+	var page []eventstore.RecordedEvent
+	err := a.read(ctx, func(ctx context.Context, on reader) (err error) {
+		page, err = on.store.ReadLog(ctx, after, limit)
+		return err
+	})
+	return page, err
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ledger/ledger/domain"
+	"github.com/ledger/ledger/eventstore"
 	"github.com/ledger/ledger/projections"
 )
 
@@ -107,6 +108,9 @@ type readModels struct {
 	sent              []bool
 	counterparts      []string
 	amounts           []int64
+	// on is the reader the row was read on (0: the primary). Completing the row from the
+	// account's events must read a database at least as new: the same one, or the primary.
+	on int
 }
 
 func (r *readModels) current() bool {
@@ -119,7 +123,8 @@ func (a *App) readModels(ctx context.Context, id uuid.UUID) (*readModels, error)
 	return a.readGroups.read(ctx, id)
 }
 
-// readRows runs infoSQL for the accounts ids (distinct) and returns their rows by account.
+// readRows runs infoSQL for the accounts ids (distinct) and returns their rows by account, read
+// where the router sends a read asked for now (a group of reads asks once).
 func (a *App) readRows(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*readModels, error) {
 	q, err := a.infoQuery(ctx)
 	if err != nil {
@@ -129,21 +134,36 @@ func (a *App) readRows(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*rea
 	for i, id := range ids {
 		streams[i] = domain.StreamID(id)
 	}
-	rows, err := a.pool.Query(ctx, q, ids, streams)
+	target, err := a.route(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read info: %w", err)
+		return nil, err
 	}
-	out := make(map[uuid.UUID]*readModels, len(ids))
-	var id uuid.UUID
-	r := &readModels{}
-	_, err = pgx.ForEachRow(rows, []any{&id, &r.head, &r.balV, &r.coins, &r.invV, &r.items, &r.quantities,
-		&r.histV, &r.sent, &r.counterparts, &r.amounts}, func() error {
-		row := *r
-		out[id] = &row
+	var out map[uuid.UUID]*readModels
+	err = a.onReader(ctx, target, func(ctx context.Context, on reader) error {
+		if on.pool == a.pool {
+			target = 0 // the primary, after a standby failed
+		}
+		rows, err := on.pool.Query(ctx, q, ids, streams)
+		if err != nil {
+			return fmt.Errorf("read info: %w", err)
+		}
+		out = make(map[uuid.UUID]*readModels, len(ids))
+		var id uuid.UUID
+		r := &readModels{}
+		_, err = pgx.ForEachRow(rows, []any{&id, &r.head, &r.balV, &r.coins, &r.invV, &r.items, &r.quantities,
+			&r.histV, &r.sent, &r.counterparts, &r.amounts}, func() error {
+			row := *r
+			row.on = target
+			out[id] = &row
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("read info: %w", err)
+		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read info: %w", err)
+		return nil, err
 	}
 	for _, id := range ids {
 		if out[id] == nil {
@@ -188,7 +208,12 @@ func (a *App) Info(ctx context.Context, accountID uuid.UUID) (Info, error) {
 			return Info{}, err
 		}
 		if next.head < head {
-			return Info{}, errors.New("stream head moved backwards")
+			if next.on == r.on && next.on == 0 {
+				return Info{}, errors.New("stream head moved backwards")
+			}
+			// Another database than the first read's: it has every command acknowledged
+			// before this call, but not necessarily the newer ones the first read saw.
+			continue
 		}
 		r = next
 		if r.current() {
@@ -229,7 +254,11 @@ func (a *App) foldNewest(ctx context.Context, id uuid.UUID, r *readModels) (Info
 		return Info{}, err
 	}
 	from := min(r.balV, r.invV, r.histV)
-	events, err := a.store.Load(ctx, domain.StreamID(id), from)
+	var events []eventstore.RecordedEvent
+	err = a.onReader(ctx, r.on, func(ctx context.Context, on reader) error {
+		events, err = on.store.Load(ctx, domain.StreamID(id), from)
+		return err
+	})
 	if err != nil {
 		return Info{}, err
 	}

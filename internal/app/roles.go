@@ -169,20 +169,24 @@ func rolesOf(names []string) (auth.Roles, error) {
 // RoleChanges returns up to limit entries of the record of role changes after the entry with
 // id after, oldest first; only those of username when it is not "".
 func (a *App) RoleChanges(ctx context.Context, username string, after int64, limit int) ([]RoleChange, error) {
-	rows, err := a.pool.Query(ctx, `SELECT id, at, action, username, role, actor, os_user, db_user
-		FROM role_changes WHERE id > $1 AND ($2 = '' OR username = $2) ORDER BY id LIMIT $3`, after, username, limit)
-	if err != nil {
-		return nil, fmt.Errorf("read role changes: %w", err)
-	}
-	changes, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (RoleChange, error) {
-		var c RoleChange
-		err := row.Scan(&c.ID, &c.At, &c.Action, &c.Username, &c.Role, &c.Actor, &c.OSUser, &c.DBUser)
-		return c, err
+	var changes []RoleChange
+	err := a.read(ctx, func(ctx context.Context, on reader) error {
+		rows, err := on.pool.Query(ctx, `SELECT id, at, action, username, role, actor, os_user, db_user
+			FROM role_changes WHERE id > $1 AND ($2 = '' OR username = $2) ORDER BY id LIMIT $3`, after, username, limit)
+		if err != nil {
+			return fmt.Errorf("read role changes: %w", err)
+		}
+		changes, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (RoleChange, error) {
+			var c RoleChange
+			err := row.Scan(&c.ID, &c.At, &c.Action, &c.Username, &c.Role, &c.Actor, &c.OSUser, &c.DBUser)
+			return c, err
+		})
+		if err != nil {
+			return fmt.Errorf("read role changes: %w", err)
+		}
+		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("read role changes: %w", err)
-	}
-	return changes, nil
+	return changes, err
 }
 
 // UserRoles is an employee who has at least one role.

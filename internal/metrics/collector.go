@@ -13,6 +13,7 @@ import (
 
 	"github.com/ledger/ledger/eventstore"
 	"github.com/ledger/ledger/internal/app"
+	"github.com/ledger/ledger/internal/standby"
 	"github.com/ledger/ledger/projections"
 )
 
@@ -27,6 +28,9 @@ type ProjectorCounters interface {
 	Counters(group string) projections.Counters
 }
 
+// ReadStats is the read router's counters: reads per database and why, standbys' replay lag.
+type ReadStats interface{ Stats() standby.Stats }
+
 // PoolStats is the connection pool's statistics.
 type PoolStats interface{ Stat() *pgxpool.Stat }
 
@@ -35,6 +39,7 @@ var (
 	_ StoreStats        = (*eventstore.Store)(nil)
 	_ ProjectorCounters = (*projections.Runner)(nil)
 	_ PoolStats         = (*pgxpool.Pool)(nil)
+	_ ReadStats         = (*standby.Router)(nil)
 )
 
 // Sources are what a scrape reads. A nil source is left out: a process that serves no API has
@@ -52,7 +57,9 @@ type Sources struct {
 	StatusTimeout time.Duration // default 2s
 	StatusMaxAge  time.Duration // default 1s; negative: query on every scrape
 	Pool          PoolStats
-	Log           *slog.Logger
+	// Reads is the router of reads to standbys, when there are standbys.
+	Reads ReadStats
+	Log   *slog.Logger
 }
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -82,6 +89,11 @@ var (
 	statusBehind      = desc("projection_events_behind", "Events in the log after the active version's checkpoint: not applied yet, or applied while an older transaction was still running.", "projection", "version")
 	statusLag         = desc("projection_lag_seconds", "How long ago the oldest event after the active version's checkpoint was recorded; 0 when caught up.", "projection", "version")
 	statusState       = desc("projection_state", "1 for the active version's state across all processes: live, failed or rebuilding (a next version is being built).", "projection", "version", "state")
+
+	readsRouted    = desc("reads_total", "Read statements (concurrent /api/info reads share one) by the database they ran on (standby or primary) and why: replayed (the standby had the primary's position), after_wait (it replayed it while the read waited), wait_timeout (no standby did within the bound), unavailable (every standby skipped), position_unknown (the primary's position could not be read), standby_failed (the read failed on the standby and ran again on the primary).", "target", "reason")
+	standbyLag     = desc("standby_replay_lag_seconds", "How long ago the primary committed the last transaction the standby has replayed; 0 when it has replayed all the primary had flushed at the last measure.", "standby")
+	standbyUp      = desc("standby_up", "1 when the standby answered the last measure.", "standby")
+	standbySkipped = desc("standby_skipped", "1 while reads pass the standby by: it failed, or a read waited past the bound for it.", "standby")
 
 	poolAcquired       = desc("db_pool_acquired_conns", "Connections in use.")
 	poolIdle           = desc("db_pool_idle_conns", "Idle connections.")
@@ -129,6 +141,7 @@ func newCollector(src Sources, log *slog.Logger) *collector {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		appConflicts, appRetries, infoReads, readStatements, readsGrouped,
+		readsRouted, standbyLag, standbyUp, standbySkipped,
 		storeConflicts, storeTxRetries, storeGroups, storeGroupedAppend,
 		projectorApplied, projectorRedelivered, projectorFailures, projectorState,
 		statusUp, statusCheckpoint, statusCheckpointX, statusBehind, statusLag, statusState,
@@ -163,6 +176,18 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(infoReads, float64(s.ReadFolded), "folded")
 		counter(readStatements, float64(s.ReadStatements))
 		counter(readsGrouped, float64(s.ReadsGrouped))
+	}
+
+	if c.src.Reads != nil {
+		s := c.src.Reads.Stats()
+		for _, r := range standby.Reasons() {
+			counter(readsRouted, float64(s.Reads[r]), r.Target().String(), r.String())
+		}
+		for _, sb := range s.Standbys {
+			gauge(standbyLag, sb.ReplayLag.Seconds(), sb.Name)
+			gauge(standbyUp, boolean(sb.Up), sb.Name)
+			gauge(standbySkipped, boolean(sb.Skipped), sb.Name)
+		}
 	}
 
 	if c.src.Store != nil {

@@ -1,8 +1,8 @@
 // Package metrics exposes the ledger to Prometheus: HTTP requests by route pattern and status,
 // command outcomes and latencies, and, read on every scrape from the counters the event store,
 // the application layer, the projectors and the connection pool already keep, conflicts,
-// retries, group commits, read-your-writes paths, projection checkpoints and lag, and pool
-// usage; plus the Go runtime and process collectors. Each service has its own registry, so
+// retries, group commits, read-your-writes paths, where reads ran (primary or standby) and
+// the standbys' replay lag, projection checkpoints and lag, and pool usage; plus the Go runtime and process collectors. Each service has its own registry, so
 // several services in one process (tests) never share series.
 package metrics
 
@@ -18,6 +18,7 @@ import (
 
 	"github.com/ledger/ledger/eventstore"
 	"github.com/ledger/ledger/httpapi"
+	"github.com/ledger/ledger/internal/standby"
 )
 
 const namespace = "ledger"
@@ -36,6 +37,7 @@ type Metrics struct {
 	commandDuration *prometheus.HistogramVec
 	writes          *prometheus.HistogramVec
 	writeSize       prometheus.Histogram
+	positionWait    *prometheus.HistogramVec
 }
 
 var _ httpapi.RequestObserver = (*Metrics)(nil)
@@ -73,6 +75,11 @@ func New(src Sources) *Metrics {
 			Help:    "Appends per event store transaction (group commit).",
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
 		}),
+		positionWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "read_position_wait_seconds",
+			Help:    "How long a read (or a group of reads) waited for a database to read on: the primary's WAL position, and a standby replaying it; target is where the read then ran.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .002, .005, .01, .02, .05, .1, .25},
+		}, []string{"target"}),
 	}
 	if src.App != nil {
 		// Series that exist from the start make rates and alerts work before the first failure.
@@ -85,7 +92,7 @@ func New(src Sources) *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.requests, m.commands, m.commandDuration, m.writes, m.writeSize,
+		m.requests, m.commands, m.commandDuration, m.writes, m.writeSize, m.positionWait,
 		newCollector(src, log),
 	)
 	return m
@@ -99,6 +106,12 @@ func (m *Metrics) ObserveWrite(w eventstore.Write) {
 	}
 	m.writes.WithLabelValues(outcome).Observe(w.Duration.Seconds())
 	m.writeSize.Observe(float64(w.Appends))
+}
+
+// ObservePositionWait records how long a read waited for a database to read on; pass it as
+// standby.Config.ObserveWait.
+func (m *Metrics) ObservePositionWait(target standby.Target, d time.Duration) {
+	m.positionWait.WithLabelValues(target.String()).Observe(d.Seconds())
 }
 
 // Registry returns the registry the metrics are in.
