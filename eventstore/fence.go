@@ -50,3 +50,16 @@ func (s *Store) LogHead(ctx context.Context) (Checkpoint, error) {
 	}
 	return c, nil
 }
+
+// LogHeadNow is LogHead once every transaction that was running when it was called has
+// ended: the end of the log as of the call, every event committed before it included.
+func (s *Store) LogHeadNow(ctx context.Context) (Checkpoint, error) {
+	var xmax uint64
+	if err := s.pool.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint`).Scan(&xmax); err != nil {
+		return Checkpoint{}, fmt.Errorf("eventstore: log head: %w", err)
+	}
+	if err := s.WaitSettled(ctx, xmax); err != nil {
+		return Checkpoint{}, err
+	}
+	return s.LogHead(ctx)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"sync"
 
 	"github.com/ledger/ledger/httpapi"
 )
@@ -32,4 +33,17 @@ func (h requestIDHandler) WithGroup(name string) slog.Handler {
 
 func newLogger(w io.Writer, level slog.Level) *slog.Logger {
 	return slog.New(requestIDHandler{slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})})
+}
+
+// lockedWriter serialises the writes of a logger and a progress display that share one
+// output from different goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -108,8 +108,9 @@ func runProjectionsRebuild(ctx context.Context, args []string, stdout, stderr io
 	if terminal {
 		level = slog.LevelWarn
 	}
-	log := newLogger(stderr, level)
-	bar := newProgress(stderr, terminal, "rebuild "+name, "events")
+	out := &lockedWriter{w: stderr} // the rebuild logs from its projector's goroutines
+	log := newLogger(out, level)
+	bar := newProgress(out, terminal, "rebuild "+name, "events")
 	rep, err := projections.Rebuild(ctx, pool, name, projections.RebuildOptions{
 		Log: log, PageSize: *page, Grace: *grace, Progress: bar.rebuildPhases(),
 	})

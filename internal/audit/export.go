@@ -12,7 +12,8 @@ import (
 type ExportOptions struct {
 	// After is exclusive: the export starts with the event after it (zero: the start of the log).
 	After eventstore.Checkpoint
-	// Until is inclusive (zero: the end of the readable log when the export starts).
+	// Until is inclusive (zero: the end of the log when the export starts, every event
+	// committed before it included).
 	Until eventstore.Checkpoint
 	// PageSize is how many events one read of the log returns (default 10,000).
 	PageSize int
@@ -39,7 +40,7 @@ func Export(ctx context.Context, store *eventstore.Store, w io.Writer, opts Expo
 	until := opts.Until
 	if until == (eventstore.Checkpoint{}) {
 		var err error
-		if until, err = store.LogHead(ctx); err != nil {
+		if until, err = store.LogHeadNow(ctx); err != nil {
 			return ExportResult{}, err
 		}
 	}
