@@ -8,10 +8,12 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Status is one projection as operators see it.
+// Status is one reader of the log as operators see it: a projection, or another reader that
+// keeps a checkpoint and runs under a lease (AddWorker), such as the event relay.
 type Status struct {
-	Name          string `json:"name"`
-	ActiveVersion int    `json:"activeVersion"`
+	Name string `json:"name"`
+	// ActiveVersion is the projection version serving reads; 0 for a reader without versions.
+	ActiveVersion int `json:"activeVersion"`
 	// Checkpoint is the active version's place in the log, "transaction:position".
 	Checkpoint string `json:"checkpoint"`
 	// EventsBehind counts the events after the checkpoint: not applied yet, or applied while
@@ -24,38 +26,60 @@ type Status struct {
 	State          string `json:"state"`
 	FailedPosition *int64 `json:"failedPosition,omitempty"`
 	LastError      string `json:"lastError,omitempty"`
+	// Active is whether some process holds the reader's lease, that is runs it now.
+	Active bool `json:"active"`
 }
 
-const statusSQL = `
-SELECT v.name, v.active_version,
-       COALESCE(c.transaction_id::text || ':' || c.position, ''),
-       COALESCE(st.state, 'live'), st.failed_position, COALESCE(st.last_error, ''),
-       (SELECT count(*) FROM events e
+// leaseHeldSQL is true when some session holds the lease (see acquireLease), whose class is the
+// parameter named by the first %s, of the consumer group named by the expression in the second.
+const leaseHeldSQL = `EXISTS (SELECT 1 FROM pg_locks l
+               WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                 AND l.classid = %s::bigint::oid
+                 AND l.objid = ((hashtext(%s)::bigint + 4294967296) %% 4294967296)::oid)`
+
+// behindSQL counts the events after the checkpoint c and tells how old the oldest is.
+const behindSQL = `(SELECT count(*) FROM events e
         WHERE c.consumer_group IS NULL OR (e.transaction_id, e.global_position) > (c.transaction_id, c.position)),
        COALESCE((SELECT (extract(epoch FROM now() - e.recorded_at) * 1000)::bigint FROM events e
                  WHERE c.consumer_group IS NULL OR (e.transaction_id, e.global_position) > (c.transaction_id, c.position)
-                 ORDER BY e.transaction_id, e.global_position LIMIT 1), 0),
+                 ORDER BY e.transaction_id, e.global_position LIMIT 1), 0)`
+
+var statusSQL = fmt.Sprintf(`
+SELECT v.name, v.active_version,
+       COALESCE(c.transaction_id::text || ':' || c.position, ''),
+       COALESCE(st.state, 'live'), st.failed_position, COALESCE(st.last_error, ''),
+       `+behindSQL+`,
        EXISTS (SELECT 1 FROM pg_locks l
                WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
                  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
                  AND l.classid = $1::bigint::oid
-                 AND l.objid = ((hashtext(v.name)::bigint + 4294967296) % 4294967296)::oid)
+                 AND l.objid = ((hashtext(v.name)::bigint + 4294967296) %% 4294967296)::oid),
+       `+leaseHeldSQL+`
 FROM projection_versions v
 LEFT JOIN projection_checkpoints c ON c.consumer_group = v.name || '_v' || v.active_version
 LEFT JOIN projection_status st ON st.consumer_group = v.name || '_v' || v.active_version
-ORDER BY v.name`
+ORDER BY v.name`, "$2", "v.name || '_v' || v.active_version")
 
-// Statuses returns every projection's status.
+// readerStatusSQL lists the other readers: every consumer group that recorded a state and is
+// no projection's version.
+var readerStatusSQL = fmt.Sprintf(`
+SELECT st.consumer_group, COALESCE(c.transaction_id::text || ':' || c.position, ''),
+       st.state, st.failed_position, COALESCE(st.last_error, ''),
+       `+behindSQL+`,
+       false,
+       `+leaseHeldSQL+`
+FROM projection_status st
+LEFT JOIN projection_checkpoints c ON c.consumer_group = st.consumer_group
+WHERE NOT EXISTS (SELECT 1 FROM projection_versions v WHERE starts_with(st.consumer_group, v.name || '_v'))
+ORDER BY st.consumer_group`, "$1", "st.consumer_group")
+
+// Statuses returns every projection's status, then every other reader's.
 func Statuses(ctx context.Context, pool *pgxpool.Pool) ([]Status, error) {
-	rows, err := pool.Query(ctx, statusSQL, rebuildLockClass)
-	if err != nil {
-		return nil, fmt.Errorf("projections: status: %w", err)
-	}
 	var out []Status
 	var s Status
 	var rebuilding bool
-	_, err = pgx.ForEachRow(rows, []any{&s.Name, &s.ActiveVersion, &s.Checkpoint, &s.State, &s.FailedPosition,
-		&s.LastError, &s.EventsBehind, &s.LagMs, &rebuilding}, func() error {
+	collect := func() error {
 		if s.State != "failed" {
 			s.FailedPosition, s.LastError = nil, ""
 			if rebuilding {
@@ -67,9 +91,44 @@ func Statuses(ctx context.Context, pool *pgxpool.Pool) ([]Status, error) {
 		out = append(out, s)
 		s = Status{}
 		return nil
-	})
+	}
+	rows, err := pool.Query(ctx, statusSQL, rebuildLockClass, leaseClass)
 	if err != nil {
 		return nil, fmt.Errorf("projections: status: %w", err)
 	}
+	if _, err = pgx.ForEachRow(rows, []any{&s.Name, &s.ActiveVersion, &s.Checkpoint, &s.State, &s.FailedPosition,
+		&s.LastError, &s.EventsBehind, &s.LagMs, &rebuilding, &s.Active}, collect); err != nil {
+		return nil, fmt.Errorf("projections: status: %w", err)
+	}
+	rows, err = pool.Query(ctx, readerStatusSQL, leaseClass)
+	if err != nil {
+		return nil, fmt.Errorf("projections: status: %w", err)
+	}
+	if _, err = pgx.ForEachRow(rows, []any{&s.Name, &s.Checkpoint, &s.State, &s.FailedPosition,
+		&s.LastError, &s.EventsBehind, &s.LagMs, &rebuilding, &s.Active}, collect); err != nil {
+		return nil, fmt.Errorf("projections: status: %w", err)
+	}
 	return out, nil
+}
+
+// RecordReaderState records the state of a reader run with AddWorker, for Statuses: "live"
+// when err is nil, else "failed" with err as its last error. A reader records it when its
+// state changes, not on every attempt.
+func RecordReaderState(ctx context.Context, q execer, group string, err error) error {
+	state, msg := "live", ""
+	if err != nil {
+		state, msg = "failed", err.Error()
+	}
+	_, qerr := q.Exec(ctx, `
+		INSERT INTO projection_status AS s (consumer_group, state, failures, last_error, updated_at)
+		VALUES ($1, $2, CASE WHEN $2 = 'failed' THEN 1 ELSE 0 END, NULLIF($3, ''), now())
+		ON CONFLICT (consumer_group) DO UPDATE SET
+			state = excluded.state,
+			failures = CASE WHEN excluded.state = 'failed' THEN s.failures + 1 ELSE s.failures END,
+			last_error = CASE WHEN excluded.state = 'failed' THEN excluded.last_error ELSE s.last_error END,
+			updated_at = now()`, group, state, msg)
+	if qerr != nil {
+		return fmt.Errorf("projections: record %s as %s: %w", group, state, qerr)
+	}
+	return nil
 }
