@@ -27,6 +27,7 @@ import (
 	"github.com/ledger/ledger/internal/app"
 	"github.com/ledger/ledger/internal/auth"
 	"github.com/ledger/ledger/internal/metrics"
+	"github.com/ledger/ledger/internal/relay"
 	"github.com/ledger/ledger/migrations"
 	"github.com/ledger/ledger/projections"
 )
@@ -150,12 +151,29 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 	if cfg.RunProjectors {
 		svc.goBackground(func() { _ = runner.Run(bg) })
 	}
+	// The relay runs under a lease as the projectors do, in a runner of its own: /api/ready
+	// asks whether the projectors run, and never waits for NATS (ADR 12).
+	var rl *relay.Relay
+	switch {
+	case cfg.NATSURL == "":
+		log.Info("no NATS server configured (APP_NATS_URL): the events are not published")
+	case !cfg.RunProjectors:
+		log.Info("the relay runs with the projectors; this process runs none")
+	default:
+		rl = relay.New(store, pool, wake, log, cfg.relayConfig())
+		relays := projections.NewRunner(pool, wake, log, projections.Config{})
+		relays.AddWorker(relay.Group, rl.Run)
+		svc.goBackground(func() { _ = relays.Run(bg) })
+	}
 
 	var ledger *app.App
 	msrc := metrics.Sources{Store: store, Pool: pool, Versions: projections.Versions(), Log: log,
 		Statuses: func(ctx context.Context) ([]projections.Status, error) { return projections.Statuses(ctx, pool) }}
 	if cfg.RunProjectors {
 		msrc.Projectors = runner
+	}
+	if rl != nil {
+		msrc.Relay = rl
 	}
 	if cfg.RunAPI {
 		ledger = app.New(store, wake, app.Config{ReadSlots: cfg.ReadSlots, RoleCacheTTL: cfg.RoleCacheTTL})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ledger/ledger/eventstore"
 	"github.com/ledger/ledger/internal/app"
+	"github.com/ledger/ledger/internal/relay"
 	"github.com/ledger/ledger/projections"
 )
 
@@ -27,6 +28,9 @@ type ProjectorCounters interface {
 	Counters(group string) projections.Counters
 }
 
+// RelayStats is the event relay's counters in this process.
+type RelayStats interface{ Stats() relay.Stats }
+
 // PoolStats is the connection pool's statistics.
 type PoolStats interface{ Stat() *pgxpool.Stat }
 
@@ -35,6 +39,7 @@ var (
 	_ StoreStats        = (*eventstore.Store)(nil)
 	_ ProjectorCounters = (*projections.Runner)(nil)
 	_ PoolStats         = (*pgxpool.Pool)(nil)
+	_ RelayStats        = (*relay.Relay)(nil)
 )
 
 // Sources are what a scrape reads. A nil source is left out: a process that serves no API has
@@ -52,7 +57,9 @@ type Sources struct {
 	StatusTimeout time.Duration // default 2s
 	StatusMaxAge  time.Duration // default 1s; negative: query on every scrape
 	Pool          PoolStats
-	Log           *slog.Logger
+	// Relay is this process's event relay, when it has one.
+	Relay RelayStats
+	Log   *slog.Logger
 }
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -82,6 +89,13 @@ var (
 	statusBehind      = desc("projection_events_behind", "Events in the log after the active version's checkpoint: not applied yet, or applied while an older transaction was still running.", "projection", "version")
 	statusLag         = desc("projection_lag_seconds", "How long ago the oldest event after the active version's checkpoint was recorded; 0 when caught up.", "projection", "version")
 	statusState       = desc("projection_state", "1 for the active version's state across all processes: live, failed or rebuilding (a next version is being built).", "projection", "version", "state")
+	statusActive      = desc("projection_active", "1 when some process holds the reader's lease and runs it; 0 when none does.", "projection", "version")
+
+	relayActive    = desc("relay_active", "1 when this process runs the event relay (holds its lease).")
+	relayConnected = desc("relay_nats_connected", "1 when this process's running event relay is connected to NATS.")
+	relayPublished = desc("relay_events_published_total", "Events this process's relay published and JetStream acknowledged (repeats it dropped included).")
+	relayFailures  = desc("relay_failures_total", "Failed attempts of this process's relay to connect, provision the stream or publish; each is retried with backoff.")
+	relayRecreated = desc("relay_stream_recreated_total", "Times this process's relay found the JetStream stream gone and created it again.")
 
 	poolAcquired       = desc("db_pool_acquired_conns", "Connections in use.")
 	poolIdle           = desc("db_pool_idle_conns", "Idle connections.")
@@ -131,7 +145,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		appConflicts, appRetries, infoReads, readStatements, readsGrouped,
 		storeConflicts, storeTxRetries, storeGroups, storeGroupedAppend,
 		projectorApplied, projectorRedelivered, projectorFailures, projectorState,
-		statusUp, statusCheckpoint, statusCheckpointX, statusBehind, statusLag, statusState,
+		statusUp, statusCheckpoint, statusCheckpointX, statusBehind, statusLag, statusState, statusActive,
+		relayActive, relayConnected, relayPublished, relayFailures, relayRecreated,
 		poolAcquired, poolIdle, poolConstructing, poolTotal, poolMax, poolAcquires, poolAcquireSeconds,
 		poolEmptyAcquires, poolEmptyWait, poolCanceled, poolNewConns, poolLifetimeClosed, poolIdleClosed,
 	} {
@@ -206,7 +221,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			for _, st := range projectionStates {
 				gauge(statusState, boolean(s.State == st), s.Name, v, st)
 			}
+			gauge(statusActive, boolean(s.Active), s.Name, v)
 		}
+	}
+
+	if c.src.Relay != nil {
+		s := c.src.Relay.Stats()
+		gauge(relayActive, boolean(s.Active))
+		gauge(relayConnected, boolean(s.Active && s.Connected))
+		counter(relayPublished, float64(s.Published))
+		counter(relayFailures, float64(s.Failures))
+		counter(relayRecreated, float64(s.StreamRecreated))
 	}
 
 	if c.src.Pool != nil {
