@@ -135,7 +135,7 @@ func Republish(ctx context.Context, store *eventstore.Store, cfg Config, from ev
 	if err != nil {
 		return 0, from, err
 	}
-	conn, err := r.connect()
+	conn, _, err := r.connect()
 	if err != nil {
 		return 0, from, err
 	}

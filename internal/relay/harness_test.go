@@ -3,11 +3,9 @@ package relay_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -16,10 +14,10 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/ledger/ledger/eventstore"
-	"github.com/ledger/ledger/internal/audit"
 	"github.com/ledger/ledger/internal/natstest"
 	"github.com/ledger/ledger/internal/pgtest"
 	"github.com/ledger/ledger/internal/relay"
+	"github.com/ledger/ledger/internal/relay/relaytest"
 	"github.com/ledger/ledger/projections"
 )
 
@@ -128,98 +126,19 @@ func appendEvents(t *testing.T, store *eventstore.Store, streams, perStream int,
 	return ids
 }
 
-// waitPublished waits until the relay's checkpoint is past every event in the log. (Not
-// LogHead: the fence is the whole server's, and other databases' transactions hold it back.)
-func waitPublished(t *testing.T, store *eventstore.Store) {
+func waitPublished(t *testing.T, _ *eventstore.Store) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute) // a bound against a hang
-	for {
-		var behind int64
-		at, err := projections.LoadCheckpoint(context.Background(), db.Pool, relay.Group)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM events
-			WHERE (transaction_id, global_position) > ($1::text::xid8, $2)`, strconv.FormatUint(at.TransactionID, 10), at.Position).Scan(&behind); err != nil {
-			t.Fatal(err)
-		}
-		if behind == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("relay at %s, %d events behind", at, behind)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	relaytest.WaitPublished(t, db.Pool)
 }
 
-// streamMessages returns every message of the stream, in stream order.
 func streamMessages(t *testing.T, nc *nats.Conn) []relay.Message {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	var out []relay.Message
-	if err := relay.Read(ctx, nc, relay.ReadOptions{UntilCaughtUp: true}, func(m relay.Message) error {
-		out = append(out, m)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return relaytest.Messages(t, nc)
 }
 
-// checkStream checks the stream against the log: every event of the log exactly once (by
-// message id), nothing else, each stream's versions in order, each body the event's record
-// and the headers naming it.
-func checkStream(t *testing.T, nc *nats.Conn, store *eventstore.Store) int {
+func checkStream(t *testing.T, nc *nats.Conn, _ *eventstore.Store) int {
 	t.Helper()
-	msgs := streamMessages(t, nc)
-	log, err := store.ReadLog(context.Background(), eventstore.Checkpoint{}, 1_000_000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	byID := make(map[string]eventstore.RecordedEvent, len(log))
-	for _, e := range log {
-		byID[e.ID.String()] = e
-	}
-	seen := map[string]bool{}
-	last := map[string]int64{}
-	for _, m := range msgs {
-		e, ok := byID[m.ID]
-		switch {
-		case !ok:
-			t.Fatalf("message %d (id %q) is no event of the log", m.Sequence, m.ID)
-		case seen[m.ID]:
-			t.Fatalf("event %s arrived twice (again as message %d)", m.ID, m.Sequence)
-		case e.Version != last[e.StreamID]+1:
-			t.Fatalf("%s: version %d arrived after version %d (message %d)", e.StreamID, e.Version, last[e.StreamID], m.Sequence)
-		}
-		seen[m.ID] = true
-		last[e.StreamID] = e.Version
-		want, err := audit.RecordOf(e).AppendJSON(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(m.Data, want) {
-			t.Fatalf("message %d body\n%s\nwant the record\n%s", m.Sequence, m.Data, want)
-		}
-		if !json.Valid(m.Data) || m.Subject != "ledger.events."+e.Type || m.Header.Get(relay.HeaderStreamID) != e.StreamID ||
-			m.Header.Get(relay.HeaderVersion) != strconv.FormatInt(e.Version, 10) ||
-			m.Header.Get(relay.HeaderCheckpoint) != e.Checkpoint().String() {
-			t.Fatalf("message %d: subject %s, headers %v; event %s %s v%d at %s", m.Sequence, m.Subject, m.Header,
-				e.Type, e.StreamID, e.Version, e.Checkpoint())
-		}
-	}
-	if len(seen) != len(log) {
-		missing := 0
-		for id := range byID {
-			if !seen[id] {
-				missing++
-			}
-		}
-		t.Fatalf("%d events of %d in the log arrived; %d missing", len(seen), len(log), missing)
-	}
-	return len(msgs)
+	return relaytest.CheckStream(t, nc, db.Pool)
 }
 
 // relayStatus returns the relay's row of the projection status.

@@ -199,11 +199,15 @@ func (r *Relay) Run(ctx context.Context) error {
 			conn = nil
 		}
 		if conn == nil {
-			if conn, err = r.connect(); err != nil {
+			var created bool
+			if conn, created, err = r.connect(); err != nil {
 				if err := fail(err); err != nil {
 					return err
 				}
 				continue
+			}
+			if created && at != (eventstore.Checkpoint{}) {
+				at = r.restore(at)
 			}
 		}
 		if wait := r.cfg.PollSpacing - time.Since(lastRead); wait > 0 {
@@ -260,7 +264,8 @@ func (r *Relay) Run(ctx context.Context) error {
 			continue
 		}
 		if errors.Is(perr, errStreamMissing) {
-			if err := r.recreate(conn, at); err == nil {
+			if err := r.recreate(conn); err == nil {
+				at = r.restore(at)
 				continue
 			} else {
 				perr = err
@@ -325,7 +330,7 @@ func (c *connection) unreachable() error {
 }
 
 // connect connects to NATS, makes sure the stream exists, and returns the publisher.
-func (r *Relay) connect() (*connection, error) {
+func (r *Relay) connect() (*connection, bool, error) {
 	nc, err := nats.Connect(r.cfg.URL,
 		nats.Name("ledger relay"),
 		nats.Timeout(2*time.Second),
@@ -349,7 +354,7 @@ func (r *Relay) connect() (*connection, error) {
 		}),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", redact(r.cfg.URL), err)
+		return nil, false, fmt.Errorf("connect to NATS at %s: %w", redact(r.cfg.URL), err)
 	}
 	wmLog := watermill.NewSlogLoggerWithLevelMapping(r.log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
 	pub, err := wnats.NewPublisherWithNatsConn(nc, wnats.PublisherPublishConfig{
@@ -364,25 +369,25 @@ func (r *Relay) connect() (*connection, error) {
 	}, wmLog)
 	if err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("NATS JetStream at %s: %w", redact(r.cfg.URL), err)
+		return nil, false, fmt.Errorf("NATS JetStream at %s: %w", redact(r.cfg.URL), err)
 	}
 	js, err := nc.JetStream(nats.MaxWait(r.cfg.AckTimeout))
 	if err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("NATS JetStream at %s: %w", redact(r.cfg.URL), err)
+		return nil, false, fmt.Errorf("NATS JetStream at %s: %w", redact(r.cfg.URL), err)
 	}
 	c := &connection{nc: nc, js: js, pub: pub, url: r.cfg.URL}
 	created, err := EnsureStream(js, r.cfg.Stream, r.cfg.DuplicateWindow)
 	if err != nil {
 		c.close()
-		return nil, err
+		return nil, false, err
 	}
 	if created {
 		r.log.Info("JetStream stream created", "stream", r.cfg.Stream, "subjects", SubjectPrefix+">",
 			"duplicate_window", r.cfg.DuplicateWindow.String())
 	}
 	r.connected.Store(nc.IsConnected())
-	return c, nil
+	return c, created, nil
 }
 
 // EnsureStream creates the stream when it does not exist: file storage, the subjects
@@ -415,8 +420,19 @@ func EnsureStream(js nats.JetStreamManager, stream string, window time.Duration)
 // errStreamMissing is a publish that no stream took: the stream is gone.
 var errStreamMissing = errors.New("no JetStream stream takes the subject")
 
-// recreate creates the stream again after a publish found it gone, and says so.
-func (r *Relay) recreate(c *connection, at eventstore.Checkpoint) error {
+// restore is where the relay goes on after it created the stream while its checkpoint was at
+// at: the start of the log, so that the new stream holds the whole history, each stream's
+// events in order, before anything newer. The saved checkpoint stays until the relay passes
+// it (checkpoints only move forward).
+func (r *Relay) restore(at eventstore.Checkpoint) eventstore.Checkpoint {
+	r.recreated.Add(1)
+	r.log.Warn("JetStream stream was missing and is created again; the relay publishes the log again from its start, so that the stream holds the whole history in order",
+		"stream", r.cfg.Stream, "relay_checkpoint", at.String())
+	return eventstore.Checkpoint{}
+}
+
+// recreate creates the stream again after a publish found it gone.
+func (r *Relay) recreate(c *connection) error {
 	created, err := EnsureStream(c.js, r.cfg.Stream, r.cfg.DuplicateWindow)
 	if err != nil {
 		return err
@@ -426,9 +442,6 @@ func (r *Relay) recreate(c *connection, at eventstore.Checkpoint) error {
 		return fmt.Errorf("JetStream stream %s exists but takes no subject %s<type>: its subjects must include %s>",
 			r.cfg.Stream, SubjectPrefix, SubjectPrefix)
 	}
-	r.recreated.Add(1)
-	r.log.Warn("JetStream stream was missing and is created again; the events published before are not in it: restore them with `ledger events republish --from-start`",
-		"stream", r.cfg.Stream, "relay_checkpoint", at.String())
 	return nil
 }
 
