@@ -54,7 +54,7 @@ type harness struct {
 	cfg   relay.Config
 }
 
-func newHarness(t *testing.T, natsConfig string, adjust ...func(*relay.Config)) *harness {
+func newHarness(t testing.TB, natsConfig string, adjust ...func(*relay.Config)) *harness {
 	t.Helper()
 	db.Reset(t)
 	h := &harness{wake: projections.NewSignal(), logs: &lockedBuffer{}, nats: natstest.Start(t, natsConfig)}
@@ -126,7 +126,7 @@ func appendEvents(t *testing.T, store *eventstore.Store, streams, perStream int,
 	return ids
 }
 
-func waitPublished(t *testing.T, _ *eventstore.Store) {
+func waitPublished(t testing.TB, _ *eventstore.Store) {
 	t.Helper()
 	relaytest.WaitPublished(t, db.Pool)
 }

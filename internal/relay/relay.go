@@ -61,7 +61,7 @@ type Config struct {
 	// DuplicateWindow is the stream's de-duplication window when the relay creates it
 	// (default and least MinDuplicateWindow).
 	DuplicateWindow time.Duration
-	// Lanes is how many publishes await their acknowledgement at once (default 32). Events
+	// Lanes is how many publishes await their acknowledgement at once (default 128). Events
 	// of one stream always share a lane, so each stream's versions are published in order.
 	Lanes int
 	// PageSize is the most events one read of the log returns (default 1000).
@@ -86,7 +86,7 @@ func (c *Config) defaults() {
 		c.DuplicateWindow = MinDuplicateWindow
 	}
 	if c.Lanes <= 0 {
-		c.Lanes = 32
+		c.Lanes = 128
 	}
 	if c.PageSize <= 0 {
 		c.PageSize = 1000
