@@ -30,49 +30,36 @@ type Status struct {
 	Active bool `json:"active"`
 }
 
-// leaseHeldSQL is true when some session holds the lease (see acquireLease), whose class is the
-// parameter named by the first %s, of the consumer group named by the expression in the second.
-const leaseHeldSQL = `EXISTS (SELECT 1 FROM pg_locks l
-               WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                 AND l.classid = %s::bigint::oid
-                 AND l.objid = ((hashtext(%s)::bigint + 4294967296) %% 4294967296)::oid)`
-
-// behindSQL counts the events after the checkpoint c and tells how old the oldest is.
-const behindSQL = `(SELECT count(*) FROM events e
+// statusSQL lists every projection's active version, then every other reader: each consumer
+// group that recorded a state and is no projection's version. The advisory locks are read
+// once (pg_locks materialises the server's whole lock table each time it is read): a rebuild
+// lock ($1) marks a projection rebuilding, a lease ($2, see acquireLease) a reader some
+// process runs.
+const statusSQL = `
+WITH locks AS MATERIALIZED (
+	SELECT l.classid::bigint AS class, l.objid::bigint AS key FROM pg_locks l
+	WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+	  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+), readers AS (
+	SELECT v.name, v.active_version, v.name || '_v' || v.active_version AS grp, 0 AS kind FROM projection_versions v
+	UNION ALL
+	SELECT st.consumer_group, 0, st.consumer_group, 1 FROM projection_status st
+	WHERE NOT EXISTS (SELECT 1 FROM projection_versions v WHERE starts_with(st.consumer_group, v.name || '_v'))
+)
+SELECT r.name, r.active_version,
+       COALESCE(c.transaction_id::text || ':' || c.position, ''),
+       COALESCE(st.state, 'live'), st.failed_position, COALESCE(st.last_error, ''),
+       (SELECT count(*) FROM events e
         WHERE c.consumer_group IS NULL OR (e.transaction_id, e.global_position) > (c.transaction_id, c.position)),
        COALESCE((SELECT (extract(epoch FROM now() - e.recorded_at) * 1000)::bigint FROM events e
                  WHERE c.consumer_group IS NULL OR (e.transaction_id, e.global_position) > (c.transaction_id, c.position)
-                 ORDER BY e.transaction_id, e.global_position LIMIT 1), 0)`
-
-var statusSQL = fmt.Sprintf(`
-SELECT v.name, v.active_version,
-       COALESCE(c.transaction_id::text || ':' || c.position, ''),
-       COALESCE(st.state, 'live'), st.failed_position, COALESCE(st.last_error, ''),
-       `+behindSQL+`,
-       EXISTS (SELECT 1 FROM pg_locks l
-               WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                 AND l.classid = $1::bigint::oid
-                 AND l.objid = ((hashtext(v.name)::bigint + 4294967296) %% 4294967296)::oid),
-       `+leaseHeldSQL+`
-FROM projection_versions v
-LEFT JOIN projection_checkpoints c ON c.consumer_group = v.name || '_v' || v.active_version
-LEFT JOIN projection_status st ON st.consumer_group = v.name || '_v' || v.active_version
-ORDER BY v.name`, "$2", "v.name || '_v' || v.active_version")
-
-// readerStatusSQL lists the other readers: every consumer group that recorded a state and is
-// no projection's version.
-var readerStatusSQL = fmt.Sprintf(`
-SELECT st.consumer_group, COALESCE(c.transaction_id::text || ':' || c.position, ''),
-       st.state, st.failed_position, COALESCE(st.last_error, ''),
-       `+behindSQL+`,
-       false,
-       `+leaseHeldSQL+`
-FROM projection_status st
-LEFT JOIN projection_checkpoints c ON c.consumer_group = st.consumer_group
-WHERE NOT EXISTS (SELECT 1 FROM projection_versions v WHERE starts_with(st.consumer_group, v.name || '_v'))
-ORDER BY st.consumer_group`, "$1", "st.consumer_group")
+                 ORDER BY e.transaction_id, e.global_position LIMIT 1), 0),
+       r.kind = 0 AND EXISTS (SELECT 1 FROM locks WHERE class = $1 AND key = (hashtext(r.name)::bigint + 4294967296) % 4294967296),
+       EXISTS (SELECT 1 FROM locks WHERE class = $2 AND key = (hashtext(r.grp)::bigint + 4294967296) % 4294967296)
+FROM readers r
+LEFT JOIN projection_checkpoints c ON c.consumer_group = r.grp
+LEFT JOIN projection_status st ON st.consumer_group = r.grp
+ORDER BY r.kind, r.name`
 
 // Statuses returns every projection's status, then every other reader's.
 func Statuses(ctx context.Context, pool *pgxpool.Pool) ([]Status, error) {
@@ -97,14 +84,6 @@ func Statuses(ctx context.Context, pool *pgxpool.Pool) ([]Status, error) {
 		return nil, fmt.Errorf("projections: status: %w", err)
 	}
 	if _, err = pgx.ForEachRow(rows, []any{&s.Name, &s.ActiveVersion, &s.Checkpoint, &s.State, &s.FailedPosition,
-		&s.LastError, &s.EventsBehind, &s.LagMs, &rebuilding, &s.Active}, collect); err != nil {
-		return nil, fmt.Errorf("projections: status: %w", err)
-	}
-	rows, err = pool.Query(ctx, readerStatusSQL, leaseClass)
-	if err != nil {
-		return nil, fmt.Errorf("projections: status: %w", err)
-	}
-	if _, err = pgx.ForEachRow(rows, []any{&s.Name, &s.Checkpoint, &s.State, &s.FailedPosition,
 		&s.LastError, &s.EventsBehind, &s.LagMs, &rebuilding, &s.Active}, collect); err != nil {
 		return nil, fmt.Errorf("projections: status: %w", err)
 	}
