@@ -31,7 +31,9 @@ type Status struct {
 }
 
 // statusSQL lists every projection's active version, then every other reader: each consumer
-// group that recorded a state and is no projection's version. The advisory locks are read
+// group that recorded a state and is no projection's version. The events after a checkpoint
+// are counted over the log's (transaction, position) index (a reader without a checkpoint is
+// at the start), so a reader that keeps up costs little whatever the log's length. The advisory locks are read
 // once (pg_locks materialises the server's whole lock table each time it is read): a rebuild
 // lock ($1) marks a projection rebuilding, a lease ($2, see acquireLease) a reader some
 // process runs.
@@ -50,9 +52,9 @@ SELECT r.name, r.active_version,
        COALESCE(c.transaction_id::text || ':' || c.position, ''),
        COALESCE(st.state, 'live'), st.failed_position, COALESCE(st.last_error, ''),
        (SELECT count(*) FROM events e
-        WHERE c.consumer_group IS NULL OR (e.transaction_id, e.global_position) > (c.transaction_id, c.position)),
+        WHERE (e.transaction_id, e.global_position) > (COALESCE(c.transaction_id, '0'), COALESCE(c.position, 0))),
        COALESCE((SELECT (extract(epoch FROM now() - e.recorded_at) * 1000)::bigint FROM events e
-                 WHERE c.consumer_group IS NULL OR (e.transaction_id, e.global_position) > (c.transaction_id, c.position)
+                 WHERE (e.transaction_id, e.global_position) > (COALESCE(c.transaction_id, '0'), COALESCE(c.position, 0))
                  ORDER BY e.transaction_id, e.global_position LIMIT 1), 0),
        r.kind = 0 AND EXISTS (SELECT 1 FROM locks WHERE class = $1 AND key = (hashtext(r.name)::bigint + 4294967296) % 4294967296),
        EXISTS (SELECT 1 FROM locks WHERE class = $2 AND key = (hashtext(r.grp)::bigint + 4294967296) % 4294967296)
