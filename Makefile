@@ -15,12 +15,17 @@ build:
 
 ## run: migrate and serve the ledger on :8080 against APP_POSTGRES_URL / LEDGER_DATABASE_URL, or
 ## the database "ledger" on a local server (created if missing; a throwaway cluster if none runs).
+## The events go to APP_NATS_URL, or to a NATS server answering on 127.0.0.1:4222; without one
+## the ledger runs without publishing them.
 run: build
 	url="$${APP_POSTGRES_URL:-$${LEDGER_DATABASE_URL:-}}"; \
 	[ -n "$$url" ] || url=$$(.ci/postgres.sh url LEDGER_DATABASE_URL ledger); \
-	APP_POSTGRES_URL="$$url" ./bin/ledger serve --create-database
+	nats="$${APP_NATS_URL:-}"; \
+	if [ -z "$$nats" ] && (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; then nats=nats://127.0.0.1:4222; fi; \
+	APP_POSTGRES_URL="$$url" APP_NATS_URL="$$nats" ./bin/ledger serve --create-database
 
-## test: every test, with the race detector, against a real PostgreSQL.
+## test: every test, with the race detector, against a real PostgreSQL. The relay's tests start
+## NATS servers of their own (nats-server must be installed); the alert rules' test, promtool.
 test:
 	url=$$(.ci/postgres.sh url LEDGER_TEST_DATABASE_URL); \
 	LEDGER_TEST_DATABASE_URL="$$url" $(GO) test -race -count=1 -timeout 30m ./...

@@ -1,12 +1,10 @@
 // Package projections builds the read models that queries are served from (balances,
-// inventories, coin history) out of the event log, asynchronously. Each projection version is
-// a watermill consumer group fed by a watermill-sql subscriber reading the event store's own
-// table in (transaction id, position) order; one watermill message is one batch of the events
-// committed after the checkpoint, applied by one set-based statement, and the checkpoint moves
-// only past those below the log's xid fence (ADR 6). Every read-model write runs in the
-// subscriber's poll transaction, behind a per-account version guard, and commits with the
-// checkpoint: a redelivered event is never applied twice, and a missing one stops the
-// projection instead of being skipped.
+// inventories, coin history) out of the event log, asynchronously. Each projection version is a
+// watermill Router handler fed by a watermill-sql subscriber that reads the event store's own
+// table through its one fenced log reader (ADR 8): one message is one batch of events, applied
+// by one set-based statement in the subscriber's poll transaction, behind a per-account version
+// guard, and committed with the checkpoint. A redelivered event is never applied twice, and a
+// missing one stops the projection instead of being skipped.
 package projections
 
 import (

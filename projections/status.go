@@ -6,16 +6,18 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/ledger/ledger/internal/lease"
 )
 
-// Status is one projection as operators see it.
+// Status is one reader of the log as operators see it: a projection, or another reader that
+// keeps a checkpoint and runs under a lease (AddWorker), such as the event relay.
 type Status struct {
-	Name          string `json:"name"`
-	ActiveVersion int    `json:"activeVersion"`
+	Name string `json:"name"`
+	// ActiveVersion is the projection version serving reads; 0 for a reader without versions.
+	ActiveVersion int `json:"activeVersion"`
 	// Checkpoint is the active version's place in the log, "transaction:position".
 	Checkpoint string `json:"checkpoint"`
-	// EventsBehind counts the events after the checkpoint: not applied yet, or applied while
-	// an older transaction was still running (ADR 6), until that transaction ends.
+	// EventsBehind counts the events after the checkpoint, not applied yet.
 	EventsBehind int64 `json:"eventsBehind"`
 	// LagMs is how long ago the oldest event after the checkpoint was recorded; 0 when it is
 	// caught up.
@@ -24,38 +26,49 @@ type Status struct {
 	State          string `json:"state"`
 	FailedPosition *int64 `json:"failedPosition,omitempty"`
 	LastError      string `json:"lastError,omitempty"`
+	// Active is whether some process holds the reader's lease, that is runs it now.
+	Active bool `json:"active"`
 }
 
+// statusSQL lists every projection's active version, then every other reader: each consumer
+// group that recorded a state and is no projection's version. The events after a checkpoint
+// are counted over the log's (transaction, position) index (a reader without a checkpoint is
+// at the start), so a reader that keeps up costs little whatever the log's length. The advisory locks are read
+// once (pg_locks materialises the server's whole lock table each time it is read): a rebuild
+// lock ($1) marks a projection rebuilding, a lease ($2, see acquireLease) a reader some
+// process runs.
 const statusSQL = `
-SELECT v.name, v.active_version,
+WITH locks AS MATERIALIZED (
+	SELECT l.classid::bigint AS class, l.objid::bigint AS key FROM pg_locks l
+	WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+	  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+), readers AS (
+	SELECT v.name, v.active_version, v.name || '_v' || v.active_version AS grp, 0 AS kind FROM projection_versions v
+	UNION ALL
+	SELECT st.consumer_group, 0, st.consumer_group, 1 FROM projection_status st
+	WHERE NOT EXISTS (SELECT 1 FROM projection_versions v WHERE starts_with(st.consumer_group, v.name || '_v'))
+)
+SELECT r.name, r.active_version,
        COALESCE(c.transaction_id::text || ':' || c.position, ''),
        COALESCE(st.state, 'live'), st.failed_position, COALESCE(st.last_error, ''),
        (SELECT count(*) FROM events e
-        WHERE c.consumer_group IS NULL OR (e.transaction_id, e.global_position) > (c.transaction_id, c.position)),
+        WHERE (e.transaction_id, e.global_position) > (COALESCE(c.transaction_id, '0'), COALESCE(c.position, 0))),
        COALESCE((SELECT (extract(epoch FROM now() - e.recorded_at) * 1000)::bigint FROM events e
-                 WHERE c.consumer_group IS NULL OR (e.transaction_id, e.global_position) > (c.transaction_id, c.position)
+                 WHERE (e.transaction_id, e.global_position) > (COALESCE(c.transaction_id, '0'), COALESCE(c.position, 0))
                  ORDER BY e.transaction_id, e.global_position LIMIT 1), 0),
-       EXISTS (SELECT 1 FROM pg_locks l
-               WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                 AND l.classid = $1::bigint::oid
-                 AND l.objid = ((hashtext(v.name)::bigint + 4294967296) % 4294967296)::oid)
-FROM projection_versions v
-LEFT JOIN projection_checkpoints c ON c.consumer_group = v.name || '_v' || v.active_version
-LEFT JOIN projection_status st ON st.consumer_group = v.name || '_v' || v.active_version
-ORDER BY v.name`
+       r.kind = 0 AND EXISTS (SELECT 1 FROM locks WHERE class = $1 AND key = (hashtext(r.name)::bigint + 4294967296) % 4294967296),
+       EXISTS (SELECT 1 FROM locks WHERE class = $2 AND key = (hashtext(r.grp)::bigint + 4294967296) % 4294967296)
+FROM readers r
+LEFT JOIN projection_checkpoints c ON c.consumer_group = r.grp
+LEFT JOIN projection_status st ON st.consumer_group = r.grp
+ORDER BY r.kind, r.name`
 
-// Statuses returns every projection's status.
+// Statuses returns every projection's status, then every other reader's.
 func Statuses(ctx context.Context, pool *pgxpool.Pool) ([]Status, error) {
-	rows, err := pool.Query(ctx, statusSQL, rebuildLockClass)
-	if err != nil {
-		return nil, fmt.Errorf("projections: status: %w", err)
-	}
 	var out []Status
 	var s Status
 	var rebuilding bool
-	_, err = pgx.ForEachRow(rows, []any{&s.Name, &s.ActiveVersion, &s.Checkpoint, &s.State, &s.FailedPosition,
-		&s.LastError, &s.EventsBehind, &s.LagMs, &rebuilding}, func() error {
+	collect := func() error {
 		if s.State != "failed" {
 			s.FailedPosition, s.LastError = nil, ""
 			if rebuilding {
@@ -67,9 +80,24 @@ func Statuses(ctx context.Context, pool *pgxpool.Pool) ([]Status, error) {
 		out = append(out, s)
 		s = Status{}
 		return nil
-	})
+	}
+	rows, err := pool.Query(ctx, statusSQL, rebuildLockClass, lease.Class)
 	if err != nil {
 		return nil, fmt.Errorf("projections: status: %w", err)
 	}
+	if _, err = pgx.ForEachRow(rows, []any{&s.Name, &s.ActiveVersion, &s.Checkpoint, &s.State, &s.FailedPosition,
+		&s.LastError, &s.EventsBehind, &s.LagMs, &rebuilding, &s.Active}, collect); err != nil {
+		return nil, fmt.Errorf("projections: status: %w", err)
+	}
 	return out, nil
+}
+
+// RecordReaderState records the state of a reader run with AddWorker, for Statuses: "live"
+// when err is nil, else "failed" with err as its last error. A reader records it when its
+// state changes, not on every attempt.
+func RecordReaderState(ctx context.Context, q execer, group string, err error) error {
+	if err != nil {
+		return recordState(ctx, q, group, "failed", err)
+	}
+	return recordState(ctx, q, group, "live", nil)
 }

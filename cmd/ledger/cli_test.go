@@ -26,6 +26,7 @@ import (
 func TestHelpListsOwnFlags(t *testing.T) {
 	database := []string{"database-url"}
 	keys := []string{"signing-key-file", "verification-key-file", "token-ttl"}
+	nats := []string{"nats-url", "nats-stream", "nats-duplicate-window"}
 	cases := []struct {
 		args  []string
 		flags []string // nil: not checked (the command's owner lists them)
@@ -36,6 +37,8 @@ func TestHelpListsOwnFlags(t *testing.T) {
 		{[]string{"projections", "rebuild"}, slices.Concat(database, []string{"page-size", "grace"})},
 		{[]string{"audit", "export"}, slices.Concat(database, []string{"after", "until", "out", "page-size"})},
 		{[]string{"audit", "verify"}, slices.Concat(database, []string{"page-size", "workers"})},
+		{[]string{"events", "republish"}, slices.Concat(database, nats, []string{"from", "from-start", "page-size"})},
+		{[]string{"events", "tail"}, slices.Concat(database, nats, []string{"from", "from-start", "type", "account"})},
 		{[]string{"probe"}, []string{"timeout"}},
 		{[]string{"version"}, []string{}},
 		{[]string{"serve"}, nil},
@@ -65,7 +68,7 @@ func TestHelpListsOwnFlags(t *testing.T) {
 		}
 	}
 	// The command groups' own help, and the binary's.
-	for _, args := range [][]string{{"-h"}, {"help"}, {"projections", "-h"}, {"audit", "--help"}} {
+	for _, args := range [][]string{{"-h"}, {"help"}, {"projections", "-h"}, {"audit", "--help"}, {"events", "-h"}} {
 		var stdout, stderr bytes.Buffer
 		if code := run(context.Background(), args, &stdout, &stderr); code != 0 {
 			t.Errorf("ledger %s: exit %d, want 0", strings.Join(args, " "), code)

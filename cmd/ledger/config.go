@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ledger/ledger/httpapi"
+	"github.com/ledger/ledger/internal/relay"
 	"github.com/ledger/ledger/internal/standby"
 	"github.com/ledger/ledger/projections"
 )
@@ -81,6 +82,11 @@ type serveConfig struct {
 	// position before it reads on the primary.
 	ReadReplicas    []string
 	ReadReplicaWait time.Duration
+	// NATSURL is the NATS server the relay publishes the events to; "" runs no relay.
+	// NATSStream and NATSDuplicateWindow are the JetStream stream it creates when absent.
+	NATSURL             string
+	NATSStream          string
+	NATSDuplicateWindow time.Duration
 	// LegacyAdminUsers is APP_ADMIN_USERS, which no longer gives anyone a role: set, it stops
 	// the start with a message naming what replaced it.
 	LegacyAdminUsers string
@@ -193,8 +199,36 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 		})
 	fs.DurationVar(&c.ReadReplicaWait, "read-replica-wait", envDuration("APP_READ_REPLICA_WAIT", standby.DefaultWait),
 		"how long a read waits for a standby to replay the primary's position before it reads on the primary (env APP_READ_REPLICA_WAIT; 0: read on a standby only when it is already there)")
+	c.bindNATS(fs)
 	fs.IntVar(&c.MaxConnections, "max-connections", envInt("APP_MAX_CONNECTIONS", defaultMaxConnections),
 		"most client connections the API keeps open at once; more wait to be accepted (env APP_MAX_CONNECTIONS)")
+}
+
+// bindNATS binds where the events go: the settings of the relay, and of the events commands.
+func (c *serveConfig) bindNATS(fs *flag.FlagSet) {
+	fs.StringVar(&c.NATSURL, "nats-url", env("APP_NATS_URL"),
+		"NATS server with JetStream to publish the events to, nats://[user:password@]host:4222 (env APP_NATS_URL; empty: no relay)")
+	fs.StringVar(&c.NATSStream, "nats-stream", firstNonEmpty(env("APP_NATS_STREAM"), relay.DefaultStream),
+		"JetStream stream of the events, created when absent (env APP_NATS_STREAM)")
+	fs.DurationVar(&c.NATSDuplicateWindow, "nats-duplicate-window", envDuration("APP_NATS_DUPLICATE_WINDOW", relay.MinDuplicateWindow),
+		"de-duplication window of the stream when the relay creates it; at least 2m (env APP_NATS_DUPLICATE_WINDOW)")
+}
+
+// relayConfig is the relay's configuration.
+func (c *serveConfig) relayConfig() relay.Config {
+	return relay.Config{URL: c.NATSURL, Stream: c.NATSStream, DuplicateWindow: c.NATSDuplicateWindow}
+}
+
+// validateNATS reports invalid relay settings.
+func (c *serveConfig) validateNATS() error {
+	var errs []error
+	if c.NATSDuplicateWindow != 0 && c.NATSDuplicateWindow < relay.MinDuplicateWindow {
+		errs = append(errs, fmt.Errorf("NATS duplicate window (APP_NATS_DUPLICATE_WINDOW) must be a duration of at least %v, like 5m", relay.MinDuplicateWindow))
+	}
+	if strings.ContainsAny(c.NATSStream, ".*> \t/\\") {
+		errs = append(errs, fmt.Errorf("NATS stream (APP_NATS_STREAM) %q: want a JetStream stream name, like LEDGER", c.NATSStream))
+	}
+	return errors.Join(errs...)
 }
 
 // defaultAdminAddr keeps the admin listener, which has no authentication, on loopback.
@@ -256,6 +290,9 @@ func (c *serveConfig) validate() error {
 	}
 	if !c.RunAPI && !c.RunProjectors {
 		errs = append(errs, errors.New("--api=false and --projectors=false leave nothing to run"))
+	}
+	if err := c.validateNATS(); err != nil {
+		errs = append(errs, err)
 	}
 	if _, err := c.level(); err != nil {
 		errs = append(errs, err)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -50,12 +51,14 @@ func ledgerBinary(t *testing.T) string {
 
 // ledgerProc is one `ledger serve` process.
 type ledgerProc struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	addr   string
-	exited chan error
-	stderr *lockedBuffer
-	done   bool
+	t    *testing.T
+	cmd  *exec.Cmd
+	addr string
+	// adminAddr is the admin listener's address (pprof, /metrics), once announced.
+	adminAddr atomic.Pointer[string]
+	exited    chan error
+	stderr    *lockedBuffer
+	done      bool
 }
 
 // ledgerEnv is the environment of processes serving databaseURL with keys in keyDir.
@@ -90,6 +93,9 @@ func startLedger(t *testing.T, env []string) *ledgerProc {
 		for sc.Scan() {
 			if addr, ok := strings.CutPrefix(sc.Text(), "ledger listening on http://"); ok {
 				addrc <- addr
+			}
+			if addr, ok := strings.CutPrefix(sc.Text(), "ledger admin (pprof, metrics) on http://"); ok {
+				p.adminAddr.Store(&addr)
 			}
 		}
 		close(addrc)

@@ -33,6 +33,7 @@ func commands() []command {
 		{"projections", "operate the projections: status, rebuild NAME", runProjections},
 		{"probe", "GET a URL and exit 0 on 200 (container health checks)", runProbe},
 		{"audit", "export the global log as NDJSON, or verify hash chains and read models against it", runAudit},
+		{"events", "the events on NATS JetStream: republish from a checkpoint, tail them live", runEvents},
 		{"version", "print the version and build information (also: ledger --version)", runVersion},
 	}
 }
@@ -70,7 +71,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 2
 		default:
 			name := "ledger " + c.name
-			if (c.name == "audit" || c.name == "projections") && len(args) > 1 {
+			if (c.name == "audit" || c.name == "projections" || c.name == "events") && len(args) > 1 {
 				name += " " + args[1] // the group's command: "ledger audit verify"
 			}
 			reportFailure(stderr, isTerminal(stderr), name, err)

@@ -18,7 +18,7 @@ import (
 func runProjections(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	usage := func() {
 		fmt.Fprintln(stderr, "usage: ledger projections <status|rebuild> [flags]")
-		fmt.Fprintln(stderr, "\n  status          each projection: active version, checkpoint, events behind, lag, state")
+		fmt.Fprintln(stderr, "\n  status          each projection, and the event relay: active version, checkpoint, events behind, lag, whether a process runs it, state")
 		fmt.Fprintln(stderr, "  rebuild NAME    build NAME's newest version beside the live one, switch reads to it, retire the old")
 		fmt.Fprintln(stderr, "\nRun 'ledger projections <command> -h' for its flags.")
 	}
@@ -54,13 +54,20 @@ func runProjectionsStatus(ctx context.Context, args []string, stdout, stderr io.
 		return enc.Encode(st)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tVERSION\tCHECKPOINT\tBEHIND\tLAG\tSTATE")
+	fmt.Fprintln(tw, "NAME\tVERSION\tCHECKPOINT\tBEHIND\tLAG\tRUNNING\tSTATE")
 	for _, s := range st {
 		state := s.State
 		if s.LastError != "" {
 			state += ": " + s.LastError
 		}
-		fmt.Fprintf(tw, "%s\tv%d\t%s\t%d\t%dms\t%s\n", s.Name, s.ActiveVersion, s.Checkpoint, s.EventsBehind, s.LagMs, state)
+		version, running := "-", "no process"
+		if s.ActiveVersion > 0 {
+			version = fmt.Sprintf("v%d", s.ActiveVersion)
+		}
+		if s.Active {
+			running = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%dms\t%s\t%s\n", s.Name, version, s.Checkpoint, s.EventsBehind, s.LagMs, running, state)
 	}
 	return tw.Flush()
 }

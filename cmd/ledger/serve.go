@@ -28,6 +28,7 @@ import (
 	"github.com/ledger/ledger/internal/auth"
 	"github.com/ledger/ledger/internal/metrics"
 	"github.com/ledger/ledger/internal/notify"
+	"github.com/ledger/ledger/internal/relay"
 	"github.com/ledger/ledger/internal/standby"
 	"github.com/ledger/ledger/migrations"
 	"github.com/ledger/ledger/projections"
@@ -134,6 +135,18 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 		spacing = -1 // the runner's "none"
 	}
 	runner := projections.NewRunner(pool, wake, log, projections.Config{Follow: true, PollSpacing: spacing}, projections.Versions()...)
+	// The relay runs in the runner, under a lease, as the projectors do. NATS being away never
+	// ends its Run (it retries and reports), so /api/ready never waits for NATS (ADR 12).
+	var rl *relay.Relay
+	switch {
+	case cfg.NATSURL == "":
+		log.Info("no NATS server configured (APP_NATS_URL): the events are not published")
+	case !cfg.RunProjectors:
+		log.Info("the relay runs with the projectors; this process runs none")
+	default:
+		rl = relay.New(store, pool, wake, log, cfg.relayConfig())
+		runner.AddWorker(relay.Group, rl.Run)
+	}
 	if cfg.RunProjectors {
 		svc.goBackground(func() { _ = runner.Run(bg) })
 	}
@@ -171,6 +184,9 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 		svc.goBackground(func() { svc.reads.Run(bg) })
 		msrc.Reads = svc.reads
 		log.Info("reads on standbys", "standbys", len(standbys), "wait", cfg.ReadReplicaWait)
+	}
+	if rl != nil {
+		msrc.Relay = rl
 	}
 	if cfg.RunAPI {
 		acfg := app.Config{ReadSlots: cfg.ReadSlots, RoleCacheTTL: cfg.RoleCacheTTL}

@@ -44,7 +44,7 @@ func Export(ctx context.Context, store *eventstore.Store, w io.Writer, opts Expo
 			return ExportResult{}, err
 		}
 	}
-	progress, err := progressHook(ctx, store, opts.After, until, opts.Progress)
+	progress, err := ProgressHook(ctx, store, opts.After, until, opts.Progress)
 	if err != nil {
 		return ExportResult{}, err
 	}

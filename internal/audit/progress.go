@@ -7,10 +7,11 @@ import (
 	"github.com/ledger/ledger/eventstore"
 )
 
-// progressHook prepares a long audit's progress reports: it counts the events after after up to
-// and including until, and returns what to call with the number of events done so far. Without
-// a hook it counts nothing and the returned function does nothing.
-func progressHook(ctx context.Context, store *eventstore.Store, after, until eventstore.Checkpoint, hook func(done, total int64)) (func(done int64), error) {
+// ProgressHook prepares the progress reports of a long pass over the log (an audit, a
+// republish): it counts the events after after up to and including until, and returns what to
+// call with the number of events done so far. Without a hook it counts nothing and the
+// returned function does nothing.
+func ProgressHook(ctx context.Context, store *eventstore.Store, after, until eventstore.Checkpoint, hook func(done, total int64)) (func(done int64), error) {
 	if hook == nil {
 		return func(int64) {}, nil
 	}

@@ -154,7 +154,7 @@ func Verify(ctx context.Context, store *eventstore.Store, opts VerifyOptions) (*
 	if err != nil {
 		return nil, err
 	}
-	progress, err := progressHook(ctx, store, eventstore.Checkpoint{}, until, opts.Progress)
+	progress, err := ProgressHook(ctx, store, eventstore.Checkpoint{}, until, opts.Progress)
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ledger/ledger/eventstore"
 	"github.com/ledger/ledger/internal/app"
+	"github.com/ledger/ledger/internal/relay"
 	"github.com/ledger/ledger/internal/standby"
 	"github.com/ledger/ledger/projections"
 )
@@ -31,6 +32,9 @@ type ProjectorCounters interface {
 // ReadStats is the read router's counters: reads per database and why, standbys' replay lag.
 type ReadStats interface{ Stats() standby.Stats }
 
+// RelayStats is the event relay's counters in this process.
+type RelayStats interface{ Stats() relay.Stats }
+
 // PoolStats is the connection pool's statistics.
 type PoolStats interface{ Stat() *pgxpool.Stat }
 
@@ -40,6 +44,7 @@ var (
 	_ ProjectorCounters = (*projections.Runner)(nil)
 	_ PoolStats         = (*pgxpool.Pool)(nil)
 	_ ReadStats         = (*standby.Router)(nil)
+	_ RelayStats        = (*relay.Relay)(nil)
 )
 
 // Sources are what a scrape reads. A nil source is left out: a process that serves no API has
@@ -59,6 +64,8 @@ type Sources struct {
 	Pool          PoolStats
 	// Reads is the router of reads to standbys, when there are standbys.
 	Reads ReadStats
+	// Relay is this process's event relay, when it has one.
+	Relay RelayStats
 	Log   *slog.Logger
 }
 
@@ -89,6 +96,13 @@ var (
 	statusBehind      = desc("projection_events_behind", "Events in the log after the active version's checkpoint: not applied yet, or applied while an older transaction was still running.", "projection", "version")
 	statusLag         = desc("projection_lag_seconds", "How long ago the oldest event after the active version's checkpoint was recorded; 0 when caught up.", "projection", "version")
 	statusState       = desc("projection_state", "1 for the active version's state across all processes: live, failed or rebuilding (a next version is being built).", "projection", "version", "state")
+	statusActive      = desc("projection_active", "1 when some process holds the reader's lease and runs it; 0 when none does.", "projection", "version")
+
+	relayActive    = desc("relay_active", "1 when this process runs the event relay (holds its lease).")
+	relayConnected = desc("relay_nats_connected", "1 when this process's running event relay is connected to NATS.")
+	relayPublished = desc("relay_events_published_total", "Events this process's relay published and JetStream acknowledged (repeats it dropped included).")
+	relayFailures  = desc("relay_failures_total", "Failed attempts of this process's relay to connect, provision the stream or publish; each is retried with backoff.")
+	relayRecreated = desc("relay_stream_recreated_total", "Times this process's relay found the JetStream stream gone and created it again.")
 
 	readsRouted    = desc("reads_total", "Read statements (concurrent /api/info reads share one) by the database they ran on (standby or primary) and why: replayed (the standby had the primary's position), after_wait (it replayed it while the read waited), wait_timeout (no standby did within the bound), unavailable (every standby skipped), position_unknown (the primary's position could not be read), standby_failed (the read failed on the standby and ran again on the primary).", "target", "reason")
 	standbyLag     = desc("standby_replay_lag_seconds", "How long ago the primary committed the last transaction the standby has replayed; 0 when it has replayed all the primary had flushed at the last measure.", "standby")
@@ -144,7 +158,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		readsRouted, standbyLag, standbyUp, standbySkipped,
 		storeConflicts, storeTxRetries, storeGroups, storeGroupedAppend,
 		projectorApplied, projectorRedelivered, projectorFailures, projectorState,
-		statusUp, statusCheckpoint, statusCheckpointX, statusBehind, statusLag, statusState,
+		statusUp, statusCheckpoint, statusCheckpointX, statusBehind, statusLag, statusState, statusActive,
+		relayActive, relayConnected, relayPublished, relayFailures, relayRecreated,
 		poolAcquired, poolIdle, poolConstructing, poolTotal, poolMax, poolAcquires, poolAcquireSeconds,
 		poolEmptyAcquires, poolEmptyWait, poolCanceled, poolNewConns, poolLifetimeClosed, poolIdleClosed,
 	} {
@@ -231,7 +246,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			for _, st := range projectionStates {
 				gauge(statusState, boolean(s.State == st), s.Name, v, st)
 			}
+			gauge(statusActive, boolean(s.Active), s.Name, v)
 		}
+	}
+
+	if c.src.Relay != nil {
+		s := c.src.Relay.Stats()
+		gauge(relayActive, boolean(s.Active))
+		gauge(relayConnected, boolean(s.Active && s.Connected))
+		counter(relayPublished, float64(s.Published))
+		counter(relayFailures, float64(s.Failures))
+		counter(relayRecreated, float64(s.StreamRecreated))
 	}
 
 	if c.src.Pool != nil {

@@ -1,0 +1,373 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ledger/ledger/internal/audit"
+	"github.com/ledger/ledger/internal/natstest"
+	"github.com/ledger/ledger/internal/pgtest"
+	"github.com/ledger/ledger/internal/relay"
+	"github.com/ledger/ledger/internal/relay/relaytest"
+	"github.com/ledger/ledger/projections"
+)
+
+// relayDatabase is a database of the test's own: the relay's checkpoint is per database, and
+// each relay test has a NATS server of its own.
+func relayDatabase(t *testing.T) *pgtest.Database {
+	t.Helper()
+	own, err := pgtest.Create(context.Background(), "relay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(own.Drop)
+	return own
+}
+
+// relayRow returns the relay's row of a projection status.
+func relayRow(st []projections.Status) (projections.Status, bool) {
+	for _, s := range st {
+		if s.Name == relay.Group {
+			return s, true
+		}
+	}
+	return projections.Status{}, false
+}
+
+// ledgerCLI runs the binary with env and args and returns its standard output.
+func ledgerCLI(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(ledgerBinary(t), args...)
+	cmd.Env = env
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("ledger %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr.String())
+	}
+	return string(out)
+}
+
+// TestE2ERelay: the service with APP_NATS_URL publishes every event of the API's commands,
+// once and in order, the bodies being the audit records; status, /api/admin/projections and
+// /metrics list the relay; `ledger events tail` prints an employee's transfers as they
+// happen; the stream deleted is created again with the whole history, and `ledger events
+// republish --from-start` adds nothing to it.
+func TestE2ERelay(t *testing.T) {
+	own := relayDatabase(t)
+	ns := natstest.Start(t, "")
+	ts := startTestService(t, func(c *serveConfig) {
+		c.DatabaseURL, c.NATSURL, c.LogLevel = own.URL, ns.URL, "info"
+		c.AdminAddr = "127.0.0.1:0"
+	})
+	ensureAdmin(t, own.URL)
+	api := ts.api
+	alice, bob := uniq("alice"), uniq("bob")
+	aliceTok, bobTok, admin := api.login(t, alice), api.login(t, bob), api.login(t, "admin")
+	env := append(ledgerEnv(own.URL, t.TempDir()), "APP_NATS_URL="+ns.URL)
+
+	// The tail, started before the transfers: it prints them as they come.
+	tail := exec.Command(ledgerBinary(t), "events", "tail", "--type", "CoinsSent", "--account", alice)
+	tail.Env = env
+	tailOut, err := tail.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tailErr lockedBuffer
+	tail.Stderr = &tailErr
+	if err := tail.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tail.Process.Kill(); _ = tail.Wait() })
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(tailOut)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	time.Sleep(500 * time.Millisecond) // the tail's consumer starts at "new": give it time to exist
+
+	for i := range 3 {
+		wantOK(t, api.sendCoin(t, aliceTok, bob, i+1))
+		wantOK(t, api.sendCoin(t, bobTok, alice, 1))
+		wantOK(t, api.buy(t, aliceTok, "pen"))
+	}
+	for i := range 3 {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("tail ended: %s", tailErr.String())
+			}
+			var r audit.Record
+			if err := json.Unmarshal([]byte(l), &r); err != nil {
+				t.Fatalf("tail line %q: %v", l, err)
+			}
+			var p struct{ Amount int64 }
+			if r.Type != "CoinsSent" || json.Unmarshal(r.Payload, &p) != nil || p.Amount != int64(i+1) {
+				t.Fatalf("tail line %d: %s", i+1, l)
+			}
+		case <-time.After(time.Minute): // a bound against a hang
+			t.Fatalf("tail printed %d of alice's 3 transfers: %s", i, tailErr.String())
+		}
+	}
+
+	relaytest.WaitPublished(t, own.Pool)
+	nc := ns.Connect()
+	total := relaytest.CheckStream(t, nc, own.Pool)
+	st, err := projectionStatus(api.base, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := relayRow(st); !ok || r.State != "live" || !r.Active || r.EventsBehind != 0 || r.ActiveVersion != 0 {
+		t.Fatalf("relay status %+v in %+v", r, st)
+	}
+	m := scrapeMetrics(t, "http://"+ts.svc.adminAddr+"/metrics")
+	m.want(t, "ledger_relay_active", nil, 1)
+	m.want(t, "ledger_relay_nats_connected", nil, 1)
+	m.want(t, "ledger_projection_active", map[string]string{"projection": relay.Group}, 1)
+	m.want(t, "ledger_projection_events_behind", map[string]string{"projection": relay.Group}, 0)
+	m.atLeast(t, "ledger_relay_events_published_total", nil, float64(total))
+	if !strings.Contains(ts.logs.String(), "relay publishing to NATS") {
+		t.Fatalf("log:\n%s", ts.logs.String())
+	}
+	out := ledgerCLI(t, env, "projections", "status")
+	if !strings.Contains(out, relay.Group) || !strings.Contains(out, "RUNNING") {
+		t.Fatalf("ledger projections status:\n%s", out)
+	}
+
+	// The stream deleted: the relay creates it again, says so, and publishes the log again.
+	js, _ := nc.JetStream()
+	if err := js.DeleteStream(relay.DefaultStream); err != nil {
+		t.Fatal(err)
+	}
+	wantOK(t, api.buy(t, bobTok, "cup"))
+	waitUntil(t, "the relay recreates the stream", func() bool { return strings.Contains(ts.logs.String(), "created again") })
+	relaytest.WaitPublished(t, own.Pool)
+	if n := relaytest.CheckStream(t, nc, own.Pool); n != total+1 {
+		t.Fatalf("the recreated stream holds %d messages, want %d", n, total+1)
+	}
+	out = ledgerCLI(t, env, "events", "republish", "--from-start")
+	if !strings.Contains(out, fmt.Sprintf("republished %d events", total+1)) {
+		t.Fatalf("republish: %s", out)
+	}
+	if n := relaytest.CheckStream(t, nc, own.Pool); n != total+1 {
+		t.Fatalf("after the republish the stream holds %d messages, want %d", n, total+1)
+	}
+}
+
+// TestE2EWithoutNATS: no APP_NATS_URL, no relay, said once; NATS unreachable, the service is
+// ready and serves while the relay's status and log say what is wrong.
+func TestE2EWithoutNATS(t *testing.T) {
+	ts := startTestService(t, func(c *serveConfig) { c.LogLevel = "info" })
+	if n := strings.Count(ts.logs.String(), "no NATS server configured"); n != 1 {
+		t.Fatalf("said %d times that there is no relay:\n%s", n, ts.logs.String())
+	}
+
+	own := relayDatabase(t)
+	ns := natstest.Start(t, "")
+	ns.Stop()
+	ts = startTestService(t, func(c *serveConfig) { c.DatabaseURL, c.NATSURL = own.URL, ns.URL }) // waits for /api/ready
+	ensureAdmin(t, own.URL)
+	admin, bob := ts.api.login(t, "admin"), ts.api.login(t, uniq("bob"))
+	wantOK(t, ts.api.buy(t, bob, "pen"))
+	var row projections.Status
+	waitUntil(t, "the status names the unreachable server", func() bool {
+		st, err := projectionStatus(ts.api.base, admin)
+		if err != nil {
+			return false
+		}
+		var ok bool
+		row, ok = relayRow(st)
+		return ok && row.State == "failed" && strings.Contains(row.LastError, "connect to NATS at "+ns.URL) && row.Active
+	})
+	if code := ts.api.do(t, http.MethodGet, "/api/ready", "", nil).Status; code != http.StatusOK {
+		t.Fatalf("/api/ready is %d while NATS is away", code)
+	}
+	if !strings.Contains(ts.logs.String(), "events are not reaching NATS") {
+		t.Fatalf("log:\n%s", ts.logs.String())
+	}
+	ns.Start()
+	relaytest.WaitPublished(t, own.Pool)
+	relaytest.CheckStream(t, ns.Connect(), own.Pool)
+}
+
+// relayHolder returns the pid of the process holding the relay's lease, 0 for none.
+func relayHolder(t *testing.T, pool interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}) int {
+	t.Helper()
+	var app string
+	err := pool.QueryRow(context.Background(), `
+		SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+		WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 1279607891 AND l.objsubid = 2
+		  AND l.objid = ((hashtext($1)::bigint + 4294967296) % 4294967296)::oid
+		  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`, relay.Group).Scan(&app)
+	if err == pgx.ErrNoRows {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	if _, err := fmt.Sscanf(app, "ledger serve %d", &pid); err != nil {
+		t.Fatalf("relay lease held by %q: %v", app, err)
+	}
+	return pid
+}
+
+// kill -9 of the ledger while it publishes, again and again, under the bank workload: the
+// stream ends up with every event once, each stream in order.
+func TestFaultRelayKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crashes the real binary")
+	}
+	own := relayDatabase(t)
+	ns := natstest.Start(t, "")
+	env := append(ledgerEnv(own.URL, t.TempDir()), "APP_NATS_URL="+ns.URL)
+	p := startLedger(t, env)
+	c := newBankClient(drillUsers("relaykill", 8))
+	c.setBases(p.base())
+	c.login(t, c.users...)
+	stop := make(chan struct{})
+	wg := c.run(stop)
+	for round := range faultRounds() {
+		time.Sleep(faultTraffic()/2 + time.Duration(round)*faultTraffic()/10)
+		p.kill()
+		t.Logf("round %d: killed pid %d", round+1, p.pid())
+		p = startLedger(t, env)
+		c.setBases(p.base())
+	}
+	time.Sleep(faultTraffic())
+	close(stop)
+	wg.Wait()
+	relaytest.WaitPublished(t, own.Pool)
+	n := relaytest.CheckStream(t, ns.Connect(), own.Pool)
+	t.Logf("%d events, each once and in order, through %d kills", n, faultRounds())
+}
+
+// NATS stopped under load for a few seconds and started again: commands and reads go on,
+// /api/ready stays 200, the lag shows in status and metrics, then the relay catches up with
+// no gap and no duplicate.
+func TestFaultRelayNATSRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the real binary")
+	}
+	own := relayDatabase(t)
+	ns := natstest.Start(t, "")
+	env := append(ledgerEnv(own.URL, t.TempDir()), "APP_NATS_URL="+ns.URL)
+	p := startLedger(t, env)
+	c := newBankClient(drillUsers("natsdown", 6))
+	c.setBases(p.base())
+	c.login(t, c.users...)
+	ensureAdmin(t, own.URL)
+	c.login(t, "admin")
+	stop := make(chan struct{})
+	wg := c.run(stop)
+	time.Sleep(faultTraffic())
+	ns.Stop()
+	stopped := time.Now()
+	var row projections.Status
+	waitUntil(t, "the status shows the relay failing and behind", func() bool {
+		st, err := projectionStatus(p.base(), c.toks["admin"])
+		var ok bool
+		row, ok = relayRow(st)
+		return err == nil && ok && row.State == "failed" && row.EventsBehind > 0 && row.LagMs > 0
+	})
+	waitUntil(t, "the admin listener is known", func() bool { return p.adminAddr.Load() != nil })
+	m := scrapeMetrics(t, "http://"+*p.adminAddr.Load()+"/metrics")
+	m.want(t, "ledger_relay_nats_connected", nil, 0)
+	m.atLeast(t, "ledger_projection_events_behind", map[string]string{"projection": relay.Group}, 1)
+	m.want(t, "ledger_projection_state", map[string]string{"projection": relay.Group, "state": "failed"}, 1)
+	if code, _, err := c.request(http.MethodGet, "/api/ready", "", nil); err != nil || code != http.StatusOK {
+		t.Fatalf("/api/ready %d %v while NATS is away", code, err)
+	}
+	if code, _, err := c.request(http.MethodGet, "/api/info", c.toks[c.users[0]], nil); err != nil || code != http.StatusOK {
+		t.Fatalf("/api/info %d %v while NATS is away", code, err)
+	}
+	time.Sleep(3*time.Second - time.Since(stopped))
+	t.Logf("NATS away for %v: %s at %s, %d behind, lag %dms: %s", time.Since(stopped).Round(time.Millisecond),
+		row.Name, row.Checkpoint, row.EventsBehind, row.LagMs, row.LastError)
+	ns.Start()
+	time.Sleep(faultTraffic())
+	close(stop)
+	wg.Wait()
+	c.mu.Lock()
+	for u, ops := range c.other {
+		for op, n := range ops {
+			if n > 0 {
+				t.Errorf("%s: %d %s commands failed while NATS was away", u, n, op)
+			}
+		}
+	}
+	c.mu.Unlock()
+	c.checkAcknowledged(t, own.URL)
+	relaytest.WaitPublished(t, own.Pool)
+	n := relaytest.CheckStream(t, ns.Connect(), own.Pool)
+	st, _ := projectionStatus(p.base(), c.toks["admin"])
+	if r, _ := relayRow(st); r.State != "live" {
+		t.Fatalf("after NATS came back: %+v", r)
+	}
+	t.Logf("%d events, each once and in order", n)
+}
+
+// Two replicas: exactly one runs the relay; killed, the other takes it over and nothing is
+// missed.
+func TestFaultRelayReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs two real processes")
+	}
+	own := relayDatabase(t)
+	ns := natstest.Start(t, "")
+	env := append(ledgerEnv(own.URL, t.TempDir()), "APP_NATS_URL="+ns.URL)
+	procs := []*ledgerProc{startLedger(t, env), startLedger(t, env)}
+	c := newBankClient(drillUsers("relayreplica", 6))
+	c.setBases(procs[0].base(), procs[1].base())
+	c.login(t, c.users...)
+	stop := make(chan struct{})
+	wg := c.run(stop)
+	time.Sleep(faultTraffic())
+	var holder, other *ledgerProc
+	waitUntil(t, "one replica runs the relay", func() bool {
+		pid := relayHolder(t, own.Pool)
+		for i, p := range procs {
+			if p.pid() == pid {
+				holder, other = p, procs[1-i]
+			}
+		}
+		return holder != nil
+	})
+	for _, p := range procs {
+		waitUntil(t, "the admin listeners are known", func() bool { return p.adminAddr.Load() != nil })
+	}
+	active := 0
+	for _, p := range procs {
+		v, _ := scrapeMetrics(t, "http://"+*p.adminAddr.Load()+"/metrics").sum("ledger_relay_active", nil)
+		active += int(v)
+	}
+	if active != 1 {
+		t.Fatalf("%d replicas say they run the relay", active)
+	}
+	c.setBases(other.base())
+	holder.kill()
+	took := waitUntil(t, "the other replica takes the relay over", func() bool { return relayHolder(t, own.Pool) == other.pid() })
+	t.Logf("relay taken over %v after the kill", took)
+	published := time.Now()
+	time.Sleep(faultTraffic())
+	close(stop)
+	wg.Wait()
+	relaytest.WaitPublished(t, own.Pool)
+	n := relaytest.CheckStream(t, ns.Connect(), own.Pool)
+	t.Logf("%d events, each once and in order; takeover %v after the kill, caught up %v after that",
+		n, took.Round(time.Millisecond), time.Since(published).Round(time.Millisecond))
+}
