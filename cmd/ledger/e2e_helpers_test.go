@@ -162,6 +162,9 @@ type apiClient struct {
 	errDoc *openapi3.Schema
 	// busyOK leaves 500 "account is busy" answers to the caller instead of failing the test.
 	busyOK bool
+	// lateOK leaves 503 "could not answer in time" answers (the request deadline passed on a
+	// saturated machine) to the caller instead of failing the test.
+	lateOK bool
 }
 
 // isBusy reports the service's answer for a command that lost the race for its account too
@@ -319,7 +322,8 @@ func (c *apiClient) roundTrip(t testing.TB, req *http.Request, unrouted bool) re
 		}
 	}
 	// The contract: 5xx must never be caused by client input, and this suite sends nothing else.
-	if r.Status >= 500 && !(r.Status == http.StatusServiceUnavailable && req.URL.Path == "/api/ready") && !(c.busyOK && r.isBusy()) {
+	if r.Status >= 500 && !(r.Status == http.StatusServiceUnavailable && req.URL.Path == "/api/ready") && !(c.busyOK && r.isBusy()) &&
+		!(c.lateOK && r.Status == http.StatusServiceUnavailable) {
 		t.Errorf("server error: %s", r)
 	}
 	return r
