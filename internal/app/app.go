@@ -68,6 +68,7 @@ type App struct {
 	readGroups *readGroup
 	states     stateCache
 	roles      *expirable.LRU[string, auth.Roles] // nil: roles are not cached
+	totals     totalsFold
 }
 
 // New returns an App over the store; wake is the projections' signal.

@@ -21,3 +21,9 @@ func (a *App) AccountEvents(ctx context.Context, accountID uuid.UUID, after int6
 func (a *App) AuditLog(ctx context.Context, after eventstore.Checkpoint, limit int) ([]eventstore.RecordedEvent, error) {
 	return a.store.ReadLog(ctx, after, limit)
 }
+
+// AuditLogBefore returns at most limit events of the global log before the checkpoint, newest
+// first (the zero Checkpoint: from the end of the readable log), for people paging backwards.
+func (a *App) AuditLogBefore(ctx context.Context, before eventstore.Checkpoint, limit int) ([]eventstore.RecordedEvent, error) {
+	return a.store.ReadLogBefore(ctx, before, limit)
+}
