@@ -42,6 +42,8 @@ type serveConfig struct {
 	SigningKeyFile, VerificationKeyFile   string
 	TokenTTL                              time.Duration
 	RunAPI, RunProjectors, CreateDatabase bool
+	// RunConsole serves the web console under /console/ on the API's port.
+	RunConsole bool
 	LogLevel                              string
 	DBMaxConns                            int
 	ShutdownTimeout                       time.Duration
@@ -139,6 +141,7 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	c.LegacyAdminUsers = env("APP_ADMIN_USERS")
 	fs.BoolVar(&c.RunAPI, "api", true, "serve the HTTP API")
 	fs.BoolVar(&c.RunProjectors, "projectors", true, "run the projectors")
+	fs.BoolVar(&c.RunConsole, "console", c.envBool("APP_CONSOLE", true), "serve the web console under /console/ on the API's port (env APP_CONSOLE)")
 	fs.BoolVar(&c.CreateDatabase, "create-database", false, "create the database named in the URL if it does not exist")
 	fs.StringVar(&c.LogLevel, "log-level", firstNonEmpty(env("APP_LOG_LEVEL"), "info"), "debug, info, warn or error (env APP_LOG_LEVEL)")
 	fs.IntVar(&c.DBMaxConns, "db-max-conns", envInt("APP_DB_MAX_CONNS", 40), "connection pool size (env APP_DB_MAX_CONNS)")

@@ -1,0 +1,119 @@
+package console
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The balance chart is an SVG drawn here, in the page, from the account's events: one step
+// and one point per change of the balance, each point with the event in its title (ADR 10).
+const (
+	chartWidth  = 880
+	chartHeight = 260
+	chartLeft   = 64
+	chartRight  = 16
+	chartTop    = 16
+	chartBottom = 36
+)
+
+type chartPoint struct {
+	X, Y    string
+	Version int64
+	Balance int64
+	Title   string
+}
+
+type chartTick struct {
+	Pos   string
+	Label string
+}
+
+type chart struct {
+	Width, Height int
+	Left, Right   int
+	Top, Bottom   int
+	Path          string
+	Points        []chartPoint
+	YTicks        []chartTick
+	XTicks        []chartTick
+}
+
+func coord(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
+
+// drawChart lays the balance after each event that changed it over the events' times.
+func drawChart(rows []eventRow) chart {
+	c := chart{Width: chartWidth, Height: chartHeight, Left: chartLeft, Right: chartWidth - chartRight,
+		Top: chartTop, Bottom: chartHeight - chartBottom}
+	var changes []eventRow
+	var top int64
+	for _, r := range rows {
+		if r.Change != 0 {
+			changes = append(changes, r)
+			top = max(top, r.Balance)
+		}
+	}
+	if len(changes) == 0 {
+		return c
+	}
+	if top <= 0 {
+		top = 1
+	}
+	top = niceCeil(top)
+	t0, t1 := changes[0].At, changes[len(changes)-1].At
+	span := t1.Sub(t0)
+	if span <= 0 {
+		span = time.Second
+	}
+	w, h := float64(c.Right-c.Left), float64(c.Bottom-c.Top)
+	x := func(t time.Time) float64 { return float64(c.Left) + w*float64(t.Sub(t0))/float64(span) }
+	y := func(b int64) float64 { return float64(c.Bottom) - h*float64(b)/float64(top) }
+
+	var path strings.Builder
+	c.Points = make([]chartPoint, len(changes))
+	for i, r := range changes {
+		px, py := x(r.At), y(r.Balance)
+		if i == 0 {
+			fmt.Fprintf(&path, "M%s %s", coord(px), coord(py))
+		} else {
+			fmt.Fprintf(&path, "H%sV%s", coord(px), coord(py))
+		}
+		title := fmt.Sprintf("v%d %s %s %s → %d", r.Version, r.At.UTC().Format("2006-01-02 15:04:05.000Z"), r.Type, signedString(r.Change), r.Balance)
+		if r.Counterparty != "" {
+			title += " (" + r.Counterparty + ")"
+		}
+		c.Points[i] = chartPoint{X: coord(px), Y: coord(py), Version: r.Version, Balance: r.Balance, Title: title}
+	}
+	c.Path = path.String()
+	for i := 0; i <= 4; i++ {
+		v := top * int64(i) / 4
+		c.YTicks = append(c.YTicks, chartTick{Pos: coord(y(v)), Label: strconv.FormatInt(v, 10)})
+	}
+	for i := 0; i <= 3; i++ {
+		t := t0.Add(span * time.Duration(i) / 3)
+		c.XTicks = append(c.XTicks, chartTick{Pos: coord(x(t)), Label: t.UTC().Format("01-02 15:04:05")})
+	}
+	return c
+}
+
+func signedString(n int64) string {
+	if n > 0 {
+		return "+" + strconv.FormatInt(n, 10)
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// niceCeil rounds v up to 1, 2 or 5 times a power of ten, for the axis's top.
+func niceCeil(v int64) int64 {
+	for p := int64(1); ; p *= 10 {
+		for _, m := range []int64{1, 2, 5} {
+			if m*p >= v {
+				return m * p
+			}
+		}
+		if p > 1<<58 {
+			return v
+		}
+	}
+}
