@@ -43,10 +43,10 @@ type serveConfig struct {
 	TokenTTL                              time.Duration
 	RunAPI, RunProjectors, CreateDatabase bool
 	// RunConsole serves the web console under /console/ on the API's port.
-	RunConsole bool
-	LogLevel                              string
-	DBMaxConns                            int
-	ShutdownTimeout                       time.Duration
+	RunConsole      bool
+	LogLevel        string
+	DBMaxConns      int
+	ShutdownTimeout time.Duration
 	// Abuse protection of POST /api/auth (0 turns a limit off): failed logins allowed per
 	// username from one client address and per client address, refilled over
 	// AuthFailureWindow; per username from anywhere, refilled over AuthUserFailureWindow; new

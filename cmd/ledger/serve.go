@@ -26,8 +26,8 @@ import (
 	"github.com/ledger/ledger/httpapi"
 	"github.com/ledger/ledger/internal/app"
 	"github.com/ledger/ledger/internal/audit"
-	"github.com/ledger/ledger/internal/console"
 	"github.com/ledger/ledger/internal/auth"
+	"github.com/ledger/ledger/internal/console"
 	"github.com/ledger/ledger/internal/metrics"
 	"github.com/ledger/ledger/migrations"
 	"github.com/ledger/ledger/projections"
@@ -252,6 +252,9 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if svc.console != nil {
+		svc.http.RegisterOnShutdown(svc.console.EndStreams)
 	}
 	go func() {
 		if err := svc.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -86,6 +87,10 @@ type Console struct {
 	pages  map[string]*template.Template
 	jobs   *jobs
 	rates  commandRate
+	// ending is closed when the server shuts down: streams end, so that the shutdown does not
+	// wait for pages left open.
+	ending  chan struct{}
+	endOnce sync.Once
 }
 
 // New returns the console; Close stops the rebuilds and verifications it runs.
@@ -93,7 +98,7 @@ func New(d Deps) (*Console, error) {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	c := &Console{Deps: d, jobs: newJobs()}
+	c := &Console{Deps: d, jobs: newJobs(), ending: make(chan struct{})}
 	if err := c.parseTemplates(); err != nil {
 		return nil, err
 	}
@@ -136,8 +141,15 @@ func New(d Deps) (*Console, error) {
 // ServeHTTP implements http.Handler.
 func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) { c.router.ServeHTTP(w, r) }
 
-// Close stops the jobs that are running and waits for them.
-func (c *Console) Close() { c.jobs.close() }
+// EndStreams ends the live tails and progress streams open now and refuses new ones; pass it
+// to http.Server.RegisterOnShutdown.
+func (c *Console) EndStreams() { c.endOnce.Do(func() { close(c.ending) }) }
+
+// Close ends the streams, stops the jobs that are running and waits for them.
+func (c *Console) Close() {
+	c.EndStreams()
+	c.jobs.close()
+}
 
 // pageError is an error with the status and message its page shows.
 type pageError struct {

@@ -32,18 +32,21 @@ const (
 
 // progress is a job's state as its page shows it.
 type progress struct {
-	ID       string  `json:"id"`
-	Kind     string  `json:"kind"`
-	Name     string  `json:"name"`
-	By       string  `json:"by"`
-	Started  string  `json:"started"`
-	Phase    string  `json:"phase"`
-	Done     int64   `json:"done"`
-	Total    int64   `json:"total"`
-	Rate     float64 `json:"rate"`
-	Finished bool    `json:"finished"`
-	Error    string  `json:"error,omitempty"`
-	Summary  string  `json:"summary,omitempty"`
+	ID      string `json:"id"`
+	Kind    string `json:"kind"`
+	Name    string `json:"name"`
+	By      string `json:"by"`
+	Started string `json:"started"`
+	Phase   string `json:"phase"`
+	// Phases are the phases passed through so far, in order: a page that joins late, or
+	// misses a short phase between two updates, still shows them all.
+	Phases   []string `json:"phases"`
+	Done     int64    `json:"done"`
+	Total    int64    `json:"total"`
+	Rate     float64  `json:"rate"`
+	Finished bool     `json:"finished"`
+	Error    string   `json:"error,omitempty"`
+	Summary  string   `json:"summary,omitempty"`
 }
 
 type job struct {
@@ -58,6 +61,9 @@ func (j *job) update(fn func(p *progress)) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	fn(&j.p)
+	if n := len(j.p.Phases); n == 0 || j.p.Phases[n-1] != j.p.Phase {
+		j.p.Phases = append(j.p.Phases, j.p.Phase)
+	}
 	close(j.changed)
 	j.changed = make(chan struct{})
 }
@@ -65,7 +71,21 @@ func (j *job) update(fn func(p *progress)) {
 func (j *job) state() (progress, <-chan struct{}, *audit.Report) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return j.p, j.changed, j.report
+	p := j.p
+	p.Phases = append([]string(nil), j.p.Phases...)
+	return p, j.changed, j.report
+}
+
+// busy returns the refusal of a job of kind while one runs.
+func (js *jobs) busy(kind string) error {
+	js.mu.Lock()
+	r, ok := js.running[kind]
+	js.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	p, _, _ := r.state()
+	return &errJobRunning{running: p}
 }
 
 type jobs struct {
@@ -105,7 +125,8 @@ func (js *jobs) start(kind, name, by string, fn func(ctx context.Context, j *job
 		return nil, errors.New("the console is shutting down")
 	}
 	j := &job{changed: make(chan struct{}), began: time.Now(),
-		p: progress{ID: rand.Text(), Kind: kind, Name: name, By: by, Started: time.Now().UTC().Format(time.RFC3339), Phase: "starting"}}
+		p: progress{ID: rand.Text(), Kind: kind, Name: name, By: by, Started: time.Now().UTC().Format(time.RFC3339),
+			Phase: "starting", Phases: []string{"starting"}}}
 	ctx, cancel := context.WithCancel(context.Background())
 	js.running[kind] = j
 	js.all[j.p.ID] = j
@@ -199,12 +220,15 @@ func (c *Console) handleProjections(w http.ResponseWriter, r *http.Request) {
 	c.render(w, r, http.StatusOK, "projections", page)
 }
 
-// shownJob is the job a page shows: the one its address names, else the newest of its kind.
+// shownJob is the job a page shows: the one its address names, else one of its kind that is
+// running.
 func (c *Console) shownJob(r *http.Request, kind string) *progress {
-	j := c.jobs.latest(kind)
+	var j *job
 	if id := r.URL.Query().Get("job"); id != "" {
-		if named, ok := c.jobs.get(id); ok {
-			j = named
+		j, _ = c.jobs.get(id)
+	} else if latest := c.jobs.latest(kind); latest != nil {
+		if p, _, _ := latest.state(); !p.Finished {
+			j = latest
 		}
 	}
 	if j == nil {
@@ -217,6 +241,11 @@ func (c *Console) shownJob(r *http.Request, kind string) *progress {
 func (c *Console) handleRebuild(w http.ResponseWriter, r *http.Request) {
 	v, _ := viewerOf(r)
 	name := r.PostForm.Get("name")
+	// One at a time comes first: whatever the second asks for, it waits for the first.
+	if err := c.jobs.busy(kindRebuild); err != nil {
+		c.fail(w, r, errorf(http.StatusConflict, "%s", err.Error()))
+		return
+	}
 	target, ok := projections.Latest(name)
 	if !ok {
 		c.fail(w, r, errorf(http.StatusBadRequest, "there is no projection named %q", name))
@@ -367,6 +396,8 @@ func (c *Console) handleJobEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		select {
 		case <-ctx.Done():
+			return
+		case <-c.ending:
 			return
 		case <-changed:
 		case <-time.After(10 * time.Second):

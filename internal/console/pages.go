@@ -569,6 +569,8 @@ func (c *Console) handleTail(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-c.ending:
+			return
 		case <-wake:
 		case <-time.After(tailPoll):
 		case <-keepalive.C:

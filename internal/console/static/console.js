@@ -102,15 +102,12 @@ function job() {
   const el = $("#job");
   if (!el || el.dataset.finished === "true") return;
   const bar = $("#job-bar"), phase = $("#job-phase"), count = $("#job-count"), result = $("#job-result"), seen = $("#job-phases");
-  const phases = [];
   const source = new EventSource("/console/jobs/" + encodeURIComponent(el.dataset.job) + "/events");
   source.addEventListener("progress", (msg) => {
     const p = JSON.parse(msg.data);
-    if (phases[phases.length - 1] !== p.phase) {
-      phases.push(p.phase);
-      seen.textContent = "(" + phases.join(" → ") + ")";
-      el.dataset.phases = phases.join(",");
-    }
+    const phases = p.phases || [p.phase];
+    seen.textContent = "(" + phases.join(" → ") + ")";
+    el.dataset.phases = phases.join(",");
     el.dataset.phase = p.phase;
     phase.textContent = p.phase;
     count.textContent = p.done + " / " + p.total;
