@@ -26,8 +26,9 @@ type chartPoint struct {
 }
 
 type chartTick struct {
-	Pos   string
-	Label string
+	Pos    string
+	Label  string
+	Anchor string
 }
 
 type chart struct {
@@ -90,9 +91,23 @@ func drawChart(rows []eventRow) chart {
 		v := top * int64(i) / 4
 		c.YTicks = append(c.YTicks, chartTick{Pos: coord(y(v)), Label: strconv.FormatInt(v, 10)})
 	}
+	layout := "2006-01-02 15:04"
+	switch {
+	case span < time.Minute:
+		layout = "15:04:05.000"
+	case span < 24*time.Hour:
+		layout = "01-02 15:04:05"
+	}
 	for i := 0; i <= 3; i++ {
 		t := t0.Add(span * time.Duration(i) / 3)
-		c.XTicks = append(c.XTicks, chartTick{Pos: coord(x(t)), Label: t.UTC().Format("01-02 15:04:05")})
+		anchor := "middle"
+		switch i {
+		case 0:
+			anchor = "start"
+		case 3:
+			anchor = "end"
+		}
+		c.XTicks = append(c.XTicks, chartTick{Pos: coord(x(t)), Label: t.UTC().Format(layout), Anchor: anchor})
 	}
 	return c
 }
