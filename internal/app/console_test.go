@@ -100,6 +100,7 @@ func TestConsoleQueries(t *testing.T) {
 	}
 
 	// Totals: four welcome grants, a cup, a transfer; then one more purchase, folded on.
+	waitReadable(t, l, 11)
 	tot, err := l.app.BankTotals(ctx, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -111,6 +112,7 @@ func TestConsoleQueries(t *testing.T) {
 	if _, err := l.app.Buy(ctx, ids["bob"], "book"); err != nil {
 		t.Fatal(err)
 	}
+	waitReadable(t, l, 12)
 	tot, err = l.app.BankTotals(ctx, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -145,5 +147,25 @@ func TestConsoleQueries(t *testing.T) {
 		if forward[i].ID != backward[i].ID {
 			t.Fatalf("event %d: %s forwards, %s backwards", i, forward[i].ID, backward[i].ID)
 		}
+	}
+}
+
+// waitReadable waits until the log's readers can read n events: the fence is the oldest
+// transaction running on the whole server, which other tests share.
+func waitReadable(t *testing.T, l *ledger, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		head, err := l.store.LogHead(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if head.Position >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the log is readable up to position %d, want %d", head.Position, n)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
