@@ -183,8 +183,10 @@ func (c *Console) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: s.Token, Path: Prefix, HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: secure(r), Expires: s.Expires})
+	// Employees land on their own account: the overview, where a bare visit to the console
+	// would take them, is not theirs to see.
 	next := page.Next
-	if next == "" {
+	if next == "" || next == Prefix+"/" {
 		next = Prefix + "/"
 		if roles, err := c.Ledger.Roles(r.Context(), name); err == nil && !roles.HasAny(auth.RoleAuditor, auth.RoleAdmin) {
 			next = accountPath(name)
