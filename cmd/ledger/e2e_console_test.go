@@ -591,3 +591,78 @@ func TestConsoleOff(t *testing.T) {
 		t.Errorf("GET /console/ with the console off: %d, want 404", res.StatusCode)
 	}
 }
+
+// consoleClient signs name in through the sign-in form over plain HTTP and returns a client
+// that keeps the session's cookie and does not follow redirects.
+func consoleClient(t *testing.T, base, name string) *http.Client {
+	t.Helper()
+	hc := plainClient(nil)
+	res, err := hc.Get(base + "/console/signin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := bodyOf(t, res)
+	_, rest, _ := strings.Cut(body, `name="csrf" value="`)
+	token, _, _ := strings.Cut(rest, `"`)
+	res, err = hc.PostForm(base+"/console/signin", url.Values{"csrf": {token}, "username": {name}, "password": {testPassword}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bodyOf(t, res); res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign in as %s: %d", name, res.StatusCode)
+	}
+	return hc
+}
+
+// TestConsoleBadInput: whatever an address or a form holds, the answer is a page with a 4xx
+// status that says what was wrong, never a 5xx; and the sign-in form needs its token.
+func TestConsoleBadInput(t *testing.T) {
+	ts, own := consoleService(t, "cmd_console_bad_input")
+	base := "http://" + ts.svc.addr
+	auditor := uniq("erin")
+	ensureRole(t, own.URL, auditor, auth.RoleAuditor)
+	ts.api.login(t, "alice")
+	hc := consoleClient(t, base, auditor)
+	for _, tc := range []struct {
+		method, path string
+		form         url.Values
+		status       int
+		says         string
+	}{
+		{"GET", "/console/accounts/nobody-at-all", nil, 404, "no employee is named"},
+		{"GET", "/console/accounts/%ff%fe", nil, 400, "not an employee"},
+		{"GET", "/console/accounts/a%00b", nil, 400, "not an employee"},
+		{"GET", "/console/accounts/" + strings.Repeat("x", 300), nil, 400, "not an employee"},
+		{"GET", "/console/accounts/alice?asOf=yesterday", nil, 400, "RFC 3339"},
+		{"GET", "/console/accounts/alice?asOf=1999-01-01T00:00:00Z", nil, 404, "no such account at that time"},
+		{"GET", "/console/accounts/alice?page=-3&v=x", nil, 200, "alice"},
+		{"GET", "/console/accounts?prefix=" + strings.Repeat("a", 65), nil, 400, "at most 64 bytes"},
+		{"GET", "/console/accounts?prefix=%00", nil, 400, "NUL"},
+		{"GET", "/console/log?before=12", nil, 400, "checkpoint"},
+		{"GET", "/console/log/tail?after=x", nil, 400, "checkpoint"},
+		{"GET", "/console/jobs/nope/events", nil, 404, "no such job"},
+		{"GET", "/console/nowhere", nil, 404, "no page"},
+		{"DELETE", "/console/log", nil, 405, "not allowed"},
+		{"POST", "/console/signin", url.Values{"username": {auditor}, "password": {testPassword}}, 403, "security token"},
+	} {
+		var body io.Reader
+		if tc.form != nil {
+			body = strings.NewReader(tc.form.Encode())
+		}
+		req, err := http.NewRequest(tc.method, base+tc.path, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.form != nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		res, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		page := bodyOf(t, res)
+		if res.StatusCode != tc.status || !strings.Contains(page, tc.says) || !strings.Contains(res.Header.Get("Content-Type"), "text/html") {
+			t.Errorf("%s %s: %d %q, want %d saying %q", tc.method, tc.path, res.StatusCode, res.Header.Get("Content-Type"), tc.status, tc.says)
+		}
+	}
+}
