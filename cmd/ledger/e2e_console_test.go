@@ -9,12 +9,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,7 +47,7 @@ func chromium() (string, bool) {
 }
 
 // browser starts a headless browser of its own for the test and returns its first tab.
-func browser(t *testing.T) context.Context {
+func browser(t testing.TB) context.Context {
 	t.Helper()
 	path, ok := chromium()
 	if !ok {
@@ -82,7 +84,7 @@ func consoleService(t *testing.T, prefix string, adjust ...func(*serveConfig)) (
 	return ts, own
 }
 
-func browse(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action) {
+func browse(t testing.TB, ctx context.Context, what string, actions ...chromedp.Action) {
 	t.Helper()
 	if err := chromedp.Run(ctx, actions...); err != nil {
 		t.Fatalf("%s: %v", what, err)
@@ -90,7 +92,7 @@ func browse(t *testing.T, ctx context.Context, what string, actions ...chromedp.
 }
 
 // signIn signs name in through the sign-in form and waits for the page it lands on.
-func signIn(t *testing.T, ctx context.Context, base, name, password string) string {
+func signIn(t testing.TB, ctx context.Context, base, name, password string) string {
 	t.Helper()
 	var loc string
 	browse(t, ctx, "sign in as "+name,
@@ -105,7 +107,7 @@ func signIn(t *testing.T, ctx context.Context, base, name, password string) stri
 }
 
 // screenshot writes the page as it is to NAME.png in the screenshot directory.
-func screenshot(t *testing.T, ctx context.Context, name string) {
+func screenshot(t testing.TB, ctx context.Context, name string) {
 	t.Helper()
 	dir := os.Getenv("LEDGER_CONSOLE_SCREENSHOTS")
 	if dir == "" {
@@ -665,4 +667,88 @@ func TestConsoleBadInput(t *testing.T) {
 			t.Errorf("%s %s: %d %q, want %d saying %q", tc.method, tc.path, res.StatusCode, res.Header.Get("Content-Type"), tc.status, tc.says)
 		}
 	}
+}
+
+// BenchmarkConsoleChartInBrowser measures how long the browser takes to show the page of an
+// account with 10,000 events (LEDGER_BENCH_ACCOUNT_EVENTS), chart included: from the start of
+// the navigation to the load event, as the browser's Navigation Timing reports it, and the
+// server's share of it (the response's first byte).
+//
+//	go test -run '^$' -bench ConsoleChartInBrowser -benchtime 5x ./cmd/ledger/
+func BenchmarkConsoleChartInBrowser(b *testing.B) {
+	ctx := browser(b)
+	n := 10_000
+	if v, err := strconv.Atoi(os.Getenv("LEDGER_BENCH_ACCOUNT_EVENTS")); err == nil && v > 1 {
+		n = v
+	}
+	own, err := pgtest.Create(context.Background(), "cmd_console_chart")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(own.Drop)
+	dir := b.TempDir()
+	cfg := serveConfig{Host: "127.0.0.1", DatabaseURL: own.URL, SigningKeyFile: filepath.Join(dir, "sign.pem"),
+		VerificationKeyFile: filepath.Join(dir, "verify.pem"), TokenTTL: time.Hour, RunAPI: true, RunProjectors: true,
+		RunConsole: true, LogLevel: "warn", DBMaxConns: 12, AppendWriters: 4, ReadSlots: 4, ShutdownTimeout: 20 * time.Second,
+		RequestTimeout: 10 * time.Second, MaxConnections: defaultMaxConnections, AdminAddr: "off"}
+	svc, err := startService(context.Background(), cfg, newLogger(io.Discard, slog.LevelWarn))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = svc.Close() })
+	base := "http://" + svc.addr
+	api := newAPIClient(b, base)
+	api.waitReady(b)
+	auditor := uniq("erin")
+	ensureRole(b, own.URL, auditor, auth.RoleAuditor)
+	hot := uniq("hot")
+	ht := api.login(b, hot)
+	others := make([]string, 8)
+	tokens := make([]string, len(others))
+	for i := range others {
+		others[i] = uniq("peer")
+		tokens[i] = api.login(b, others[i])
+	}
+	// Half the events are coins received, the other half coins sent back: one event each.
+	began := time.Now()
+	var wg sync.WaitGroup
+	for w := range others {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n/2; i += len(others) {
+				if r := api.do(b, "POST", "/api/sendCoin", tokens[w], map[string]any{"toUser": hot, "amount": 1}); r.Status != http.StatusOK {
+					b.Error(r.String())
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for i := 0; i < n/2-1; i++ {
+		if r := api.sendCoin(b, ht, others[i%len(others)], 1); r.Status != http.StatusOK {
+			b.Fatal(r.String())
+		}
+	}
+	b.Logf("wrote %d events to %s in %v", n, hot, time.Since(began).Round(time.Second))
+	signIn(b, ctx, base, auditor, testPassword)
+	var loads, firstBytes []float64
+	var points int
+	for b.Loop() {
+		var timing []float64
+		browse(b, ctx, "open the account",
+			chromedp.Navigate(base+"/console/accounts/"+hot),
+			chromedp.WaitVisible("#chart", chromedp.ByQuery),
+			chromedp.Evaluate(`document.querySelectorAll("#chart circle").length`, &points),
+			chromedp.Poll(`performance.getEntriesByType("navigation")[0].loadEventEnd > 0`, nil),
+			chromedp.Evaluate(`(() => { const t = performance.getEntriesByType("navigation")[0]; return [t.loadEventEnd - t.startTime, t.responseStart - t.startTime]; })()`, &timing))
+		loads, firstBytes = append(loads, timing[0]), append(firstBytes, timing[1])
+	}
+	if points < n-2 {
+		b.Fatalf("the chart has %d points, want one per change (%d)", points, n-1)
+	}
+	b.Logf("%d points; load event after %v ms (server's first byte after %v ms)", points, loads, firstBytes)
+	slices.Sort(loads)
+	b.ReportMetric(loads[len(loads)/2], "load-ms")
+	b.ReportMetric(slices.Max(firstBytes), "first-byte-max-ms")
 }
