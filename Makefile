@@ -22,6 +22,8 @@ run: build
 
 ## test: every test, with the race detector, against a real PostgreSQL.
 test:
+	@command -v chromium >/dev/null 2>&1 || [ -n "$${LEDGER_CHROMIUM:-}" ] || \
+		echo "make test: no chromium here, so the console's browser tests will skip; install it with 'sudo apt-get install -y chromium' (Debian) or name a Chrome binary in LEDGER_CHROMIUM"
 	url=$$(.ci/postgres.sh url LEDGER_TEST_DATABASE_URL); \
 	LEDGER_TEST_DATABASE_URL="$$url" $(GO) test -race -count=1 -timeout 30m ./...
 
