@@ -3,6 +3,7 @@ package console_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -126,27 +127,7 @@ func BenchmarkConsolePages(b *testing.B) {
 	b.Logf("wrote %d events in %v", written.Load(), time.Since(began).Round(time.Second))
 	waitCaughtUp(b, db)
 
-	hash, err := auth.NewHasher(1).Hash(ctx, "bench")
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := a.CreateUser(ctx, "auditor", hash, auth.RoleAuditor, app.Operator{Actor: "bench"}); err != nil {
-		b.Fatal(err)
-	}
-	s, err := a.CreateSession(ctx, "auditor", time.Hour)
-	if err != nil {
-		b.Fatal(err)
-	}
-	con, err := console.New(console.Deps{Ledger: a, SessionTTL: time.Hour, Wake: wake,
-		Projections: func(ctx context.Context) ([]projections.Status, error) { return projections.Statuses(ctx, db.Pool) }})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer con.Close()
-	r := chi.NewRouter()
-	r.Mount(console.Prefix, con)
-	srv := httptest.NewServer(r)
-	defer srv.Close()
+	srv, token := consoleServer(b, a, db, wake)
 
 	began = time.Now()
 	if _, err := a.BankTotals(ctx, 0); err != nil {
@@ -181,7 +162,7 @@ func BenchmarkConsolePages(b *testing.B) {
 			var size int64
 			for range p.n + 2 {
 				req, _ := http.NewRequest(http.MethodGet, srv.URL+p.path, nil)
-				req.AddCookie(&http.Cookie{Name: "ledger_console", Value: s.Token})
+				req.AddCookie(&http.Cookie{Name: "ledger_console", Value: token})
 				start := time.Now()
 				res, err := hc.Do(req)
 				if err != nil {
@@ -234,4 +215,101 @@ func waitCaughtUp(b *testing.B, db *pgtest.Database) {
 		}
 		time.Sleep(time.Second)
 	}
+}
+
+// consoleServer serves the console over a, with an auditor signed in; it returns the server
+// and the auditor's session cookie.
+func consoleServer(b *testing.B, a *app.App, db *pgtest.Database, wake *projections.Signal) (*httptest.Server, string) {
+	b.Helper()
+	ctx := context.Background()
+	hash, err := auth.NewHasher(1).Hash(ctx, "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := a.CreateUser(ctx, "auditor", hash, auth.RoleAuditor, app.Operator{Actor: "bench"}); err != nil {
+		b.Fatal(err)
+	}
+	s, err := a.CreateSession(ctx, "auditor", time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	con, err := console.New(console.Deps{Ledger: a, SessionTTL: time.Hour, Wake: wake,
+		Projections: func(ctx context.Context) ([]projections.Status, error) { return projections.Statuses(ctx, db.Pool) }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(con.Close)
+	r := chi.NewRouter()
+	r.Mount(console.Prefix, con)
+	srv := httptest.NewServer(r)
+	b.Cleanup(srv.Close)
+	return srv, s.Token
+}
+
+// BenchmarkHotAccountPage measures the page of one account of LEDGER_BENCH_ACCOUNT_EVENTS
+// events (default 10,000) on the server: its whole stream read, its chain checked, its chart
+// drawn and the page rendered.
+//
+//	go test -run '^$' -bench HotAccountPage -benchtime 20x ./internal/console/
+func BenchmarkHotAccountPage(b *testing.B) {
+	n := envInt("LEDGER_BENCH_ACCOUNT_EVENTS", 10_000)
+	ctx := context.Background()
+	db, err := pgtest.Create(ctx, "console_hot")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(db.Drop)
+	wake := projections.NewSignal()
+	store := eventstore.New(db.Pool, eventstore.WithAfterCommit(func(eventstore.AppendResult) { wake.Notify() }),
+		eventstore.WithGroupCommit(4, 0))
+	a := app.New(store, wake, app.Config{})
+	hot, _, err := a.OpenAccount(ctx, "hot", "x")
+	if err != nil {
+		b.Fatal(err)
+	}
+	peers := make([]uuid.UUID, 16)
+	for i := range peers {
+		if peers[i], _, err = a.OpenAccount(ctx, fmt.Sprintf("peer%02d", i), "x"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for w := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n-2; i += len(peers) {
+				if _, err := a.Transfer(ctx, peers[w], "hot", 1); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	_ = hot
+	// The projectors catch up, as they would have in a serving process.
+	runner := projections.NewRunner(db.Pool, wake, slog.New(slog.DiscardHandler), projections.Config{Follow: true}, projections.Versions()...)
+	runCtx, stopRunner := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = runner.Run(runCtx) }()
+	b.Cleanup(func() { stopRunner(); <-done })
+	waitCaughtUp(b, db)
+	srv, token := consoleServer(b, a, db, wake)
+	hc := srv.Client()
+	var size int64
+	for b.Loop() {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/console/accounts/hot", nil)
+		req.AddCookie(&http.Cookie{Name: "ledger_console", Value: token})
+		res, err := hc.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		size, err = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if err != nil || res.StatusCode != http.StatusOK {
+			b.Fatal(res.StatusCode, err)
+		}
+	}
+	b.ReportMetric(float64(size>>10), "KiB/page")
 }

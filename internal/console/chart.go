@@ -1,7 +1,7 @@
 package console
 
 import (
-	"fmt"
+	"html/template"
 	"strconv"
 	"strings"
 	"time"
@@ -18,13 +18,6 @@ const (
 	chartBottom = 36
 )
 
-type chartPoint struct {
-	X, Y    string
-	Version int64
-	Balance int64
-	Title   string
-}
-
 type chartTick struct {
 	Pos    string
 	Label  string
@@ -36,9 +29,14 @@ type chart struct {
 	Left, Right   int
 	Top, Bottom   int
 	Path          string
-	Points        []chartPoint
-	YTicks        []chartTick
-	XTicks        []chartTick
+	// Points are the circles, one per change, each with its event as its title. They are
+	// written here rather than by a range in the template: on an account of 10,000 events the
+	// template's reflection was half the page's time. Every value is a number but the title,
+	// which is escaped.
+	Points template.HTML
+	Count  int
+	YTicks []chartTick
+	XTicks []chartTick
 }
 
 func coord(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
@@ -71,21 +69,30 @@ func drawChart(rows []eventRow) chart {
 	x := func(t time.Time) float64 { return float64(c.Left) + w*float64(t.Sub(t0))/float64(span) }
 	y := func(b int64) float64 { return float64(c.Bottom) - h*float64(b)/float64(top) }
 
-	var path strings.Builder
-	c.Points = make([]chartPoint, len(changes))
+	var path, points strings.Builder
+	points.Grow(len(changes) * 160)
+	buf := make([]byte, 0, 64)
 	for i, r := range changes {
-		px, py := x(r.At), y(r.Balance)
+		px, py := coord(x(r.At)), coord(y(r.Balance))
 		if i == 0 {
-			fmt.Fprintf(&path, "M%s %s", coord(px), coord(py))
+			path.WriteString("M" + px + " " + py)
 		} else {
-			fmt.Fprintf(&path, "H%sV%s", coord(px), coord(py))
+			path.WriteString("H" + px + "V" + py)
 		}
-		title := fmt.Sprintf("v%d %s %s %s → %d", r.Version, r.At.UTC().Format("2006-01-02 15:04:05.000Z"), r.Type, signedString(r.Change), r.Balance)
+		title := "v" + strconv.FormatInt(r.Version, 10) + " " + r.At.UTC().Format("2006-01-02 15:04:05.000Z") + " " +
+			r.Type + " " + signedString(r.Change) + " → " + strconv.FormatInt(r.Balance, 10)
 		if r.Counterparty != "" {
 			title += " (" + r.Counterparty + ")"
 		}
-		c.Points[i] = chartPoint{X: coord(px), Y: coord(py), Version: r.Version, Balance: r.Balance, Title: title}
+		points.WriteString(`<circle cx="` + px + `" cy="` + py + `" r="3.5" data-version="`)
+		buf = strconv.AppendInt(buf[:0], r.Version, 10)
+		points.Write(buf)
+		points.WriteString(`" data-balance="`)
+		buf = strconv.AppendInt(buf[:0], r.Balance, 10)
+		points.Write(buf)
+		points.WriteString(`"><title>` + template.HTMLEscapeString(title) + "</title></circle>")
 	}
+	c.Points, c.Count = template.HTML(points.String()), len(changes)
 	c.Path = path.String()
 	for i := 0; i <= 4; i++ {
 		v := top * int64(i) / 4

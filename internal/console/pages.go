@@ -30,7 +30,7 @@ const (
 	accountsPage    = 50
 	eventsPage      = 50
 	logPageSize     = 50
-	historyPage     = 1_000
+	historyPage     = 5_000
 	tailPage        = 200
 	maxPrefixLength = 64
 	// totalsBudget bounds the events one overview request folds into the bank's totals; a
@@ -280,6 +280,22 @@ type accountPage struct {
 	Pages     int
 	ChainOK   bool
 	Breaks    int
+	// Received and Sent are the newest transfers of each side (the events table has them all),
+	// and their counts.
+	Received, Sent   []app.Transfer
+	ReceivedN, SentN int
+}
+
+// shownTransfers is how many transfers of each side the account page lists.
+const shownTransfers = 20
+
+// newest returns the last n of ts, newest first.
+func newest(ts []app.Transfer, n int) []app.Transfer {
+	out := make([]app.Transfer, 0, min(n, len(ts)))
+	for i := len(ts) - 1; i >= 0 && len(out) < n; i-- {
+		out = append(out, ts[i])
+	}
+	return out
 }
 
 func (c *Console) handleAccount(w http.ResponseWriter, r *http.Request) {
@@ -338,6 +354,8 @@ func (c *Console) handleAccount(w http.ResponseWriter, r *http.Request) {
 		rows[i] = row
 	}
 	page.Chart = drawChart(rows)
+	page.Received, page.ReceivedN = newest(page.Info.Received, shownTransfers), len(page.Info.Received)
+	page.Sent, page.SentN = newest(page.Info.Sent, shownTransfers), len(page.Info.Sent)
 	page.Total = len(rows)
 	page.Pages = max(1, (len(rows)+eventsPage-1)/eventsPage)
 	if p, err := strconv.Atoi(q.Get("page")); err == nil && p >= 1 {
