@@ -6,7 +6,7 @@ GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BENCH_TIME ?= 10s
 
-.PHONY: all build run test test-faults fuzz lint bench loadtest wrk db-stop clean
+.PHONY: all build run test test-faults fuzz lint bench loadtest wrk console-screenshots db-stop clean
 
 all: build
 
@@ -27,8 +27,17 @@ run: build
 ## test: every test, with the race detector, against a real PostgreSQL. The relay's tests start
 ## NATS servers of their own (nats-server must be installed); the alert rules' test, promtool.
 test:
+	@command -v chromium >/dev/null 2>&1 || [ -n "$${LEDGER_CHROMIUM:-}" ] || \
+		echo "make test: no chromium here, so the console's browser tests will skip; install it with 'sudo apt-get install -y chromium' (Debian) or name a Chrome binary in LEDGER_CHROMIUM"
 	url=$$(.ci/postgres.sh url LEDGER_TEST_DATABASE_URL); \
 	LEDGER_TEST_DATABASE_URL="$$url" $(GO) test -race -count=1 -timeout 30m ./...
+
+## console-screenshots: the console's browser tests, writing their screenshots of every page to
+## docs/console/ (the README shows them). Needs chromium (Debian: apt-get install -y chromium).
+console-screenshots:
+	url=$$(.ci/postgres.sh url LEDGER_TEST_DATABASE_URL); \
+	LEDGER_TEST_DATABASE_URL="$$url" LEDGER_CONSOLE_SCREENSHOTS="$(CURDIR)/docs/console" \
+		$(GO) test -count=1 -run '^TestConsole' -v ./cmd/ledger/ | grep -E '^(---|ok|FAIL)|screenshot:'
 
 ## test-faults: the fault drills at length: more crashes and longer traffic between them than
 ## the short versions make test runs (kill -9 during traffic, replica takeover, a failing

@@ -40,7 +40,7 @@ func (s *Store) WaitSettled(ctx context.Context, xid uint64) error {
 func (s *Store) LogHead(ctx context.Context) (Checkpoint, error) {
 	var c Checkpoint
 	err := s.pool.QueryRow(ctx, `SELECT transaction_id, global_position FROM events
-		WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+		WHERE `+fenceSQL+`
 		ORDER BY transaction_id DESC, global_position DESC LIMIT 1`).Scan(&c.TransactionID, &c.Position)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Checkpoint{}, nil

@@ -29,8 +29,7 @@ func LogPageSQL(after, limit string) string {
     SELECT global_position, transaction_id::text::bigint AS tx, stream_id, stream_version, event_id, event_type,
            schema_version, ` + PayloadSQL + ` AS payload, ` + metadataSQL + ` AS metadata, recorded_at, hash, hash_version
     FROM events
-    WHERE (transaction_id, global_position) > ` + after + `
-      AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+    WHERE (transaction_id, global_position) > ` + after + ` AND ` + fenceSQL + `
     ORDER BY transaction_id, global_position
     LIMIT ` + limit + `
 )
@@ -38,6 +37,29 @@ SELECT count(*), array_agg(global_position), array_agg(tx), array_agg(stream_id)
        array_agg(event_id), array_agg(event_type), array_agg(schema_version), array_agg(payload),
        array_agg(metadata), array_agg(recorded_at), array_agg(hash), array_agg(hash_version)
 FROM page`
+}
+
+// fenceSQL keeps a reader below the log's fence: the oldest running transaction.
+const fenceSQL = `transaction_id < pg_snapshot_xmin(pg_current_snapshot())`
+
+// ReadLogBefore returns up to limit events of the log before the checkpoint, below the same
+// fence, newest first: a page for people reading the log backwards (the zero Checkpoint reads
+// from its end). Readers that follow the log use ReadLog.
+func (s *Store) ReadLogBefore(ctx context.Context, before Checkpoint, limit int) ([]RecordedEvent, error) {
+	if limit <= 0 {
+		return nil, invalid("read log backwards: limit %d must be positive", limit)
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+eventColumns+` FROM events
+		WHERE ($1::xid8 = '0'::xid8 OR (transaction_id, global_position) < ($1::xid8, $2::bigint)) AND `+fenceSQL+`
+		ORDER BY transaction_id DESC, global_position DESC LIMIT $3`, before.TransactionID, before.Position, limit)
+	if err != nil {
+		return nil, fmt.Errorf("eventstore: read log backwards: %w", err)
+	}
+	evs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (RecordedEvent, error) { return scanEvent(r) })
+	if err != nil {
+		return nil, fmt.Errorf("eventstore: read log backwards: %w", err)
+	}
+	return evs, nil
 }
 
 // Scanner reads one row.

@@ -76,6 +76,10 @@ func (s *Server) infoAsOf(r *http.Request, accountID uuid.UUID) (app.Info, error
 	return a.InfoAsOf(r.Context(), accountID, at)
 }
 
+// ParseAsOf reads the asOf of /api/info, an RFC 3339 time or a global log position, for every
+// front end that travels in time.
+func ParseAsOf(v string) (app.AsOf, error) { return parseAsOf(v) }
+
 // parseAsOf reads an RFC 3339 time or a global log position.
 func parseAsOf(v string) (app.AsOf, error) {
 	if v == "" {

@@ -46,6 +46,10 @@ func unbounded(r *http.Request) context.Context {
 	return r.Context()
 }
 
+// WithoutDeadline returns r's context without the request's database deadline, for a handler
+// mounted on the server that streams for longer (and bounds each step itself).
+func WithoutDeadline(r *http.Request) context.Context { return unbounded(r) }
+
 // offDeadline returns the context for CPU work of r (the password hasher): r's, without its
 // database deadline, bounded by passwordTimeout instead.
 func offDeadline(r *http.Request) (context.Context, context.CancelFunc) {

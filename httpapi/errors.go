@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -65,6 +66,19 @@ func status(err error) (int, string) {
 	default:
 		return http.StatusInternalServerError, "internal error"
 	}
+}
+
+// Status returns the HTTP status of err and the message its client may see: the one table,
+// for other front ends on the same server (the console) as for the API.
+func Status(err error) (int, string) { return status(err) }
+
+// IsTooManyAttempts reports whether err is a refusal by the login limits, and when to retry.
+func IsTooManyAttempts(err error) (time.Duration, bool) {
+	var tooMany *tooManyAttempts
+	if errors.As(err, &tooMany) {
+		return time.Duration(tooMany.retryAfterSeconds()) * time.Second, true
+	}
+	return 0, false
 }
 
 // writeError answers with the contract's error body; internal errors are logged once, here,

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ledger/ledger/domain"
+	"github.com/ledger/ledger/internal/app"
 	"github.com/ledger/ledger/internal/auth"
 	"github.com/ledger/ledger/internal/usernames"
 )
@@ -115,15 +116,67 @@ func (s *Server) login(r *http.Request, attempt loginAttempt, username, password
 	if err != nil {
 		return "", false, err
 	}
+	name, err := s.checkPassword(r, id, password)
+	return name, false, err
+}
+
+// checkPassword checks password against the identity's hash, off the request's database
+// deadline, and returns the name as stored; a wrong one is errBadCredentials.
+func (s *Server) checkPassword(r *http.Request, id app.Identity, password string) (string, error) {
 	cpu, cancel := offDeadline(r)
 	defer cancel()
 	if err := s.Passwords.Verify(cpu, id.PasswordHash, password); err != nil {
 		if errors.Is(err, auth.ErrPasswordMismatch) {
-			return "", false, errBadCredentials
+			return "", errBadCredentials
 		}
-		return "", false, err
+		return "", err
 	}
-	return id.Username, false, nil
+	return id.Username, nil
+}
+
+// SignIn checks an existing employee's username and password for the console: the same check
+// as POST /api/auth, under the same login limits (a failure here counts against the same
+// allowances), except that an unknown username is a wrong one: signing in never opens an
+// account. It returns the employee's name as stored.
+func (s *Server) SignIn(r *http.Request, username, password string) (string, error) {
+	if domain.ValidateUsername(username) != nil || password == "" || len(password) > maxPasswordBytes {
+		return "", errBadCredentials
+	}
+	attempt := s.AuthLimiter.attempt(r, usernames.Lookup(username))
+	if err := attempt.admit(); err != nil {
+		return "", err
+	}
+	name, err := s.lookupAndCheck(r, username, password)
+	switch {
+	case errors.Is(err, errBadCredentials):
+		if lerr := attempt.failed(); lerr != nil {
+			err = lerr
+		}
+	case err == nil:
+		err = attempt.admit()
+	}
+	if err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+// lookupAndCheck finds the identity username means, as sent or under its normal form, and
+// checks the password against it.
+func (s *Server) lookupAndCheck(r *http.Request, username, password string) (string, error) {
+	id, err := s.Ledger.LookupIdentity(r.Context(), username)
+	if errors.Is(err, domain.ErrUnknownAccount) {
+		if name, nerr := usernames.New(username); nerr == nil && name != username {
+			id, err = s.Ledger.LookupIdentity(r.Context(), name)
+		}
+	}
+	if errors.Is(err, domain.ErrUnknownAccount) {
+		return "", errBadCredentials
+	}
+	if err != nil {
+		return "", err
+	}
+	return s.checkPassword(r, id, password)
 }
 
 func (s *Server) account(r *http.Request) (uuid.UUID, error) {

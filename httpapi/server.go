@@ -131,6 +131,11 @@ func New(d Deps) *Server {
 	return s
 }
 
+// Mount serves h under the path prefix (h sees paths relative to it), behind the server's
+// request ids, metrics, access log and deadline; h answers its own errors and recovers its
+// own panics.
+func (s *Server) Mount(prefix string, h http.Handler) { s.router.Mount(prefix, h) }
+
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
 

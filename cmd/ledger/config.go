@@ -46,9 +46,11 @@ type serveConfig struct {
 	SigningKeyFile, VerificationKeyFile   string
 	TokenTTL                              time.Duration
 	RunAPI, RunProjectors, CreateDatabase bool
-	LogLevel                              string
-	DBMaxConns                            int
-	ShutdownTimeout                       time.Duration
+	// RunConsole serves the web console under /console/ on the API's port.
+	RunConsole      bool
+	LogLevel        string
+	DBMaxConns      int
+	ShutdownTimeout time.Duration
 	// Abuse protection of POST /api/auth (0 turns a limit off): failed logins allowed per
 	// username from one client address and per client address, refilled over
 	// AuthFailureWindow; per username from anywhere, refilled over AuthUserFailureWindow; new
@@ -153,6 +155,7 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	c.LegacyAdminUsers = env("APP_ADMIN_USERS")
 	fs.BoolVar(&c.RunAPI, "api", true, "serve the HTTP API")
 	fs.BoolVar(&c.RunProjectors, "projectors", true, "run the projectors")
+	fs.BoolVar(&c.RunConsole, "console", c.envBool("APP_CONSOLE", true), "serve the web console under /console/ on the API's port (env APP_CONSOLE)")
 	fs.BoolVar(&c.CreateDatabase, "create-database", false, "create the database named in the URL if it does not exist")
 	fs.StringVar(&c.LogLevel, "log-level", firstNonEmpty(env("APP_LOG_LEVEL"), "info"), "debug, info, warn or error (env APP_LOG_LEVEL)")
 	fs.IntVar(&c.DBMaxConns, "db-max-conns", envInt("APP_DB_MAX_CONNS", 40), "connection pool size (env APP_DB_MAX_CONNS)")

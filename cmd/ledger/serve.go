@@ -25,7 +25,9 @@ import (
 	"github.com/ledger/ledger/eventstore"
 	"github.com/ledger/ledger/httpapi"
 	"github.com/ledger/ledger/internal/app"
+	"github.com/ledger/ledger/internal/audit"
 	"github.com/ledger/ledger/internal/auth"
+	"github.com/ledger/ledger/internal/console"
 	"github.com/ledger/ledger/internal/metrics"
 	"github.com/ledger/ledger/internal/notify"
 	"github.com/ledger/ledger/internal/relay"
@@ -83,6 +85,8 @@ type service struct {
 
 	// reads routes read queries to standbys; nil without standbys.
 	reads *standby.Router
+	// console is the web console, when served; closing it stops its rebuilds and verifications.
+	console *console.Console
 
 	stopBackground context.CancelFunc
 	background     sync.WaitGroup
@@ -246,6 +250,28 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 
 		RequestTimeout: cfg.RequestTimeout,
 	})
+	if cfg.RunConsole {
+		con, err := console.New(console.Deps{
+			Ledger:      ledger,
+			SignIn:      api.SignIn,
+			SessionTTL:  cfg.TokenTTL,
+			Projections: func(ctx context.Context) ([]projections.Status, error) { return projections.Statuses(ctx, pool) },
+			Rebuild: func(ctx context.Context, name string, progress func(projections.RebuildProgress)) (projections.RebuildReport, error) {
+				return projections.Rebuild(ctx, pool, name, projections.RebuildOptions{Log: log, Progress: progress})
+			},
+			Verify: func(ctx context.Context, progress func(done, total int64)) (*audit.Report, error) {
+				return audit.Verify(ctx, store, audit.VerifyOptions{Progress: progress})
+			},
+			Metrics: mx.Registry(),
+			Wake:    wake,
+			Log:     log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		svc.console = con
+		api.Mount(console.Prefix, con)
+	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)))
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
@@ -262,6 +288,9 @@ func startService(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *se
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if svc.console != nil {
+		svc.http.RegisterOnShutdown(svc.console.EndStreams)
 	}
 	go func() {
 		if err := svc.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -326,6 +355,9 @@ func (s *service) Close() error {
 		if err := s.admin.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("admin listener close: %w", err))
 		}
+	}
+	if s.console != nil {
+		s.console.Close()
 	}
 	if s.stopBackground != nil {
 		s.stopBackground()

@@ -74,6 +74,7 @@ type App struct {
 
 	router  ReadRouter // nil: reads on the primary
 	readers []reader   // the primary's, then each standby's
+	totals  totalsFold
 }
 
 // New returns an App over the store; wake is the projections' signal.

@@ -31,3 +31,9 @@ func (a *App) AuditLog(ctx context.Context, after eventstore.Checkpoint, limit i
 	})
 	return page, err
 }
+
+// AuditLogBefore returns at most limit events of the global log before the checkpoint, newest
+// first (the zero Checkpoint: from the end of the readable log), for people paging backwards.
+func (a *App) AuditLogBefore(ctx context.Context, before eventstore.Checkpoint, limit int) ([]eventstore.RecordedEvent, error) {
+	return a.store.ReadLogBefore(ctx, before, limit)
+}

@@ -19,6 +19,7 @@ type EventStore interface {
 	LoadThroughPosition(ctx context.Context, streamID string, pos int64) ([]eventstore.RecordedEvent, error)
 	LoadRecordedBy(ctx context.Context, streamID string, t time.Time) ([]eventstore.RecordedEvent, error)
 	ReadLog(ctx context.Context, after eventstore.Checkpoint, limit int) ([]eventstore.RecordedEvent, error)
+	ReadLogBefore(ctx context.Context, before eventstore.Checkpoint, limit int) ([]eventstore.RecordedEvent, error)
 }
 
 var _ EventStore = (*eventstore.Store)(nil)

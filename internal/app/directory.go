@@ -1,0 +1,93 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ledger/ledger/domain"
+	"github.com/ledger/ledger/projections"
+)
+
+// AccountSummary is one line of the list of accounts: who, the balance the active balance read
+// model holds, and when the account's stream last changed.
+type AccountSummary struct {
+	Username     string
+	AccountID    uuid.UUID
+	Coins        int64
+	LastActivity time.Time
+}
+
+// accountsSQL pages through the employees whose names start with $1 (a LIKE pattern), in byte
+// order after $2, through users_username_bytes. %s is the active balance table.
+const accountsSQL = `
+SELECT u.username, u.account_id, COALESCE(b.coins, 0), COALESCE(s.updated_at, u.created_at)
+FROM users u
+LEFT JOIN streams s ON s.stream_id = $4 || u.account_id::text
+LEFT JOIN %s b ON b.account_id = u.account_id
+WHERE u.username COLLATE "C" LIKE $1 AND u.username COLLATE "C" > $2
+ORDER BY u.username COLLATE "C"
+LIMIT $3`
+
+// Accounts returns at most limit employees whose names start with prefix, in name (byte) order
+// after the name after ("" for the first page).
+func (a *App) Accounts(ctx context.Context, prefix, after string, limit int) ([]AccountSummary, error) {
+	versions, err := projections.ActiveVersions(ctx, a.pool)
+	if err != nil {
+		return nil, err
+	}
+	bal, err := versions.Serving("balance")
+	if err != nil {
+		return nil, err
+	}
+	pattern := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(prefix) + "%"
+	rows, err := a.pool.Query(ctx, fmt.Sprintf(accountsSQL, pgx.Identifier{bal.Table()}.Sanitize()),
+		pattern, after, limit, accountStreamPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("list accounts: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (AccountSummary, error) {
+		var s AccountSummary
+		err := r.Scan(&s.Username, &s.AccountID, &s.Coins, &s.LastActivity)
+		return s, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list accounts: %w", err)
+	}
+	return out, nil
+}
+
+// accountStreamPrefix is how every account stream's id starts.
+var accountStreamPrefix = strings.TrimSuffix(domain.StreamID(uuid.Nil), uuid.Nil.String())
+
+// AccountOfStream returns the account id of an account stream's id.
+func AccountOfStream(streamID string) (uuid.UUID, bool) {
+	rest, ok := strings.CutPrefix(streamID, accountStreamPrefix)
+	if !ok {
+		return uuid.Nil, false
+	}
+	id, err := uuid.Parse(rest)
+	return id, err == nil
+}
+
+// Usernames returns the names of the accounts ids that have one.
+func (a *App) Usernames(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]string, error) {
+	out := make(map[uuid.UUID]string, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := a.pool.Query(ctx, `SELECT account_id, username FROM users WHERE account_id = ANY($1)`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("names of accounts: %w", err)
+	}
+	var id uuid.UUID
+	var name string
+	if _, err := pgx.ForEachRow(rows, []any{&id, &name}, func() error { out[id] = name; return nil }); err != nil {
+		return nil, fmt.Errorf("names of accounts: %w", err)
+	}
+	return out, nil
+}
