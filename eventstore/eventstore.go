@@ -127,8 +127,8 @@ type RecordedEvent struct {
 	Type          string
 	SchemaVersion int
 	Payload       json.RawMessage
-	Metadata      Metadata
-	// RawMetadata is the metadata document as stored, which is what the hash chain covers.
+	// RawMetadata is the metadata document as stored, which is what the hash chain covers
+	// (MetadataOf decodes it).
 	RawMetadata json.RawMessage
 	RecordedAt  time.Time
 	Hash        []byte
@@ -146,6 +146,13 @@ type Checkpoint struct {
 // Decode returns the event's payload as its domain type (see DecodeEvent).
 func (e RecordedEvent) Decode() (domain.Event, error) {
 	return DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+}
+
+// MetadataOf decodes the event's metadata document.
+func (e RecordedEvent) MetadataOf() (Metadata, error) {
+	var m Metadata
+	err := decodeMetadata(e.RawMetadata, &m)
+	return m, err
 }
 
 // Checkpoint returns the place just after e.

@@ -12,30 +12,31 @@ import (
 )
 
 // The fenced log reader: every reader of the global log (projectors, rebuild, export, verify,
-// the event relay) reads it with LogPageSQL and ScanLogPage, through ReadLog or, inside a
-// transaction of its own, directly.
+// the event relay) reads it with LogPageSQL: through ReadLog, which streams the page's rows,
+// or, inside a transaction of its own, as one row of arrays (LogBatchSQL, ScanLogBatch).
 //
 // A page is the events after a checkpoint in (transaction id, position) order, only from
 // transactions older than every running one (the fence): a transaction still open may commit
 // events with a smaller transaction id than ones already committed, and reading past it would
-// skip them. The page comes back as one row of arrays, in binary: one round trip and one row
-// however many events it holds.
+// skip them.
 
 // LogPageSQL returns the statement reading one page of the log after the checkpoint after (an
 // SQL row expression of a transaction id and a position, e.g. "($1::xid8, $2::bigint)" or a
-// subquery), at most limit (an SQL expression) events. ScanLogPage reads its row.
+// subquery), at most limit (an SQL expression) events, one row per event.
 func LogPageSQL(after, limit string) string {
-	return `WITH page AS (
-    SELECT global_position, transaction_id::text::bigint AS tx, stream_id, stream_version, event_id, event_type,
-           schema_version, ` + PayloadSQL + ` AS payload, ` + metadataSQL + ` AS metadata, recorded_at, hash, hash_version
-    FROM events
-    WHERE (transaction_id, global_position) > ` + after + ` AND ` + fenceSQL + `
-    ORDER BY transaction_id, global_position
-    LIMIT ` + limit + `
-)
-SELECT count(*), array_agg(global_position), array_agg(tx), array_agg(stream_id), array_agg(stream_version),
-       array_agg(event_id), array_agg(event_type), array_agg(schema_version), array_agg(payload),
-       array_agg(metadata), array_agg(recorded_at), array_agg(hash), array_agg(hash_version)
+	return `SELECT ` + eventColumns + ` FROM events
+WHERE (transaction_id, global_position) > ` + after + ` AND ` + fenceSQL + `
+ORDER BY transaction_id, global_position
+LIMIT ` + limit
+}
+
+// LogBatchSQL is LogPageSQL as one row of arrays, in binary: a whole page in one row, for a
+// reader that takes a page as one message. ScanLogBatch reads its row.
+func LogBatchSQL(after, limit string) string {
+	return `WITH page AS (` + LogPageSQL(after, limit) + `)
+SELECT count(*), array_agg(global_position), array_agg(transaction_id::text::bigint), array_agg(stream_id),
+       array_agg(stream_version), array_agg(event_id), array_agg(event_type), array_agg(schema_version),
+       array_agg(payload), array_agg(metadata), array_agg(recorded_at), array_agg(hash), array_agg(hash_version)
 FROM page`
 }
 
@@ -67,8 +68,8 @@ type Scanner interface {
 	Scan(dest ...any) error
 }
 
-// ScanLogPage reads the row of a LogPageSQL statement: the page's events in log order.
-func ScanLogPage(row Scanner) ([]RecordedEvent, error) {
+// ScanLogBatch reads the row of a LogBatchSQL statement: the page's events in log order.
+func ScanLogBatch(row Scanner) ([]RecordedEvent, error) {
 	var (
 		n                    int
 		positions, txs, vers []int64
@@ -96,9 +97,6 @@ func ScanLogPage(row Scanner) ([]RecordedEvent, error) {
 		*e = RecordedEvent{Position: positions[i], TransactionID: uint64(txs[i]), StreamID: streams[i],
 			Version: vers[i], ID: ids[i], Type: types[i], SchemaVersion: int(schemas[i]), Payload: payloads[i],
 			RawMetadata: metadata[i], RecordedAt: recordedAt[i], Hash: hashes[i], HashVersion: int(hashVers[i])}
-		if err := decodeMetadata(e.RawMetadata, &e.Metadata); err != nil {
-			return nil, fmt.Errorf("eventstore: event %d metadata: %w", e.Position, err)
-		}
 	}
 	// The aggregates see the rows in the page's order; sorting again costs nothing when it
 	// holds and keeps the log order when it would not.
@@ -116,9 +114,9 @@ func (s *Store) ReadLog(ctx context.Context, after Checkpoint, limit int) ([]Rec
 	return ReadLog(ctx, s.pool, after, limit)
 }
 
-// Querier runs a statement that returns one row: a pool, a connection or a transaction.
+// Querier runs a query: a pool, a connection or a transaction.
 type Querier interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
 // ReadLog is Store.ReadLog through q.
@@ -126,8 +124,21 @@ func ReadLog(ctx context.Context, q Querier, after Checkpoint, limit int) ([]Rec
 	if limit <= 0 {
 		return nil, invalid("read log: limit %d must be positive", limit)
 	}
-	return ScanLogPage(q.QueryRow(ctx, readLogSQL, after.TransactionID, after.Position, limit))
+	rows, err := q.Query(ctx, readLogSQL, after.TransactionID, after.Position, limit)
+	if err != nil {
+		return nil, fmt.Errorf("eventstore: read log: %w", err)
+	}
+	// A page sized up front: growing it row by row copies and clears more than scanning costs.
+	page := make([]RecordedEvent, 0, min(limit, maxPageHint))
+	page, err = pgx.AppendRows(page, rows, func(r pgx.CollectableRow) (RecordedEvent, error) { return scanEvent(r) })
+	if err != nil {
+		return nil, fmt.Errorf("eventstore: read log: %w", err)
+	}
+	return page, nil
 }
+
+// maxPageHint bounds the room ReadLog reserves for a page before it knows its length.
+const maxPageHint = 20_000
 
 var readLogSQL = LogPageSQL("($1::xid8, $2::bigint)", "$3")
 

@@ -565,7 +565,7 @@ const PayloadSQL = `COALESCE(payload_bytes, convert_to(payload::text, 'UTF8'))`
 const metadataSQL = `COALESCE(metadata_bytes, convert_to(metadata::text, 'UTF8'))`
 
 const eventColumns = `global_position, transaction_id, stream_id, stream_version, event_id,
-       event_type, schema_version, ` + PayloadSQL + `, ` + metadataSQL + `, recorded_at, hash, hash_version`
+       event_type, schema_version, ` + PayloadSQL + ` AS payload, ` + metadataSQL + ` AS metadata, recorded_at, hash, hash_version`
 
 func scanEvent(row pgx.Row) (RecordedEvent, error) {
 	var e RecordedEvent
@@ -577,9 +577,6 @@ func scanEvent(row pgx.Row) (RecordedEvent, error) {
 		return RecordedEvent{}, err
 	}
 	e.SchemaVersion, e.HashVersion = int(schema), int(hashVersion)
-	if err := decodeMetadata(e.RawMetadata, &e.Metadata); err != nil {
-		return RecordedEvent{}, fmt.Errorf("event %d metadata: %w", e.Position, err)
-	}
 	return e, nil
 }
 
@@ -646,9 +643,6 @@ func (s *Store) LoadState(ctx context.Context, streamID string) (StreamState, er
 		e := RecordedEvent{Position: *pos, TransactionID: *txID, StreamID: *sid, Version: *ver, ID: *id,
 			Type: *typ, SchemaVersion: int(*schema), Payload: payload, RawMetadata: md, RecordedAt: *at, Hash: hash,
 			HashVersion: int(*hashVersion)}
-		if err := decodeMetadata(md, &e.Metadata); err != nil {
-			return StreamState{}, fmt.Errorf("eventstore: load state %q: event %d metadata: %w", streamID, e.Position, err)
-		}
 		st.Events = append(st.Events, e)
 	}
 	if err := rows.Err(); err != nil {

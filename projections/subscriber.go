@@ -50,7 +50,7 @@ func (s *eventsSchema) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error)
 		limit = 0 // a stopping projector drains: its last poll reads nothing
 	}
 	return wsql.Query{
-		Query: eventstore.LogPageSQL(`(SELECT transaction_id, position FROM projection_checkpoints WHERE consumer_group = $1)`, "$2"),
+		Query: eventstore.LogBatchSQL(`(SELECT transaction_id, position FROM projection_checkpoints WHERE consumer_group = $1)`, "$2"),
 		Args:  []any{p.ConsumerGroup, limit},
 	}, nil
 }
@@ -58,7 +58,7 @@ func (s *eventsSchema) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error)
 // UnmarshalMessage turns a poll's page into one message carrying its events; an empty page is
 // no message.
 func (s *eventsSchema) UnmarshalMessage(p wsql.UnmarshalMessageParams) (wsql.Row, error) {
-	page, err := eventstore.ScanLogPage(p.Row)
+	page, err := eventstore.ScanLogBatch(p.Row)
 	if err != nil {
 		return wsql.Row{}, err
 	}

@@ -126,7 +126,10 @@ func conformRoundTripAndContiguousVersions(t *testing.T, s app.EventStore) {
 		if err := json.Unmarshal(e.Payload, &p); err != nil || p.Amount != int64(i+1) {
 			t.Fatalf("payload %s: %v", e.Payload, err)
 		}
-		if e.Metadata.Actor != "test" || e.SchemaVersion != 1 || e.ID == uuid.Nil || e.TransactionID == 0 || len(e.Hash) != 32 {
+		if md, err := e.MetadataOf(); err != nil || md.Actor != "test" {
+			t.Fatalf("event %d metadata %s: %v", i, e.RawMetadata, err)
+		}
+		if e.SchemaVersion != 1 || e.ID == uuid.Nil || e.TransactionID == 0 || len(e.Hash) != 32 {
 			t.Fatalf("event fields not recorded: %+v", e)
 		}
 		if e.ID.Version() != 7 {
