@@ -70,6 +70,7 @@ type App struct {
 	stats      counters
 	reads      atomic.Pointer[readSet] // the active projection versions' info query
 	readGroups *readGroup
+	states     stateCache
 	roles      *expirable.LRU[string, auth.Roles] // nil: roles are not cached
 
 	router  ReadRouter // nil: reads on the primary
@@ -148,8 +149,18 @@ func resultOf(r eventstore.AppendResult, ids ...uuid.UUID) Result {
 	return res
 }
 
-// loadAccount folds the account's snapshot and the events after it.
-func (a *App) loadAccount(ctx context.Context, id uuid.UUID) (*domain.Account, error) {
+// loadAccount returns the account's state: as this process's last command left it (cached),
+// or else as stored.
+func (a *App) loadAccount(ctx context.Context, id uuid.UUID) (acc *domain.Account, cached bool, err error) {
+	if acc, ok := a.states.get(id); ok {
+		return acc, true, nil
+	}
+	acc, err = a.loadStored(ctx, id)
+	return acc, false, err
+}
+
+// loadStored folds the account's snapshot and the events after it.
+func (a *App) loadStored(ctx context.Context, id uuid.UUID) (*domain.Account, error) {
 	st, err := a.store.LoadState(ctx, domain.StreamID(id))
 	if err != nil {
 		return nil, err

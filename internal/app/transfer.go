@@ -55,6 +55,9 @@ func (a *App) transfer(ctx context.Context, fromID uuid.UUID, toUser string, amo
 			{StreamID: domain.StreamID(toID), Expected: eventstore.Any(), Events: toEventData(md, received)},
 		}, k.record(fromID, toID)...)
 		res = resultOf(r, fromID, toID)
+		// The recipient's stream moved under a state this command did not fold.
+		a.states.drop(toID)
+		a.remember(after, r, err)
 		return err
 	})
 	return res, err
