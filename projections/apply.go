@@ -8,6 +8,7 @@ import (
 
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
+	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -37,9 +38,9 @@ func (h *handler) handle(msg *message.Message) error {
 	if err != nil {
 		return err
 	}
-	recorded, err := batchOf(msg)
-	if err != nil {
-		return err
+	var recorded []eventstore.RecordedEvent
+	if err := jsonv2.Unmarshal(msg.Payload, &recorded); err != nil {
+		return fmt.Errorf("projections: message %s: %w", msg.UUID, err)
 	}
 	batch := make([]decoded, len(recorded))
 	for i := range recorded {
@@ -88,7 +89,7 @@ func (h *handler) apply(ctx context.Context, tx pgx.Tx, batch []decoded) error {
 	if err != nil {
 		return err
 	}
-	var res guardResult
+	var stale, applied int64 // what the version guard reports: redeliveries, events applied
 	b := &pgx.Batch{}
 	b.Queue(asyncCommit)
 	// A generic plan, which the server switches to after a few executions of a prepared
@@ -99,7 +100,7 @@ func (h *handler) apply(ctx context.Context, tx pgx.Tx, batch []decoded) error {
 		b.Queue("SET LOCAL plan_cache_mode = force_custom_plan")
 	}
 	b.Queue("SAVEPOINT projection_batch")
-	b.Queue(h.sql, args...).QueryRow(func(row pgx.Row) error { return row.Scan(&res.stale, &res.applied, nil) })
+	b.Queue(h.sql, args...).QueryRow(func(row pgx.Row) error { return row.Scan(&stale, &applied, nil) })
 	b.Queue("RELEASE SAVEPOINT projection_batch")
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		err = describeGap(err)
@@ -108,8 +109,8 @@ func (h *handler) apply(ctx context.Context, tx pgx.Tx, batch []decoded) error {
 		}
 		return h.failed(batch, err)
 	}
-	h.st.applied.Add(uint64(res.applied))
-	h.st.skipped.Add(uint64(res.stale)) // redeliveries of events already applied: the guard kept them out
+	h.st.applied.Add(uint64(applied))
+	h.st.skipped.Add(uint64(stale)) // redeliveries of events already applied: the guard kept them out
 	return nil
 }
 
@@ -139,9 +140,6 @@ func (e *eventError) Unwrap() error { return e.err }
 // a crash can only lose their last few milliseconds, which the projector applies again from
 // the (equally rolled back) checkpoint. Appends keep synchronous commit.
 const asyncCommit = "SET LOCAL synchronous_commit = off"
-
-// guardResult is what the version guard reports of a batch.
-type guardResult struct{ stale, applied int64 }
 
 // customPlanBatch is the batch size above which a batch gets a plan of its own.
 const customPlanBatch = 50

@@ -2,7 +2,6 @@ package projections
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 
@@ -15,23 +14,13 @@ import (
 // it as an eventstore.Checkpoint in projection_checkpoints, under its consumer group.
 
 // LoadCheckpoint returns group's checkpoint; the start of the log if it has none yet.
-func LoadCheckpoint(ctx context.Context, q Querier, group string) (eventstore.Checkpoint, error) {
-	rows, err := q.Query(ctx, `SELECT transaction_id::text, position FROM projection_checkpoints WHERE consumer_group = $1`, group)
-	if err != nil {
+func LoadCheckpoint(ctx context.Context, q eventstore.Querier, group string) (eventstore.Checkpoint, error) {
+	rows, _ := q.Query(ctx, `SELECT transaction_id::text::bigint, position FROM projection_checkpoints WHERE consumer_group = $1`, group)
+	var tx, pos int64
+	if _, err := pgx.ForEachRow(rows, []any{&tx, &pos}, func() error { return nil }); err != nil {
 		return eventstore.Checkpoint{}, fmt.Errorf("projections: checkpoint of %s: %w", group, err)
 	}
-	var tx string
-	var c eventstore.Checkpoint
-	if _, err := pgx.ForEachRow(rows, []any{&tx, &c.Position}, func() error { return nil }); err != nil {
-		return eventstore.Checkpoint{}, fmt.Errorf("projections: checkpoint of %s: %w", group, err)
-	}
-	if tx == "" {
-		return eventstore.Checkpoint{}, nil
-	}
-	if c.TransactionID, err = strconv.ParseUint(tx, 10, 64); err != nil {
-		return eventstore.Checkpoint{}, errors.Join(fmt.Errorf("projections: checkpoint of %s", group), err)
-	}
-	return c, nil
+	return eventstore.Checkpoint{TransactionID: uint64(tx), Position: pos}, nil
 }
 
 // SaveCheckpoint moves group's checkpoint forward to c, creating it if needed; a checkpoint

@@ -68,20 +68,13 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, name string, opt RebuildOp
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.DiscardHandler)
 	}
-	if opt.PageSize <= 0 {
-		opt.PageSize = 10_000
+	progress := opt.Progress
+	if progress == nil {
+		progress = func(RebuildProgress) {}
 	}
-	if opt.CatchUpBehind <= 0 {
-		opt.CatchUpBehind = 100
-	}
-	if opt.Grace <= 0 {
-		opt.Grace = 3 * time.Second
-	}
-	progress := func(p RebuildProgress) {
-		if opt.Progress != nil {
-			opt.Progress(p)
-		}
-	}
+	orDefault(&opt.PageSize, 10_000)
+	orDefault(&opt.CatchUpBehind, 100)
+	orDefault(&opt.Grace, 3*time.Second)
 	began := time.Now()
 	target, ok := Latest(name)
 	if !ok {
@@ -172,10 +165,7 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, name string, opt RebuildOp
 
 	// Write the read model, its heads and its checkpoint in one transaction.
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `TRUNCATE `+pgx.Identifier{target.table}.Sanitize()); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM projection_heads WHERE consumer_group = $1`, target.Group()); err != nil {
+		if err := clearVersion(ctx, tx, target); err != nil {
 			return err
 		}
 		rows, err := b.copyOut(ctx, tx)
@@ -185,10 +175,6 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, name string, opt RebuildOp
 		rep.Rows = rows
 		if rep.Accounts, err = heads.copyOut(ctx, tx, target.Group()); err != nil {
 			return fmt.Errorf("copy heads: %w", err)
-		}
-		// The version's checkpoint is written as the rebuild leaves it, wherever it was.
-		if _, err := tx.Exec(ctx, `DELETE FROM projection_checkpoints WHERE consumer_group = $1`, target.Group()); err != nil {
-			return err
 		}
 		return SaveCheckpoint(ctx, tx, target.Group(), last)
 	})
@@ -260,16 +246,7 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, name string, opt RebuildOp
 	}
 	stop()
 	if old.table != "" {
-		err = pgx.BeginFunc(context.WithoutCancel(ctx), pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, `TRUNCATE `+pgx.Identifier{old.table}.Sanitize()); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, `DELETE FROM projection_heads WHERE consumer_group = $1`, old.Group()); err != nil {
-				return err
-			}
-			_, err := tx.Exec(ctx, `DELETE FROM projection_checkpoints WHERE consumer_group = $1`, old.Group())
-			return err
-		})
+		err = pgx.BeginFunc(context.WithoutCancel(ctx), pool, func(tx pgx.Tx) error { return clearVersion(ctx, tx, old) })
 		if err != nil {
 			return rep, fmt.Errorf("projections: retire %s: %w", old.Group(), err)
 		}
@@ -279,6 +256,16 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, name string, opt RebuildOp
 		Rate: rep.EventsPerSecond})
 	log.Info("rebuild done", "took", rep.Total.Round(time.Millisecond))
 	return rep, nil
+}
+
+// clearVersion empties p's read model and forgets its heads and checkpoint.
+func clearVersion(ctx context.Context, tx pgx.Tx, p Projection) error {
+	if _, err := tx.Exec(ctx, `TRUNCATE `+pgx.Identifier{p.table}.Sanitize()); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, `WITH heads AS (DELETE FROM projection_heads WHERE consumer_group = $1)
+		DELETE FROM projection_checkpoints WHERE consumer_group = $1`, p.Group())
+	return err
 }
 
 type decodedPage struct {

@@ -75,7 +75,7 @@ func (c *Config) defaults() {
 }
 
 // orDefault sets *v to d unless it is positive.
-func orDefault[T int | time.Duration](v *T, d T) {
+func orDefault[T int | int64 | time.Duration](v *T, d T) {
 	if *v <= 0 {
 		*v = d
 	}
@@ -210,13 +210,15 @@ func (r *Runner) follow(ctx context.Context) error {
 	tick := time.NewTicker(r.cfg.FollowInterval)
 	defer tick.Stop()
 	for {
-		active, err := r.activeGroups(ctx)
+		versions, err := ActiveVersions(ctx, r.pool)
 		if err != nil && ctx.Err() == nil {
 			r.log.Warn("projection versions not read; keeping the projectors as they are", "err", err)
 		}
 		if err == nil {
+			active := make(map[string]bool, len(r.projections)+len(r.workers))
 			for _, p := range r.projections {
 				g := p.Group()
+				active[g] = p.Version == versions.Of(p.Name)
 				switch {
 				case active[g] && running[g] == nil:
 					pctx, stop := context.WithCancel(ctx)
@@ -241,19 +243,6 @@ func (r *Runner) follow(ctx context.Context) error {
 	}
 }
 
-// activeGroups returns, for each of the runner's projections, whether its version is the
-// active one.
-func (r *Runner) activeGroups(ctx context.Context) (map[string]bool, error) {
-	versions, err := ActiveVersions(ctx, r.pool)
-	if err != nil {
-		return nil, err
-	}
-	active := make(map[string]bool, len(r.projections))
-	for _, p := range r.projections {
-		active[p.Group()] = p.Version == versions.Of(p.Name)
-	}
-	return active, nil
-}
 
 // supervise runs run under group's lease until ctx ends, restarting it with backoff.
 func (r *Runner) supervise(ctx context.Context, group string, run func(ctx context.Context) error) {

@@ -70,22 +70,17 @@ func Statuses(ctx context.Context, pool *pgxpool.Pool) ([]Status, error) {
 	var rebuilding bool
 	collect := func() error {
 		if s.State != "failed" {
-			s.FailedPosition, s.LastError = nil, ""
+			s.FailedPosition, s.LastError, s.State = nil, "", "live"
 			if rebuilding {
 				s.State = "rebuilding"
-			} else {
-				s.State = "live"
 			}
 		}
 		out = append(out, s)
 		s = Status{}
 		return nil
 	}
-	rows, err := pool.Query(ctx, statusSQL, rebuildLockClass, lease.Class)
-	if err != nil {
-		return nil, fmt.Errorf("projections: status: %w", err)
-	}
-	if _, err = pgx.ForEachRow(rows, []any{&s.Name, &s.ActiveVersion, &s.Checkpoint, &s.State, &s.FailedPosition,
+	rows, _ := pool.Query(ctx, statusSQL, rebuildLockClass, lease.Class) // an error comes back from the rows
+	if _, err := pgx.ForEachRow(rows, []any{&s.Name, &s.ActiveVersion, &s.Checkpoint, &s.State, &s.FailedPosition,
 		&s.LastError, &s.EventsBehind, &s.LagMs, &rebuilding, &s.Active}, collect); err != nil {
 		return nil, fmt.Errorf("projections: status: %w", err)
 	}

@@ -80,15 +80,6 @@ func (s *eventsSchema) UnmarshalMessage(p wsql.UnmarshalMessageParams) (wsql.Row
 // checkpointKey names, in a row's ExtraData, the checkpoint after the row's last event.
 const checkpointKey = "checkpoint"
 
-// batchOf decodes a message's events.
-func batchOf(msg *message.Message) ([]eventstore.RecordedEvent, error) {
-	var page []eventstore.RecordedEvent
-	if err := json.Unmarshal(msg.Payload, &page); err != nil {
-		return nil, fmt.Errorf("projections: message %s: %w", msg.UUID, err)
-	}
-	return page, nil
-}
-
 func (s *eventsSchema) SchemaInitializingQueries(wsql.SchemaInitializingQueriesParams) ([]wsql.Query, error) {
 	return nil, nil // the migrations own the schema
 }
@@ -121,7 +112,9 @@ func (checkpoints) ConsumedMessageQuery(wsql.ConsumedMessageQueryParams) (wsql.Q
 }
 
 // NextOffsetQuery is not used: SelectQuery reads the checkpoint itself.
-func (checkpoints) NextOffsetQuery(wsql.NextOffsetQueryParams) (wsql.Query, error) { return wsql.Query{}, nil }
+func (checkpoints) NextOffsetQuery(wsql.NextOffsetQueryParams) (wsql.Query, error) {
+	return wsql.Query{}, nil
+}
 
 func (checkpoints) SchemaInitializingQueries(wsql.OffsetsSchemaInitializingQueriesParams) ([]wsql.Query, error) {
 	return nil, nil

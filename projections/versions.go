@@ -5,18 +5,14 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/ledger/ledger/eventstore"
 )
-
-// Querier runs a query: a pool, a connection or a transaction.
-type Querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-}
 
 // Active is the version of each projection that serves reads, by name.
 type Active map[string]int
 
 // ActiveVersions reads projection_versions through q.
-func ActiveVersions(ctx context.Context, q Querier) (Active, error) {
+func ActiveVersions(ctx context.Context, q eventstore.Querier) (Active, error) {
 	rows, err := q.Query(ctx, `SELECT name, active_version FROM projection_versions`)
 	if err != nil {
 		return nil, fmt.Errorf("projections: read projection versions: %w", err)
