@@ -243,7 +243,6 @@ func (r *Runner) follow(ctx context.Context) error {
 	}
 }
 
-
 // supervise runs run under group's lease until ctx ends, restarting it with backoff.
 func (r *Runner) supervise(ctx context.Context, group string, run func(ctx context.Context) error) {
 	st := r.states[group]
