@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/ledger/ledger/internal/pgtest"
 )
 
@@ -30,6 +32,19 @@ func startStandbySetup(t *testing.T, procs int, env ...string) *standbySetup {
 	primary := pgtest.StartCluster(t)
 	s := &standbySetup{primary: primary, standby: primary.StartStandby(t)}
 	s.url = primary.CreateDatabase("ledger")
+	// The standby has the database once it has replayed its creation: until then the ledger
+	// would find it missing and read on the primary for a while, which is not what these
+	// tests are about.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		conn, err := pgx.Connect(context.Background(), s.standby.URL("ledger"))
+		if err == nil {
+			_ = conn.Close(context.Background())
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the standby never had the database: %v", err)
+		}
+	}
 	e := append(ledgerEnv(s.url, t.TempDir()), "APP_READ_REPLICA_URLS="+s.standby.URL("ledger"),
 		"APP_PUBLIC_METRICS=true",
 		// The race detector on a busy machine: this is about where reads go, not about the
@@ -212,10 +227,16 @@ func TestStandbyReadYourWrites(t *testing.T) {
 	// The audit reads are read queries too: an auditor sees a purchase at once, on any process.
 	ensureAdmin(t, s.url)
 	admin := newAPIClient(t, s.procs[0].base()).login(t, "admin")
+	// Two employees of their own: the load may have spent the others' coins.
+	auditees := []string{uniq("auditee"), uniq("auditee")}
+	toks := map[string]string{}
+	for _, u := range auditees {
+		toks[u] = newAPIClient(t, s.procs[0].base()).login(t, u)
+	}
 	for round := range 10 {
-		u := l.users[round%len(l.users)]
+		u := auditees[round%len(auditees)]
 		buyer := newAPIClient(t, s.procs[round%2].base())
-		wantOK(t, buyer.buy(t, l.toks[u], "pen"))
+		wantOK(t, buyer.buy(t, toks[u], "pen"))
 		events := newAPIClient(t, s.procs[(round+1)%2].base()).allAccountEvents(t, admin, u, 1000)
 		if last := events[len(events)-1]; last.Type != "ItemPurchased" {
 			t.Errorf("round %d: the last event of %s an auditor reads right after a purchase is %s", round, u, last.Type)

@@ -213,6 +213,9 @@ var errNotStandby = errors.New("not a standby (pg_is_in_recovery() is false)")
 // at an earlier position than it had replayed. It also refuses servers that are not standbys
 // (a primary named by mistake, a promoted standby): their data need not follow the primary's.
 func (n *node) guard(ctx context.Context, c *pgx.Conn) error {
+	// Only what was seen before this question was asked counts: a check on another connection
+	// that answers meanwhile may show a later position than this answer, with no restart.
+	seen := n.replayed.Load()
 	var recovering bool
 	var replayed *int64
 	if err := c.QueryRow(ctx, `SELECT pg_is_in_recovery(), (pg_last_wal_replay_lsn() - '0/0')::bigint`).Scan(&recovering, &replayed); err != nil {
@@ -221,7 +224,7 @@ func (n *node) guard(ctx context.Context, c *pgx.Conn) error {
 	if !recovering || replayed == nil {
 		return errNotStandby
 	}
-	if seen := n.replayed.Load(); uint64(*replayed) < seen {
+	if uint64(*replayed) < seen {
 		return fmt.Errorf("standby replayed %d, less than the %d it showed before; waiting for it to catch up", *replayed, seen)
 	}
 	n.saw(uint64(*replayed))
