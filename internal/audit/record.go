@@ -24,6 +24,18 @@ import (
 // the stored documents, byte for byte as the hash covers them under rule HashVersion (ADR 7);
 // Checkpoint is where a reader of the global log resumes after this event.
 type Record struct {
+	RecordHead
+	Payload  json.RawMessage `json:"payload"`
+	Metadata json.RawMessage `json:"metadata"`
+	// PayloadBytes and MetadataBytes are the stored documents, when they hold a line break
+	// (whitespace the event store took as given): a record is one line, so such a document
+	// appears compacted in Payload or Metadata and exactly, for the hash, here (base64).
+	PayloadBytes  []byte `json:"payloadBytes,omitempty"`
+	MetadataBytes []byte `json:"metadataBytes,omitempty"`
+}
+
+// RecordHead is what a Record says of its event besides the documents.
+type RecordHead struct {
 	Checkpoint    string    `json:"checkpoint"`
 	Position      int64     `json:"position"`
 	TransactionID uint64    `json:"transactionId"`
@@ -37,24 +49,16 @@ type Record struct {
 	Hash string `json:"hash"`
 	// HashVersion is the rule Hash was computed under: 2 hashes payload and metadata exactly
 	// as they appear here; 1 (events written before rule 2) their canonical re-encoding.
-	HashVersion int             `json:"hashVersion"`
-	Payload     json.RawMessage `json:"payload"`
-	Metadata    json.RawMessage `json:"metadata"`
-	// PayloadBytes and MetadataBytes are the stored documents, when they hold a line break
-	// (whitespace the event store took as given): a record is one line, so such a document
-	// appears compacted in Payload or Metadata and exactly, for the hash, here (base64).
-	PayloadBytes  []byte `json:"payloadBytes,omitempty"`
-	MetadataBytes []byte `json:"metadataBytes,omitempty"`
+	HashVersion int `json:"hashVersion"`
 }
 
 // RecordOf returns the record of a stored event.
 func RecordOf(e eventstore.RecordedEvent) Record {
-	return Record{
+	return Record{RecordHead: RecordHead{
 		Checkpoint: e.Checkpoint().String(), Position: e.Position, TransactionID: e.TransactionID,
 		StreamID: e.StreamID, Version: e.Version, EventID: e.ID, Type: e.Type, SchemaVersion: e.SchemaVersion,
 		RecordedAt: e.RecordedAt.UTC(), Hash: hex.EncodeToString(e.Hash), HashVersion: e.HashVersion,
-		Payload: e.Payload, Metadata: e.RawMetadata,
-	}
+	}, Payload: e.Payload, Metadata: e.RawMetadata}
 }
 
 // Event returns the stored event r describes, as far as a record tells it: everything the
@@ -94,15 +98,18 @@ func (r Record) AppendJSON(b []byte) ([]byte, error) {
 		return b, fmt.Errorf("event %s (%s): %w", r.EventID, r.Checkpoint, errNotJSON)
 	}
 	payload, metadata := r.Payload, r.Metadata
-	head := r
-	head.Payload, head.Metadata = nil, nil
+	head := struct {
+		RecordHead
+		PayloadBytes  []byte `json:"payloadBytes,omitempty"`
+		MetadataBytes []byte `json:"metadataBytes,omitempty"`
+	}{r.RecordHead, r.PayloadBytes, r.MetadataBytes}
 	if bytes.ContainsAny(payload, "\r\n") {
 		head.PayloadBytes, payload = payload, compact(payload)
 	}
 	if bytes.ContainsAny(metadata, "\r\n") {
 		head.MetadataBytes, metadata = metadata, compact(metadata)
 	}
-	fields, err := json.Marshal(recordHead(head))
+	fields, err := json.Marshal(head)
 	if err != nil {
 		return b, err
 	}
@@ -119,25 +126,6 @@ func compact(doc []byte) []byte {
 	var buf bytes.Buffer
 	_ = json.Compact(&buf, doc) // doc is valid: nothing to report
 	return buf.Bytes()
-}
-
-// recordHead is a Record without its documents, which AppendJSON writes itself.
-type recordHead struct {
-	Checkpoint    string          `json:"checkpoint"`
-	Position      int64           `json:"position"`
-	TransactionID uint64          `json:"transactionId"`
-	StreamID      string          `json:"streamId"`
-	Version       int64           `json:"version"`
-	EventID       uuid.UUID       `json:"eventId"`
-	Type          string          `json:"type"`
-	SchemaVersion int             `json:"schemaVersion"`
-	RecordedAt    time.Time       `json:"recordedAt"`
-	Hash          string          `json:"hash"`
-	HashVersion   int             `json:"hashVersion"`
-	Payload       json.RawMessage `json:"-"`
-	Metadata      json.RawMessage `json:"-"`
-	PayloadBytes  []byte          `json:"payloadBytes,omitempty"`
-	MetadataBytes []byte          `json:"metadataBytes,omitempty"`
 }
 
 // LineWriter writes records as newline-delimited JSON (application/x-ndjson), buffered:
