@@ -306,7 +306,7 @@ func (r *Runner) runOnce(ctx context.Context, p Projection, st *projectorState) 
 	})
 	ackDeadline := r.ackDeadline()
 	// The backoff manager waits on the wake-up the poll took (see pollWake).
-	wake := &pollWake{signal: r.wake, pollInterval: r.cfg.PollInterval, retryInterval: r.cfg.PollInterval,
+	wake := &pollWake{signal: r.wake, pollInterval: r.cfg.PollInterval,
 		spacing: r.cfg.PollSpacing, stop: runCtx.Done(), idle: make(chan struct{})}
 	sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(r.pool), wsql.SubscriberConfig{
 		ConsumerGroup:  p.Group(),

@@ -15,7 +15,7 @@ import (
 func TestPollsAreSpaced(t *testing.T) {
 	const spacing = 10 * time.Second // long, so that a slow machine cannot make the test wrong
 	newBackoff := func(spacing time.Duration) (*pollWake, *eventsSchema) {
-		b := &pollWake{signal: notify.NewSignal(), pollInterval: time.Minute, retryInterval: time.Minute, spacing: spacing,
+		b := &pollWake{signal: notify.NewSignal(), pollInterval: time.Minute, spacing: spacing,
 			stop: make(chan struct{})}
 		return b, &eventsSchema{wake: b, batchSize: 10}
 	}

@@ -139,9 +139,8 @@ func (checkpoints) BeforeSubscribingQueries(p wsql.BeforeSubscribingQueriesParam
 // connection do not survive; so a projector stops by reading nothing more (stopping), waiting
 // until the poll in flight has ended (idle), and only then closing its router.
 type pollWake struct {
-	signal        *notify.Signal
-	pollInterval  time.Duration
-	retryInterval time.Duration
+	signal       *notify.Signal
+	pollInterval time.Duration
 	// spacing is the least time between the starts of two polls (see Config.PollSpacing).
 	spacing time.Duration
 	stop    <-chan struct{}
@@ -174,7 +173,7 @@ func (b *pollWake) HandleError(logger watermill.LoggerAdapter, noMsg bool, err e
 	}
 	if err != nil {
 		logger.Error("projection poll failed", err, nil)
-		return b.retryInterval
+		return b.pollInterval // a failed poll is tried again as an idle one would poll
 	}
 	if !noMsg {
 		b.signal.Notify()

@@ -273,16 +273,7 @@ func (c *Console) handleRebuild(w http.ResponseWriter, r *http.Request) {
 		}
 		return rebuildSummary(rep), nil
 	})
-	var running *errJobRunning
-	if errors.As(err, &running) {
-		c.fail(w, r, errorf(http.StatusConflict, "%s", running.Error()))
-		return
-	}
-	if err != nil {
-		c.fail(w, r, err)
-		return
-	}
-	http.Redirect(w, r, Prefix+"/projections?job="+j.p.ID, http.StatusSeeOther)
+	c.started(w, r, j, err, "/projections")
 }
 
 func rebuildSummary(rep projections.RebuildReport) string {
@@ -368,6 +359,12 @@ func (c *Console) handleStartVerify(w http.ResponseWriter, r *http.Request) {
 		}
 		return itoa(int64(len(rep.Mismatches))) + " mismatches", nil
 	})
+	c.started(w, r, j, err, "/verify")
+}
+
+// started answers the form that started job j (or failed to, with err): a 409 page when
+// another job of its kind runs, else to the page that shows its progress.
+func (c *Console) started(w http.ResponseWriter, r *http.Request, j *job, err error, page string) {
 	var running *errJobRunning
 	if errors.As(err, &running) {
 		c.fail(w, r, errorf(http.StatusConflict, "%s", running.Error()))
@@ -377,7 +374,7 @@ func (c *Console) handleStartVerify(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	http.Redirect(w, r, Prefix+"/verify?job="+j.p.ID, http.StatusSeeOther)
+	http.Redirect(w, r, Prefix+page+"?job="+j.p.ID, http.StatusSeeOther)
 }
 
 // handleJobEvents streams a job's progress until it finishes.
