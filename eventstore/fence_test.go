@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ledger/ledger/eventstore"
+	"github.com/ledger/ledger/internal/pgtest"
 )
 
 // TestLogHeadStopsAtTheFence: the head is the last readable event, never one behind a
@@ -21,7 +22,7 @@ func TestLogHeadStopsAtTheFence(t *testing.T) {
 		t.Fatalf("empty log: head %s, %v", head, err)
 	}
 	first := appendOne(t, s, "x", eventstore.NoStream(), ev("E", 1))
-	readUntil(t, s, eventstore.Checkpoint{}, 10, 1)
+	pgtest.ReadLogUntil(t, s, eventstore.Checkpoint{}, 10, 1)
 	if head, err := s.LogHead(ctx); err != nil || head != first.Checkpoint {
 		t.Fatalf("head %s, %v; want %s", head, err, first.Checkpoint)
 	}
@@ -50,7 +51,7 @@ func TestLogHeadStopsAtTheFence(t *testing.T) {
 	if err := <-t1Done; err != nil {
 		t.Fatal(err)
 	}
-	readUntil(t, s, first.Checkpoint, 10, 2)
+	pgtest.ReadLogUntil(t, s, first.Checkpoint, 10, 2)
 	if head, err := s.LogHead(ctx); err != nil || head != later.Checkpoint {
 		t.Fatalf("head %s, %v; want %s", head, err, later.Checkpoint)
 	}

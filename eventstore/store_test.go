@@ -48,31 +48,6 @@ func appendOne(t *testing.T, s *eventstore.Store, stream string, exp eventstore.
 	return res
 }
 
-// readUntil reads the log after cp until it has returned want events. The fence is
-// cluster-wide: any transaction on the server (another test's, in another database) holds it
-// back for a moment, so an empty page means "nothing readable yet", not "end of log".
-func readUntil(t *testing.T, s *eventstore.Store, cp eventstore.Checkpoint, pageSize, want int) []eventstore.RecordedEvent {
-	t.Helper()
-	var out []eventstore.RecordedEvent
-	deadline := time.Now().Add(20 * time.Second)
-	for len(out) < want {
-		page, err := s.ReadLog(context.Background(), cp, pageSize)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(page) == 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("read %d events of %d", len(out), want)
-			}
-			time.Sleep(5 * time.Millisecond)
-			continue
-		}
-		out = append(out, page...)
-		cp = page[len(page)-1].Checkpoint()
-	}
-	return out
-}
-
 func count(t *testing.T, q string, args ...any) int64 {
 	t.Helper()
 	var n int64
@@ -281,7 +256,7 @@ func TestLogOrderKeepsEveryStreamInVersionOrder(t *testing.T) {
 	}
 	wg.Wait()
 	last := map[string]int64{}
-	for _, e := range readUntil(t, s, eventstore.Checkpoint{}, 500, accounts+24*60*2) {
+	for _, e := range pgtest.ReadLogUntil(t, s, eventstore.Checkpoint{}, 500, accounts+24*60*2) {
 		if e.Version != last[e.StreamID]+1 {
 			t.Fatalf("log order has %s version %d after version %d", e.StreamID, e.Version, last[e.StreamID])
 		}

@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ledger/ledger/eventstore"
 	"github.com/ledger/ledger/internal/app"
+	"github.com/ledger/ledger/internal/pgtest"
 )
 
 // The conformance suite of app.EventStore: what the application relies on of an event store.
@@ -69,31 +69,6 @@ func eventsIn(t *testing.T, s app.EventStore, stream string) int64 {
 		t.Fatal(err)
 	}
 	return int64(len(evs))
-}
-
-// readUntil reads the log after cp until it has returned want events. The fence is
-// cluster-wide: any transaction on the server (another test's, in another database) holds it
-// back for a moment, so an empty page means "nothing readable yet", not "end of log".
-func readUntil(t *testing.T, s app.EventStore, cp eventstore.Checkpoint, pageSize, want int) []eventstore.RecordedEvent {
-	t.Helper()
-	var out []eventstore.RecordedEvent
-	deadline := time.Now().Add(20 * time.Second)
-	for len(out) < want {
-		page, err := s.ReadLog(context.Background(), cp, pageSize)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(page) == 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("read %d events of %d", len(out), want)
-			}
-			time.Sleep(5 * time.Millisecond)
-			continue
-		}
-		out = append(out, page...)
-		cp = page[len(page)-1].Checkpoint()
-	}
-	return out
 }
 
 func sameJSON(a []byte, b string) bool {
@@ -288,7 +263,7 @@ func conformMultiStreamAppendIsAtomic(t *testing.T, s app.EventStore) {
 func conformReadLogWaitsForOutOfOrderCommit(t *testing.T, s app.EventStore) {
 	ctx := context.Background()
 	base := appendOne(t, s, "warmup", eventstore.NoStream(), ev("E", 0))
-	page := readUntil(t, s, eventstore.Checkpoint{}, 100, 1)
+	page := pgtest.ReadLogUntil(t, s, eventstore.Checkpoint{}, 100, 1)
 	cp := page[0].Checkpoint()
 
 	inT1 := make(chan struct{})
@@ -328,7 +303,7 @@ func conformReadLogWaitsForOutOfOrderCommit(t *testing.T, s app.EventStore) {
 	if err := <-t1Done; err != nil {
 		t.Fatal(err)
 	}
-	page = readUntil(t, s, cp, 100, 2)
+	page = pgtest.ReadLogUntil(t, s, cp, 100, 2)
 	if len(page) != 2 || page[0].Type != "T1" || page[1].Type != "T2" {
 		types := []string{}
 		for _, e := range page {
@@ -342,7 +317,7 @@ func conformReadLogWaitsForOutOfOrderCommit(t *testing.T, s app.EventStore) {
 		t.Fatalf("T1's position %d, T2's %d: the test did not commit out of order", page[0].Position, page[1].Position)
 	}
 	// And from T1's checkpoint only T2 remains.
-	page = readUntil(t, s, page[0].Checkpoint(), 100, 1)
+	page = pgtest.ReadLogUntil(t, s, page[0].Checkpoint(), 100, 1)
 	if len(page) != 1 || page[0].Type != "T2" {
 		t.Fatalf("resume from T1: %v", page)
 	}
@@ -355,7 +330,7 @@ func conformReadLogPages(t *testing.T, s app.EventStore) {
 	}
 	var cp eventstore.Checkpoint
 	var seen []int64
-	for _, e := range readUntil(t, s, cp, 7, 25) {
+	for _, e := range pgtest.ReadLogUntil(t, s, cp, 7, 25) {
 		var p amount
 		_ = json.Unmarshal(e.Payload, &p)
 		seen = append(seen, p.Amount)
