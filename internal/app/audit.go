@@ -35,5 +35,10 @@ func (a *App) AuditLog(ctx context.Context, after eventstore.Checkpoint, limit i
 // AuditLogBefore returns at most limit events of the global log before the checkpoint, newest
 // first (the zero Checkpoint: from the end of the readable log), for people paging backwards.
 func (a *App) AuditLogBefore(ctx context.Context, before eventstore.Checkpoint, limit int) ([]eventstore.RecordedEvent, error) {
-	return a.store.ReadLogBefore(ctx, before, limit)
+	var page []eventstore.RecordedEvent
+	err := a.read(ctx, func(ctx context.Context, on reader) (err error) {
+		page, err = on.store.ReadLogBefore(ctx, before, limit)
+		return err
+	})
+	return page, err
 }
