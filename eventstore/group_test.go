@@ -168,7 +168,7 @@ func TestGroupCommitEndsAtTheFirstDeadline(t *testing.T) {
 		t.Errorf("append to the free stream: %v after %v; want it written alone once its group failed", fr.err, fr.took)
 	}
 	unlock()
-	if v, err := s.Head(ctx, "stalled"); err != nil || v != 1 {
+	if v, err := head(ctx, s, "stalled"); err != nil || v != 1 {
 		t.Errorf("stalled stream at version %d (%v) after the lock was let go; want 1: nothing of the late append", v, err)
 	}
 }
@@ -191,7 +191,7 @@ func TestGroupCommitCallerLeavesTheQueueAtItsDeadline(t *testing.T) {
 	releaseOnce.Do(release)
 	// The next append takes the queue's head, the abandoned one, and drops it.
 	appendOne(t, s, "other", eventstore.NoStream(), ev("Opened", 2))
-	if v, err := s.Head(context.Background(), "queued"); err != nil || v != 0 {
+	if v, err := head(context.Background(), s, "queued"); err != nil || v != 0 {
 		t.Errorf("abandoned append's stream at version %d (%v), want none", v, err)
 	}
 }

@@ -126,7 +126,7 @@ func TestAppendWritesOneHeadRowVersionPerStream(t *testing.T) {
 		})
 	}
 	for stream, want := range map[string]int64{"a": 8, "b": 2, "c": 3} {
-		if h, err := s.Head(ctx, stream); err != nil || h != want {
+		if h, err := head(ctx, s, stream); err != nil || h != want {
 			t.Errorf("%s: head %d (%v), want %d", stream, h, err, want)
 		}
 		evs, err := s.Load(ctx, stream, 0)
@@ -246,7 +246,7 @@ func createConcurrently(t *testing.T, s *eventstore.Store) {
 			if br := verifyChain(evs); br != nil || len(evs) != want {
 				t.Errorf("%s: %d events, want %d; chain break %+v", stream, len(evs), want, br)
 			}
-			if h, _ := s.Head(ctx, stream); h != int64(want) {
+			if h, _ := head(ctx, s, stream); h != int64(want) {
 				t.Errorf("%s: head %d, want %d", stream, h, want)
 			}
 		}

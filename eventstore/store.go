@@ -653,16 +653,3 @@ func (s *Store) LoadState(ctx context.Context, streamID string) (StreamState, er
 	}
 	return st, nil
 }
-
-// Head returns the version of streamID: the number of events in it, 0 if it does not exist.
-func (s *Store) Head(ctx context.Context, streamID string) (int64, error) {
-	var v int64
-	err := s.pool.QueryRow(ctx, `SELECT version FROM streams WHERE stream_id = $1`, streamID).Scan(&v)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("eventstore: head %q: %w", streamID, err)
-	}
-	return v, nil
-}

@@ -41,7 +41,7 @@ func keyedEvents(t *testing.T, key string) map[string]int {
 
 func streamHead(t *testing.T, l *ledger, id uuid.UUID) int64 {
 	t.Helper()
-	v, err := l.store.Head(context.Background(), domain.StreamID(id))
+	v, err := headOf(context.Background(), l.store, domain.StreamID(id))
 	if err != nil {
 		t.Fatal(err)
 	}
