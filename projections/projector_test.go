@@ -591,3 +591,41 @@ func TestGapStopsTheProjectionInsteadOfSkipping(t *testing.T) {
 	w.waitCaughtUp()
 	w.checkReadModels()
 }
+
+// A projector told to stop while its batch is failing (the database went away as the lease
+// was lost, say) gives up on the batch and stops: it does not wait for a drain that the
+// failing batch never lets finish.
+func TestStopWhileABatchFailsEnds(t *testing.T) {
+	w := newWorld(t)
+	w.traffic(40)
+	var stopping atomic.Bool
+	stopFn := make(chan func(), 1)
+	stopped := make(chan struct{})
+	_, stop := w.runner(projections.Config{BatchSize: 10, MaxAttempts: 2, RetryInterval: 10 * time.Millisecond,
+		BeforeApply: func(group string, e eventstore.RecordedEvent) error {
+			if group != "balance_v1" || e.Position < 15 {
+				return nil
+			}
+			if !stopping.Swap(true) {
+				go func() { (<-stopFn)(); close(stopped) }()
+				time.Sleep(200 * time.Millisecond) // the stop has begun: this batch is being drained
+			}
+			return errors.New("injected failure while stopping")
+		}})
+	stopFn <- stop
+	select {
+	case <-stopped:
+	case <-time.After(40 * time.Second):
+		t.Fatal("the runner did not stop while a batch was failing")
+	}
+	var cp int64
+	if err := db.Pool.QueryRow(context.Background(), `SELECT position FROM projection_checkpoints WHERE consumer_group = 'balance_v1'`).Scan(&cp); err != nil {
+		t.Fatal(err)
+	}
+	if cp >= 15 {
+		t.Fatalf("checkpoint %d: it moved past the event that failed", cp)
+	}
+	w.runner(projections.Config{})
+	w.waitCaughtUp()
+	w.checkReadModels()
+}

@@ -327,10 +327,20 @@ func (r *Runner) runOnce(ctx context.Context, p Projection, st *projectorState) 
 		return fmt.Errorf("projections: router %s: %w", p.Group(), err)
 	}
 	st.gaveUp.Store(false)
+	// gaveUp is closed when the handler gives up on a batch, also while the projector drains.
+	gaveUp := make(chan struct{})
+	var gaveUpOnce sync.Once
+	stop := func(cause error) {
+		gaveUpOnce.Do(func() {
+			st.gaveUp.Store(true)
+			giveUp(cause)
+			close(gaveUp)
+		})
+	}
 	h := &handler{r: r, p: p, sql: p.batchSQL(), st: st}
 	router.AddConsumerHandler(p.Group(), topic, sub, h.handle)
 	router.AddMiddleware(
-		r.stopOnFailure(p.Group(), st, giveUp),
+		r.stopOnFailure(p.Group(), st, stop),
 		middleware.Retry{MaxRetries: r.cfg.MaxAttempts - 1, InitialInterval: r.cfg.RetryInterval, Logger: wmLog}.Middleware,
 	)
 	if err := recordState(ctx, r.pool, p.Group(), "live", nil); err != nil {
@@ -342,12 +352,14 @@ func (r *Runner) runOnce(ctx context.Context, p Projection, st *projectorState) 
 	select {
 	case err = <-runErr:
 	case <-runCtx.Done():
-		// Drain (see pollWake), unless the projector gave up: its handler then touches the
-		// poll transaction no more, and closing ends the transaction at once.
+		// Drain (see pollWake), unless the projector gave up, before or while draining: its
+		// handler then touches the poll transaction no more (it refuses the batch, which the
+		// drain would wait for in vain), and closing ends the transaction at once.
 		if cause := context.Cause(runCtx); !errors.Is(cause, errGaveUp) {
 			wake.stopping.Store(true)
 			select {
 			case <-wake.idle:
+			case <-gaveUp:
 			case err = <-runErr:
 				runErr <- err
 			}
@@ -368,7 +380,7 @@ func (r *Runner) runOnce(ctx context.Context, p Projection, st *projectorState) 
 // projector, whose supervisor starts it again after a backoff, from its checkpoint: a failing
 // event is never skipped. (watermill's poison queue, which acks a message it cannot handle,
 // would skip it.) When a batch succeeds after a failure, it records the projection as live.
-func (r *Runner) stopOnFailure(group string, st *projectorState, giveUp context.CancelCauseFunc) message.HandlerMiddleware {
+func (r *Runner) stopOnFailure(group string, st *projectorState, giveUp func(cause error)) message.HandlerMiddleware {
 	return func(next message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			if st.gaveUp.Load() {
@@ -395,7 +407,6 @@ func (r *Runner) stopOnFailure(group string, st *projectorState, giveUp context.
 			}
 			r.log.Error("projection failed; it stops at this event and retries later, never skipping it",
 				"projection", group, "err", err)
-			st.gaveUp.Store(true)
 			giveUp(fmt.Errorf("%w: %w", errGaveUp, err))
 			return nil, err
 		}
