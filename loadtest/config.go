@@ -111,7 +111,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.p99, "slo-p99", 50*time.Millisecond, "a phase holds when its p99 latency is at most this…")
 	fs.Float64Var(&c.maxErrRate, "slo-max-errors", 0.0001, "…and at most this share of its requests failed (0.0001 = 0.01%)")
 	fs.IntVar(&c.lagEvery, "lag-sample-every", 20, "measure projection lag on one in this many successful commands")
-	groups := fs.String("lag-groups", "balance_v1,inventory_v1,history_v1", "consumer groups whose read models count for lag and the invariant")
+	groups := fs.String("lag-groups", "balance_v1,inventory_v1,history_v2", "consumer groups whose read models count for lag and the invariant")
 	fs.IntVar(&c.conns, "conns", 1024, "most HTTP connections to the server")
 	fs.IntVar(&c.maxFlight, "max-in-flight", 20_000, "most requests outstanding; beyond it a due request is dropped and counted as an error")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "per-request timeout")

@@ -141,6 +141,35 @@ func (b *historyBuilder) copyOut(ctx context.Context, tx pgx.Tx) (int64, error) 
 		"to_id", "to_username", "to_version", "amount", "at", "position"}, pgx.CopyFromRows(rows))
 }
 
+// historyV2Builder builds history_v2: each account's entries, in version order, in pages.
+type historyV2Builder map[uuid.UUID][]HistoryEntry
+
+func newHistoryV2Builder() builder { return historyV2Builder{} }
+
+func (b historyV2Builder) add(e decoded) {
+	if en, ok := historyEntryOf(e); ok {
+		b[e.Account] = append(b[e.Account], en)
+	}
+}
+
+func (b historyV2Builder) copyOut(ctx context.Context, tx pgx.Tx) (int64, error) {
+	var rows [][]any
+	for id, entries := range b {
+		for page := 0; page*historyPageSize < len(entries); page++ {
+			chunk := entries[page*historyPageSize : min((page+1)*historyPageSize, len(entries))]
+			versions, sent, counterparts := make([]int64, len(chunk)), make([]bool, len(chunk)), make([]string, len(chunk))
+			amounts, transfers, ats := make([]int64, len(chunk)), make([]uuid.UUID, len(chunk)), make([]time.Time, len(chunk))
+			for i, en := range chunk {
+				versions[i], sent[i], counterparts[i] = en.Version, en.Sent, en.Counterpart
+				amounts[i], transfers[i], ats[i] = en.Amount, en.Transfer, en.At
+			}
+			rows = append(rows, []any{id, page, versions, sent, counterparts, amounts, transfers, ats})
+		}
+	}
+	return tx.CopyFrom(ctx, pgx.Identifier{"history_v2"}, []string{"account_id", "page", "versions", "sent",
+		"counterparts", "amounts", "transfer_ids", "ats"}, pgx.CopyFromRows(rows))
+}
+
 // headsBuilder tracks each account's last version folded, refusing a gap, for projection_heads.
 type headsBuilder map[uuid.UUID]int64
 

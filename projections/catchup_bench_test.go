@@ -80,7 +80,7 @@ func buildBacklog(b *testing.B, accounts, perAccount int) {
 func resetReadModels(b *testing.B) {
 	b.Helper()
 	if _, err := db.Pool.Exec(context.Background(), `TRUNCATE projection_checkpoints, projection_status, projection_heads,
-		balance_v1, inventory_v1, history_v1`); err != nil {
+		balance_v1, inventory_v1, history_v1, history_v2`); err != nil {
 		b.Fatal(err)
 	}
 }
@@ -112,7 +112,7 @@ func BenchmarkCatchUp(b *testing.B) {
 	if os.Getenv("LEDGER_BENCH_CATCHUP_EACH") != "" {
 		modes = append(modes, mode{"balance", []projections.Projection{projections.Balance()}},
 			mode{"inventory", []projections.Projection{projections.Inventory()}},
-			mode{"history", []projections.Projection{projections.History()}})
+			mode{"history", []projections.Projection{projections.HistoryV2()}})
 	}
 	for _, mode := range modes {
 		b.Run(mode.name, func(b *testing.B) {

@@ -42,7 +42,7 @@ func waitFor(t *testing.T, what string, cond func() bool) time.Duration {
 	return time.Since(began)
 }
 
-var groups = []string{"balance_v1", "inventory_v1", "history_v1"}
+var groups = []string{"balance_v1", "inventory_v1", "history_v2"}
 
 // Two processes share the database: each projection runs in exactly one of them; the other
 // stands by and takes over when the first stops or loses its session.

@@ -244,6 +244,86 @@ func historyRow(e decoded) any {
 	return r
 }
 
+// historyPageSize is how many entries a page of history_v2 holds (its CHECK says the same).
+const historyPageSize = 32
+
+// HistoryV2 keeps each account's own coin history, in its stream's order, as pages of parallel
+// arrays (migration 009): a read is one index range of a few rows, however long history grows.
+// Each half of a transfer is its own account's entry, applied with its own stream version, so
+// an account's history never shows the other party's half early or late.
+func HistoryV2() Projection {
+	return Projection{Name: "history", Version: 2, table: "history_v2", build: newHistoryV2Builder, row: historyV2Row,
+		record: "sent boolean, counterpart text, amount bigint, transfer_id uuid, at timestamptz",
+		// Entries are numbered after the account's last page and grouped by the page they
+		// fall in: the last page is appended to, the pages after it inserted.
+		write: fmt.Sprintf(`entries AS (
+    SELECT account_id, version, sent, counterpart, amount, transfer_id, at,
+           row_number() OVER (PARTITION BY account_id ORDER BY version) - 1 AS k
+    FROM applied WHERE sent IS NOT NULL
+), tail AS (
+    SELECT a.account_id, COALESCE(t.page * %[1]d + cardinality(t.versions), 0) AS n
+    FROM (SELECT DISTINCT account_id FROM entries) a
+    LEFT JOIN LATERAL (SELECT page, versions FROM history_v2 h WHERE h.account_id = a.account_id
+                       ORDER BY page DESC LIMIT 1) t ON true
+), pages AS (
+    SELECT e.account_id, ((t.n + e.k) / %[1]d)::integer AS page,
+           array_agg(e.version ORDER BY e.version) AS versions, array_agg(e.sent ORDER BY e.version) AS sent,
+           array_agg(e.counterpart ORDER BY e.version) AS counterparts, array_agg(e.amount ORDER BY e.version) AS amounts,
+           array_agg(e.transfer_id ORDER BY e.version) AS transfer_ids, array_agg(e.at ORDER BY e.version) AS ats
+    FROM entries e JOIN tail t USING (account_id)
+    GROUP BY e.account_id, (t.n + e.k) / %[1]d
+), appended AS (
+    INSERT INTO history_v2 AS h (account_id, page, versions, sent, counterparts, amounts, transfer_ids, ats)
+    SELECT * FROM pages
+    ON CONFLICT (account_id, page) DO UPDATE SET
+        versions = h.versions || excluded.versions, sent = h.sent || excluded.sent,
+        counterparts = h.counterparts || excluded.counterparts, amounts = h.amounts || excluded.amounts,
+        transfer_ids = h.transfer_ids || excluded.transfer_ids, ats = h.ats || excluded.ats
+)`, historyPageSize)}
+}
+
+type historyV2Record struct {
+	key
+	Sent        *bool     `json:"sent,omitempty"`
+	Counterpart string    `json:"counterpart,omitempty"`
+	Amount      int64     `json:"amount,omitempty"`
+	TransferID  uuid.UUID `json:"transfer_id,omitzero"`
+	At          time.Time `json:"at,omitzero"`
+}
+
+func historyV2Row(e decoded) any {
+	r := historyV2Record{key: keyOf(e)}
+	if en, ok := historyEntryOf(e); ok {
+		r.Sent, r.Counterpart, r.Amount, r.TransferID, r.At = &en.Sent, en.Counterpart, en.Amount, en.Transfer, en.At
+	}
+	return r
+}
+
+// HistoryEntry is one transfer as one of its parties' coin history holds it.
+type HistoryEntry struct {
+	// Version is the party's stream version of its half of the transfer.
+	Version     int64
+	Sent        bool
+	Counterpart string
+	Amount      int64
+	Transfer    uuid.UUID
+	At          time.Time
+}
+
+// historyEntryOf returns the entry an event adds to its account's coin history, if any.
+func historyEntryOf(e decoded) (HistoryEntry, bool) {
+	en := HistoryEntry{Version: e.Version, At: e.RecordedAt}
+	switch ev := e.Event.(type) {
+	case domain.CoinsSent:
+		en.Sent, en.Counterpart, en.Amount, en.Transfer = true, ev.To.Username, int64(ev.Amount), ev.TransferID
+	case domain.CoinsReceived:
+		en.Counterpart, en.Amount, en.Transfer = ev.From.Username, int64(ev.Amount), ev.TransferID
+	default:
+		return en, false
+	}
+	return en, true
+}
+
 // BalanceV2 keeps each account's coins and its totals received, sent and spent: the schema
 // change that version 2 ships, built from history by a rebuild.
 func BalanceV2() Projection {
@@ -284,12 +364,14 @@ func balanceV2Row(e decoded) any {
 	return r
 }
 
-// All returns the first version of each projection: the set a fresh database serves reads
-// from, and what a runner that does not follow projection_versions runs.
-func All() []Projection { return []Projection{Balance(), Inventory(), History()} }
+// All returns the version of each projection a fresh database serves reads from (migrations 003
+// and 009), and what a runner that does not follow projection_versions runs.
+func All() []Projection { return []Projection{Balance(), Inventory(), HistoryV2()} }
 
 // Versions returns every version of every projection the code knows, oldest first.
-func Versions() []Projection { return []Projection{Balance(), BalanceV2(), Inventory(), History()} }
+func Versions() []Projection {
+	return []Projection{Balance(), BalanceV2(), Inventory(), History(), HistoryV2()}
+}
 
 // Latest returns the newest version of the named projection.
 func Latest(name string) (Projection, bool) {

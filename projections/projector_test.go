@@ -1,6 +1,7 @@
 package projections_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -160,7 +162,7 @@ func (tw *testWriter) Write(p []byte) (int, error) { tw.t.Log(string(p)); return
 func (w *world) waitCaughtUp(groups ...string) {
 	w.t.Helper()
 	if len(groups) == 0 {
-		groups = []string{"balance_v1", "inventory_v1", "history_v1"}
+		groups = []string{"balance_v1", "inventory_v1", "history_v2"}
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -192,7 +194,6 @@ func (w *world) checkReadModels() {
 			w.t.Fatal(err)
 		}
 		acc := &domain.Account{}
-		var sent, received int
 		for _, e := range evs {
 			ev, err := e.Decode()
 			if err != nil {
@@ -200,12 +201,6 @@ func (w *world) checkReadModels() {
 			}
 			if err := acc.Apply(ev); err != nil {
 				w.t.Fatal(err)
-			}
-			switch ev.(type) {
-			case domain.CoinsSent:
-				sent++
-			case domain.CoinsReceived:
-				received++
 			}
 		}
 		var coins int64
@@ -225,13 +220,55 @@ func (w *world) checkReadModels() {
 		if !maps.Equal(items, acc.Items) && !(len(items) == 0 && len(acc.Items) == 0) {
 			w.t.Errorf("%s: inventory %v, the log folds to %v", name, items, acc.Items)
 		}
-		var hs, hr int
-		if err := db.Pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE from_id = $1 AND from_version IS NOT NULL),
-			count(*) FILTER (WHERE to_id = $1 AND to_version IS NOT NULL) FROM history_v1`, id).Scan(&hs, &hr); err != nil {
+	}
+	w.checkHistory(projections.HistoryV2())
+}
+
+// checkHistory compares every account's coin history in p's read model with its transfer
+// halves in the log: the same entries, each at its own stream version and time.
+func (w *world) checkHistory(p projections.Projection) {
+	w.t.Helper()
+	ctx := context.Background()
+	got := map[uuid.UUID][]projections.HistoryEntry{}
+	if err := projections.ReadHistory(ctx, db.Pool, p, func(account uuid.UUID, e projections.HistoryEntry) {
+		got[account] = append(got[account], e)
+	}); err != nil {
+		w.t.Fatal(err)
+	}
+	for name, id := range w.users {
+		evs, err := w.store.Load(ctx, domain.StreamID(id), 0)
+		if err != nil {
 			w.t.Fatal(err)
 		}
-		if hs != sent || hr != received {
-			w.t.Errorf("%s: history %d sent / %d received, the log has %d / %d", name, hs, hr, sent, received)
+		var want []projections.HistoryEntry
+		for _, e := range evs {
+			ev, err := e.Decode()
+			if err != nil {
+				w.t.Fatal(err)
+			}
+			en := projections.HistoryEntry{Version: e.Version, At: e.RecordedAt}
+			switch ev := ev.(type) {
+			case domain.CoinsSent:
+				en.Sent, en.Counterpart, en.Amount, en.Transfer = true, ev.To.Username, int64(ev.Amount), ev.TransferID
+			case domain.CoinsReceived:
+				en.Counterpart, en.Amount, en.Transfer = ev.From.Username, int64(ev.Amount), ev.TransferID
+			default:
+				continue
+			}
+			want = append(want, en)
+		}
+		have := got[id]
+		slices.SortFunc(have, func(a, b projections.HistoryEntry) int { return cmp.Compare(a.Version, b.Version) })
+		if len(have) != len(want) {
+			w.t.Errorf("%s: %s holds %d entries, the log %d transfer halves", name, p.Group(), len(have), len(want))
+			continue
+		}
+		for i := range want {
+			if h := have[i]; h.Version != want[i].Version || h.Sent != want[i].Sent || h.Counterpart != want[i].Counterpart ||
+				h.Amount != want[i].Amount || h.Transfer != want[i].Transfer || !h.At.Equal(want[i].At) {
+				w.t.Errorf("%s: %s entry %d is %+v, the log's %+v", name, p.Group(), i, h, want[i])
+				break
+			}
 		}
 	}
 }
@@ -393,7 +430,7 @@ func TestProjectorWaitsForAnOutOfOrderCommitInsteadOfSkippingIt(t *testing.T) {
 	releaseT1()
 	w.waitCaughtUp()
 	w.checkReadModels()
-	for _, g := range []string{"balance_v1", "inventory_v1", "history_v1"} {
+	for _, g := range []string{"balance_v1", "inventory_v1", "history_v2"} {
 		if c := r.Counters(g); c.Failures != 0 || c.Redelivered != 0 {
 			t.Errorf("%s counters %+v: want no failure, and T2 not sent again", g, c)
 		}
@@ -449,7 +486,7 @@ func TestRestartsAmidLateCommitsSkipNothing(t *testing.T) {
 		release()
 		time.Sleep(time.Duration(rng.IntN(2000)) * time.Microsecond)
 		stop()
-		for _, g := range []string{"balance_v1", "inventory_v1", "history_v1"} {
+		for _, g := range []string{"balance_v1", "inventory_v1", "history_v2"} {
 			if c := r.Counters(g); c.Failures != 0 {
 				t.Fatalf("%s failed %d times on a log with no bad event: the guard met a gap", g, c.Failures)
 			}
@@ -481,7 +518,7 @@ func TestFailingProjectionIsVisibleAndRecovers(t *testing.T) {
 	_ = db.Pool.QueryRow(context.Background(), `SELECT max(global_position) FROM events WHERE event_type = 'CoinsSent'`).Scan(&poison)
 	r, _ := w.runner(projections.Config{MaxAttempts: 3, RetryInterval: 5 * time.Millisecond, RestartBackoff: 50 * time.Millisecond,
 		BeforeApply: func(group string, e eventstore.RecordedEvent) error {
-			if group == "history_v1" && e.Position == poison && poisoned.Load() {
+			if group == "history_v2" && e.Position == poison && poisoned.Load() {
 				return errors.New("injected: cannot handle this event")
 			}
 			return nil
@@ -491,7 +528,7 @@ func TestFailingProjectionIsVisibleAndRecovers(t *testing.T) {
 	var state string
 	var failedAt *int64
 	for {
-		_ = db.Pool.QueryRow(context.Background(), `SELECT state, failed_position FROM projection_status WHERE consumer_group = 'history_v1'`).Scan(&state, &failedAt)
+		_ = db.Pool.QueryRow(context.Background(), `SELECT state, failed_position FROM projection_status WHERE consumer_group = 'history_v2'`).Scan(&state, &failedAt)
 		if state == "failed" {
 			break
 		}
@@ -507,7 +544,7 @@ func TestFailingProjectionIsVisibleAndRecovers(t *testing.T) {
 		t.Fatal("runner reports healthy while a projection is failed")
 	}
 	var cp int64
-	_ = db.Pool.QueryRow(context.Background(), `SELECT position FROM projection_checkpoints WHERE consumer_group = 'history_v1'`).Scan(&cp)
+	_ = db.Pool.QueryRow(context.Background(), `SELECT position FROM projection_checkpoints WHERE consumer_group = 'history_v2'`).Scan(&cp)
 	if cp >= poison {
 		t.Fatalf("history checkpoint %d moved past the failing event %d", cp, poison)
 	}
@@ -520,7 +557,7 @@ func TestFailingProjectionIsVisibleAndRecovers(t *testing.T) {
 			t.Fatalf("history did not recover: state %q", state)
 		}
 		time.Sleep(10 * time.Millisecond)
-		_ = db.Pool.QueryRow(context.Background(), `SELECT state FROM projection_status WHERE consumer_group = 'history_v1'`).Scan(&state)
+		_ = db.Pool.QueryRow(context.Background(), `SELECT state FROM projection_status WHERE consumer_group = 'history_v2'`).Scan(&state)
 	}
 }
 
@@ -551,7 +588,7 @@ func TestGapStopsTheProjectionInsteadOfSkipping(t *testing.T) {
 	w.transfer("cat", "dan", 1)
 
 	r, stop := w.runner(projections.Config{MaxAttempts: 2, RetryInterval: 5 * time.Millisecond, RestartBackoff: time.Hour})
-	w.waitCaughtUp("inventory_v1", "history_v1")
+	w.waitCaughtUp("inventory_v1", "history_v2")
 	var state, lastError string
 	var failedAt *int64
 	deadline := time.Now().Add(20 * time.Second)

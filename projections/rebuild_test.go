@@ -103,7 +103,7 @@ func TestRebuildSwitchesToTheNewVersionUnderTraffic(t *testing.T) {
 		t.Fatalf("balance active version %d after the rebuild", active)
 	}
 	w.traffic(10) // after the switch: only the following runner projects v2 now
-	w.waitCaughtUp("balance_v2", "inventory_v1", "history_v1")
+	w.waitCaughtUp("balance_v2", "inventory_v1", "history_v2")
 	w.checkBalanceV2()
 	var v1rows int
 	_ = db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM balance_v1`).Scan(&v1rows)
@@ -128,6 +128,57 @@ func TestRebuildSwitchesToTheNewVersionUnderTraffic(t *testing.T) {
 	// Nothing is left to rebuild.
 	if _, err := projections.Rebuild(context.Background(), db.Pool, "balance", projections.RebuildOptions{}); !errors.Is(err, projections.ErrNothingToRebuild) {
 		t.Errorf("second rebuild: %v, want ErrNothingToRebuild", err)
+	}
+}
+
+// A database that served history v1 before version 2 existed moves to the paged history by a
+// rebuild under traffic, without a pause: v1 serves until the switch, v2 after it, and both
+// hold exactly the log's transfer halves.
+func TestRebuildMovesHistoryToPagesUnderTraffic(t *testing.T) {
+	w := newWorld(t)
+	if _, err := db.Pool.Exec(context.Background(), `UPDATE projection_versions SET active_version = 1 WHERE name = 'history'`); err != nil {
+		t.Fatal(err)
+	}
+	w.traffic(150) // more than one page of history_v2 for some accounts
+	w.settle()
+	w.followRunner()
+	w.waitCaughtUp("balance_v1", "inventory_v1", "history_v1")
+	w.checkHistory(projections.History())
+
+	stopTraffic := make(chan struct{})
+	trafficDone := make(chan struct{})
+	go func() {
+		defer close(trafficDone)
+		for {
+			select {
+			case <-stopTraffic:
+				return
+			default:
+				w.traffic(5)
+			}
+		}
+	}()
+	rep, err := projections.Rebuild(context.Background(), db.Pool, "history", projections.RebuildOptions{
+		Log: testLog(t), PageSize: 100, Grace: 300 * time.Millisecond})
+	close(stopTraffic)
+	<-trafficDone
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.From != 1 || rep.To != 2 {
+		t.Fatalf("report %+v", rep)
+	}
+	w.traffic(10)
+	w.waitCaughtUp("balance_v1", "inventory_v1", "history_v2")
+	w.checkHistory(projections.HistoryV2())
+	var pages, longest, v1rows int
+	_ = db.Pool.QueryRow(context.Background(), `SELECT count(*), max(page) FROM history_v2`).Scan(&pages, &longest)
+	_ = db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM history_v1`).Scan(&v1rows)
+	if longest < 1 {
+		t.Errorf("no account's history reached a second page (%d pages): the test does not cover page turns", pages)
+	}
+	if v1rows != 0 {
+		t.Errorf("history_v1 still has %d rows after being retired", v1rows)
 	}
 }
 

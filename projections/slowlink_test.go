@@ -27,7 +27,7 @@ func TestOneAtATimeFitsTheAckDeadlineOnASlowLink(t *testing.T) {
 	pool := slowPool(t, 5*time.Millisecond)
 	var failed atomic.Bool
 	w.runnerOn(pool, projections.Config{BeforeApply: func(group string, _ eventstore.RecordedEvent) error {
-		if group == "history_v1" && failed.CompareAndSwap(false, true) {
+		if group == "history_v2" && failed.CompareAndSwap(false, true) {
 			return errors.New("injected: the first attempt at the whole batch fails")
 		}
 		return nil

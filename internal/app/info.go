@@ -37,36 +37,6 @@ type Transfer struct {
 	Amount      int64
 }
 
-// infoSQL reads, in one statement (one snapshot), for each account of $1 (with its stream id
-// in $2), the account's stream head, and each read model with the stream version its
-// projector has applied for the account. History rows count only once this account's half is
-// applied, so a half-projected transfer never shows on one side early. Inventory and history
-// come back as parallel arrays (binary, no JSON to build or parse). The read models are those
-// of the active projection versions: %[1]s/%[2]s are the balance table and group, %[3]s/%[4]s
-// the inventory's, %[5]s/%[6]s the history's. An account without a stream gets head 0.
-const infoSQL = `
-SELECT q.account_id, COALESCE(st.version, 0),
-       COALESCE(hb.version, 0), COALESCE(b.coins, 0),
-       COALESCE(hi.version, 0), inv.items, inv.quantities,
-       COALESCE(hh.version, 0), hist.sent, hist.counterparts, hist.amounts
-FROM unnest($1::uuid[], $2::text[]) AS q(account_id, stream_id)
-LEFT JOIN streams st ON st.stream_id = q.stream_id
-LEFT JOIN projection_heads hb ON hb.consumer_group = '%[2]s' AND hb.account_id = q.account_id
-LEFT JOIN %[1]s b ON b.account_id = q.account_id
-LEFT JOIN projection_heads hi ON hi.consumer_group = '%[4]s' AND hi.account_id = q.account_id
-LEFT JOIN projection_heads hh ON hh.consumer_group = '%[6]s' AND hh.account_id = q.account_id
-CROSS JOIN LATERAL (
-    SELECT array_agg(i.item ORDER BY i.item) AS items, array_agg(i.quantity ORDER BY i.item) AS quantities
-    FROM %[3]s i WHERE i.account_id = q.account_id) inv
-CROSS JOIN LATERAL (
-    SELECT array_agg(h.from_id = q.account_id ORDER BY h.position, h.transfer_id) AS sent,
-           array_agg(CASE WHEN h.from_id = q.account_id THEN h.to_username ELSE h.from_username END
-                     ORDER BY h.position, h.transfer_id) AS counterparts,
-           array_agg(h.amount ORDER BY h.position, h.transfer_id) AS amounts
-    FROM %[5]s h
-    WHERE (h.from_id = q.account_id AND h.from_version <= COALESCE(hh.version, 0))
-       OR (h.to_id = q.account_id AND h.to_version <= COALESCE(hh.version, 0))) hist`
-
 // readSetTTL is how long the active projection versions are trusted before being read again.
 // A rebuild keeps the old version's rows for longer than this after switching.
 const readSetTTL = 500 * time.Millisecond
@@ -76,7 +46,7 @@ type readSet struct {
 	read time.Time
 }
 
-// infoQuery returns infoSQL over the active projection versions.
+// infoQuery returns the read models' statement over the active projection versions.
 func (a *App) infoQuery(ctx context.Context) (string, error) {
 	if rs := a.reads.Load(); rs != nil && time.Since(rs.read) < readSetTTL {
 		return rs.sql, nil
@@ -85,20 +55,16 @@ func (a *App) infoQuery(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var args []any
-	for _, n := range []string{"balance", "inventory", "history"} {
-		p, err := versions.Serving(n)
-		if err != nil {
-			return "", err
-		}
-		args = append(args, p.Table(), p.Group())
+	q, err := versions.InfoSQL()
+	if err != nil {
+		return "", err
 	}
-	rs := &readSet{sql: fmt.Sprintf(infoSQL, args...), read: time.Now()}
+	rs := &readSet{sql: q, read: time.Now()}
 	a.reads.Store(rs)
 	return rs.sql, nil
 }
 
-// readModels is one account's row of infoSQL.
+// readModels is one account's row of the read models' statement (projections.Active.InfoSQL).
 type readModels struct {
 	head              int64
 	balV, invV, histV int64
@@ -123,7 +89,7 @@ func (a *App) readModels(ctx context.Context, id uuid.UUID) (*readModels, error)
 	return a.readGroups.read(ctx, id)
 }
 
-// readRows runs infoSQL for the accounts ids (distinct) and returns their rows by account, read
+// readRows runs the read models' statement for the accounts ids (distinct) and returns their rows by account, read
 // where the router sends a read asked for now (a group of reads asks once).
 func (a *App) readRows(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*readModels, error) {
 	q, err := a.infoQuery(ctx)

@@ -1,9 +1,9 @@
 package app_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"maps"
 	"math/rand/v2"
 	"slices"
@@ -17,6 +17,7 @@ import (
 
 	"github.com/ledger/ledger/domain"
 	"github.com/ledger/ledger/internal/app"
+	"github.com/ledger/ledger/projections"
 )
 
 // TestBankInvariants drives random commands (valid and invalid) at a set of accounts, then
@@ -331,7 +332,7 @@ func checkTransferTwins(t *testing.T, folds map[uuid.UUID]*folded) {
 	t.Logf("%d transfers, each with both halves", len(sent))
 }
 
-// checkReadModelsAgainstLog compares balance_v1, inventory_v1 and history_v1 with the fold of the log.
+// checkReadModelsAgainstLog compares balance_v1, inventory_v1 and history_v2 with the fold of the log.
 func checkReadModelsAgainstLog(t *testing.T, ctx context.Context, names []string, ids []uuid.UUID, folds map[uuid.UUID]*folded) {
 	t.Helper()
 	for i, id := range ids {
@@ -353,81 +354,33 @@ func checkReadModelsAgainstLog(t *testing.T, ctx context.Context, names []string
 		}
 	}
 
-	hist, err := readHistory(ctx)
-	if err != nil {
+	// History: each account's entries, as the active version holds them, are exactly its
+	// transfer halves in the log, each at its own stream version.
+	got := map[uuid.UUID][]projections.HistoryEntry{}
+	if err := projections.ReadHistory(ctx, db.Pool, projections.HistoryV2(), func(account uuid.UUID, e projections.HistoryEntry) {
+		e.At = time.Time{} // the fold here does not keep times; the verifier compares them
+		got[account] = append(got[account], e)
+	}); err != nil {
 		t.Fatal(err)
 	}
-	type want struct {
-		from, to   domain.AccountRef
-		fromV, toV int64
-		amount     domain.Coins
-	}
-	wants := map[uuid.UUID]*want{}
-	get := func(tid uuid.UUID) *want {
-		w := wants[tid]
-		if w == nil {
-			w = &want{}
-			wants[tid] = w
-		}
-		return w
-	}
-	for _, f := range folds {
-		for _, e := range f.events {
+	bad := 0
+	for i, id := range ids {
+		var want []projections.HistoryEntry
+		for _, e := range folds[id].events {
 			switch ev := e.event.(type) {
 			case domain.CoinsSent:
-				w := get(ev.TransferID)
-				w.from, w.to, w.amount, w.fromV = ev.From, ev.To, ev.Amount, e.version
+				want = append(want, projections.HistoryEntry{Version: e.version, Sent: true, Counterpart: ev.To.Username, Amount: int64(ev.Amount), Transfer: ev.TransferID})
 			case domain.CoinsReceived:
-				get(ev.TransferID).toV = e.version
+				want = append(want, projections.HistoryEntry{Version: e.version, Counterpart: ev.From.Username, Amount: int64(ev.Amount), Transfer: ev.TransferID})
 			}
 		}
-	}
-	if len(hist) != len(wants) {
-		t.Errorf("history_v1 has %d rows, the log %d transfers", len(hist), len(wants))
-	}
-	bad := 0
-	for tid, w := range wants {
-		h, ok := hist[tid]
-		var diffs []string
-		switch {
-		case !ok:
-			diffs = append(diffs, "no row")
-		default:
-			if h.fromID != w.from.ID || h.fromUser != w.from.Username || h.toID != w.to.ID || h.toUser != w.to.Username {
-				diffs = append(diffs, fmt.Sprintf("parties %s/%s → %s/%s", h.fromID, h.fromUser, h.toID, h.toUser))
-			}
-			if h.amount != int64(w.amount) {
-				diffs = append(diffs, fmt.Sprintf("amount %d, log %d", h.amount, w.amount))
-			}
-			if h.fromVersion == nil || *h.fromVersion != w.fromV {
-				diffs = append(diffs, fmt.Sprintf("from_version %v, log %d", deref(h.fromVersion), w.fromV))
-			}
-			if h.toVersion == nil || *h.toVersion != w.toV {
-				diffs = append(diffs, fmt.Sprintf("to_version %v, log %d", deref(h.toVersion), w.toV))
-			}
-		}
-		if len(diffs) > 0 {
+		have := got[id]
+		slices.SortFunc(have, func(a, b projections.HistoryEntry) int { return cmp.Compare(a.Version, b.Version) })
+		if !slices.Equal(have, want) {
 			if bad++; bad <= 10 {
-				t.Errorf("history_v1 row of transfer %s: %s", tid, strings.Join(diffs, "; "))
+				t.Errorf("%s: history_v2 holds %d entries, the log %d transfer halves, or they differ:\n got %+v\nwant %+v",
+					names[i], len(have), len(want), have, want)
 			}
 		}
 	}
-	// Per account: the rows Info would show are exactly the account's halves.
-	for i, id := range ids {
-		var sentRows, recvRows int
-		if err := db.Pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE from_id = $1 AND from_version IS NOT NULL),
-			count(*) FILTER (WHERE to_id = $1 AND to_version IS NOT NULL) FROM history_v1`, id).Scan(&sentRows, &recvRows); err != nil {
-			t.Fatal(err)
-		}
-		if f := folds[id]; sentRows != len(f.sent) || recvRows != len(f.received) {
-			t.Errorf("%s: history_v1 %d sent / %d received, the log %d / %d", names[i], sentRows, recvRows, len(f.sent), len(f.received))
-		}
-	}
-}
-
-func deref(p *int64) any {
-	if p == nil {
-		return "NULL"
-	}
-	return *p
 }

@@ -202,30 +202,6 @@ func readInventory(ctx context.Context, id uuid.UUID) (map[string]int64, error) 
 	return items, err
 }
 
-// historyRow is one row of history_v1.
-type historyRow struct {
-	fromID, toID           uuid.UUID
-	fromUser, toUser       string
-	fromVersion, toVersion *int64
-	amount                 int64
-}
-
-// readHistory returns every history_v1 row by transfer id.
-func readHistory(ctx context.Context) (map[uuid.UUID]historyRow, error) {
-	rows, err := db.Pool.Query(ctx, `SELECT transfer_id, from_id, from_username, from_version, to_id, to_username, to_version, amount FROM history_v1`)
-	if err != nil {
-		return nil, err
-	}
-	out := map[uuid.UUID]historyRow{}
-	var id uuid.UUID
-	var h historyRow
-	_, err = pgx.ForEachRow(rows, []any{&id, &h.fromID, &h.fromUser, &h.fromVersion, &h.toID, &h.toUser, &h.toVersion, &h.amount}, func() error {
-		out[id] = h
-		return nil
-	})
-	return out, err
-}
-
 // openAccounts opens n accounts named prefix0..prefix(n-1) with a pool of workers.
 func openAccounts(tb testing.TB, a *app.App, prefix string, n, workers int) ([]string, []uuid.UUID) {
 	tb.Helper()

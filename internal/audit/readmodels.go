@@ -3,7 +3,6 @@ package audit
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -154,25 +153,15 @@ func readSnapshot(ctx context.Context, pool *pgxpool.Pool) (_ *snapshotOf, err e
 		return nil, fmt.Errorf("read %s: %w", names[inventory], err)
 	}
 
-	var (
-		transfer, fromID, toID uuid.UUID
-		fromName, toName       string
-		fromVersion, toVersion *int64
-		at                     time.Time
-	)
-	rows, _ = tx.Query(ctx, `SELECT transfer_id, from_id, from_username, from_version, to_id, to_username, to_version, amount, at
-		FROM `+pgx.Identifier{names[history]}.Sanitize())
-	if _, err := pgx.ForEachRow(rows, []any{&transfer, &fromID, &fromName, &fromVersion, &toID, &toName, &toVersion, &n, &at}, func() error {
-		// Each party's half counts once its projector has applied it.
-		if fromVersion != nil {
-			of(fromID).hist.add(true, *fromVersion, transfer, toName, n, at)
-		}
-		if toVersion != nil {
-			of(toID).hist.add(false, *toVersion, transfer, fromName, n, at)
-		}
-		return nil
+	// Each party's half counts once its projector has applied it.
+	hist, err := versions.Serving("history")
+	if err != nil {
+		return nil, err
+	}
+	if err := projections.ReadHistory(ctx, tx, hist, func(account uuid.UUID, e projections.HistoryEntry) {
+		of(account).hist.add(e.Sent, e.Version, e.Transfer, e.Counterpart, e.Amount, e.At)
 	}); err != nil {
-		return nil, fmt.Errorf("read %s: %w", names[history], err)
+		return nil, err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("read models: commit: %w", err)
