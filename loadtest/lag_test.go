@@ -102,7 +102,7 @@ func (w *fakeWorld) settle(t *testing.T) {
 
 func newFakeProber(every int, accounts ...uuid.UUID) (*lagProber, *fakeWorld) {
 	w := &fakeWorld{state: map[uuid.UUID]accountHeads{}}
-	p := &lagProber{source: w, groups: []string{"balance_v1", "history_v1"}, every: int64(every), accounts: accounts, now: w.now}
+	p := &lagProber{source: w, groups: []string{"balance_v1", "history_v2"}, every: int64(every), accounts: accounts, now: w.now}
 	return p, w
 }
 

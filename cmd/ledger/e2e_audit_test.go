@@ -481,8 +481,9 @@ func waitAllProjected(t *testing.T, d *pgtest.Database) {
 	for {
 		var behind int
 		err := d.Pool.QueryRow(context.Background(), `
-			SELECT count(*) FROM streams s CROSS JOIN unnest(ARRAY['balance_v1', 'inventory_v1', 'history_v1']) g
-			LEFT JOIN projection_heads h ON h.consumer_group = g AND h.account_id = substr(s.stream_id, 9)::uuid
+			SELECT count(*) FROM streams s
+			CROSS JOIN (SELECT name || '_v' || active_version FROM projection_versions) AS g(name)
+			LEFT JOIN projection_heads h ON h.consumer_group = g.name AND h.account_id = substr(s.stream_id, 9)::uuid
 			WHERE s.stream_id LIKE 'account-%' AND COALESCE(h.version, 0) <> s.version`).Scan(&behind)
 		if err != nil {
 			t.Fatal(err)

@@ -289,7 +289,7 @@ func waitForProjections(t *testing.T, names []string) (failed, stalled string) {
 			SELECT count(*)
 			FROM users u
 			JOIN streams s ON s.stream_id = 'account-' || u.account_id::text
-			CROSS JOIN (VALUES ('balance_v1'), ('inventory_v1'), ('history_v1')) AS g(name)
+			CROSS JOIN (SELECT name || '_v' || active_version FROM projection_versions) AS g(name)
 			LEFT JOIN projection_heads h ON h.consumer_group = g.name AND h.account_id = u.account_id
 			WHERE u.username = ANY($1) AND COALESCE(h.version, 0) <> s.version`, names).Scan(&behind)
 		if err != nil {
