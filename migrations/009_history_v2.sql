@@ -1,6 +1,6 @@
 -- Coin history, version 2: each account's own entries, in its stream's order, as pages of
 -- parallel arrays. An account's whole history reads in one index range of a few rows (one per
--- 32 entries), however long the log grows; version 1 (one row per transfer,
+-- 16 entries), however long the log grows; version 1 (one row per transfer,
 -- found through two indexes) costs a heap fetch per transfer on every read. Appending rewrites
 -- only the last page, which stays under the size at which PostgreSQL moves values out of line.
 -- Entry i of a page is (versions[i], sent[i], counterparts[i], amounts[i], transfer_ids[i],
@@ -16,7 +16,7 @@ CREATE TABLE history_v2 (
     transfer_ids uuid[]        NOT NULL,
     ats          timestamptz[] NOT NULL,
     PRIMARY KEY (account_id, page),
-    CHECK (cardinality(versions) BETWEEN 1 AND 32
+    CHECK (cardinality(versions) BETWEEN 1 AND 16
            AND cardinality(sent) = cardinality(versions) AND cardinality(counterparts) = cardinality(versions)
            AND cardinality(amounts) = cardinality(versions) AND cardinality(transfer_ids) = cardinality(versions)
            AND cardinality(ats) = cardinality(versions))

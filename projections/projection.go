@@ -245,7 +245,7 @@ func historyRow(e decoded) any {
 }
 
 // historyPageSize is how many entries a page of history_v2 holds (its CHECK says the same).
-const historyPageSize = 32
+const historyPageSize = 16
 
 // HistoryV2 keeps each account's own coin history, in its stream's order, as pages of parallel
 // arrays (migration 009): a read is one index range of a few rows, however long history grows.
