@@ -125,3 +125,37 @@ func ReadHistory(ctx context.Context, q eventstore.Querier, p Projection, fn fun
 	}
 	return nil
 }
+
+// ReadBalances calls fn with every account's row of p's balance read model, read through q.
+func ReadBalances(ctx context.Context, q eventstore.Querier, p Projection, fn func(account uuid.UUID, username string, coins int64)) error {
+	var (
+		account  uuid.UUID
+		username string
+		coins    int64
+	)
+	rows, _ := q.Query(ctx, `SELECT account_id, username, coins FROM `+pgx.Identifier{p.table}.Sanitize())
+	if _, err := pgx.ForEachRow(rows, []any{&account, &username, &coins}, func() error {
+		fn(account, username, coins)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("projections: read %s: %w", p.Group(), err)
+	}
+	return nil
+}
+
+// ReadInventories calls fn with every holding in p's inventory read model, read through q.
+func ReadInventories(ctx context.Context, q eventstore.Querier, p Projection, fn func(account uuid.UUID, item string, quantity int64)) error {
+	var (
+		account  uuid.UUID
+		item     string
+		quantity int64
+	)
+	rows, _ := q.Query(ctx, `SELECT account_id, item, quantity FROM `+pgx.Identifier{p.table}.Sanitize())
+	if _, err := pgx.ForEachRow(rows, []any{&account, &item, &quantity}, func() error {
+		fn(account, item, quantity)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("projections: read %s: %w", p.Group(), err)
+	}
+	return nil
+}

@@ -102,13 +102,15 @@ func readSnapshot(ctx context.Context, pool *pgxpool.Pool) (_ *snapshotOf, err e
 	if err != nil {
 		return nil, err
 	}
-	var names modelNames
+	var (
+		names  modelNames
+		served [len(modelNames{})]projections.Projection
+	)
 	for kind, name := range [...]string{balance: "balance", inventory: "inventory", history: "history"} {
-		p, err := versions.Serving(name)
-		if err != nil {
+		if served[kind], err = versions.Serving(name); err != nil {
 			return nil, err
 		}
-		names[kind] = p.Group()
+		names[kind] = served[kind].Group()
 	}
 	groupIndex := make(map[string]int, len(names))
 	for g, name := range names {
@@ -116,11 +118,9 @@ func readSnapshot(ctx context.Context, pool *pgxpool.Pool) (_ *snapshotOf, err e
 	}
 
 	var (
-		id       uuid.UUID
-		group    string
-		version  int64
-		username string
-		n        int64
+		id      uuid.UUID
+		group   string
+		version int64
 	)
 	rows, _ = tx.Query(ctx, `SELECT consumer_group, account_id, version FROM projection_heads
 		WHERE consumer_group = ANY($1)`, names[:])
@@ -130,35 +130,23 @@ func readSnapshot(ctx context.Context, pool *pgxpool.Pool) (_ *snapshotOf, err e
 	}); err != nil {
 		return nil, fmt.Errorf("read projection heads: %w", err)
 	}
-
-	rows, _ = tx.Query(ctx, `SELECT account_id, username, coins FROM `+pgx.Identifier{names[balance]}.Sanitize())
-	if _, err := pgx.ForEachRow(rows, []any{&id, &username, &n}, func() error {
-		rm := of(id)
-		rm.hasBalance, rm.username, rm.coins = true, username, n
-		return nil
+	if err := projections.ReadBalances(ctx, tx, served[balance], func(account uuid.UUID, username string, coins int64) {
+		rm := of(account)
+		rm.hasBalance, rm.username, rm.coins = true, username, coins
 	}); err != nil {
-		return nil, fmt.Errorf("read %s: %w", names[balance], err)
+		return nil, err
 	}
-
-	var item string
-	rows, _ = tx.Query(ctx, `SELECT account_id, item, quantity FROM `+pgx.Identifier{names[inventory]}.Sanitize())
-	if _, err := pgx.ForEachRow(rows, []any{&id, &item, &n}, func() error {
-		rm := of(id)
+	if err := projections.ReadInventories(ctx, tx, served[inventory], func(account uuid.UUID, item string, quantity int64) {
+		rm := of(account)
 		if rm.items == nil {
 			rm.items = make(map[string]int64)
 		}
-		rm.items[item] = n
-		return nil
+		rm.items[item] = quantity
 	}); err != nil {
-		return nil, fmt.Errorf("read %s: %w", names[inventory], err)
-	}
-
-	// Each party's half counts once its projector has applied it.
-	hist, err := versions.Serving("history")
-	if err != nil {
 		return nil, err
 	}
-	if err := projections.ReadHistory(ctx, tx, hist, func(account uuid.UUID, e projections.HistoryEntry) {
+	// Each party's half counts once its projector has applied it.
+	if err := projections.ReadHistory(ctx, tx, served[history], func(account uuid.UUID, e projections.HistoryEntry) {
 		of(account).hist.add(e.Sent, e.Version, e.Transfer, e.Counterpart, e.Amount, e.At)
 	}); err != nil {
 		return nil, err
