@@ -23,6 +23,24 @@ func (w *world) followRunner() *projections.Runner {
 	return r
 }
 
+// trafficInBackground writes rounds of traffic until the returned function is called, which
+// waits for the round in flight.
+func (w *world) trafficInBackground() (stop func()) {
+	stopping, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stopping:
+				return
+			default:
+				w.traffic(5)
+			}
+		}
+	}()
+	return func() { close(stopping); <-done }
+}
+
 // checkBalanceV2 compares balance_v2 with the fold of every account's stream, totals included.
 func (w *world) checkBalanceV2() {
 	w.t.Helper()
@@ -63,19 +81,7 @@ func TestRebuildSwitchesToTheNewVersionUnderTraffic(t *testing.T) {
 	r := w.followRunner()
 	w.waitCaughtUp()
 
-	stopTraffic := make(chan struct{})
-	trafficDone := make(chan struct{})
-	go func() {
-		defer close(trafficDone)
-		for {
-			select {
-			case <-stopTraffic:
-				return
-			default:
-				w.traffic(5)
-			}
-		}
-	}()
+	stopTraffic := w.trafficInBackground()
 	var phases []string
 	rep, err := projections.Rebuild(context.Background(), db.Pool, "balance", projections.RebuildOptions{
 		Log: testLog(t), PageSize: 100, Grace: 300 * time.Millisecond,
@@ -85,8 +91,7 @@ func TestRebuildSwitchesToTheNewVersionUnderTraffic(t *testing.T) {
 			}
 		},
 	})
-	close(stopTraffic)
-	<-trafficDone
+	stopTraffic()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,23 +150,10 @@ func TestRebuildMovesHistoryToPagesUnderTraffic(t *testing.T) {
 	w.waitCaughtUp("balance_v1", "inventory_v1", "history_v1")
 	w.checkHistory(projections.History())
 
-	stopTraffic := make(chan struct{})
-	trafficDone := make(chan struct{})
-	go func() {
-		defer close(trafficDone)
-		for {
-			select {
-			case <-stopTraffic:
-				return
-			default:
-				w.traffic(5)
-			}
-		}
-	}()
+	stopTraffic := w.trafficInBackground()
 	rep, err := projections.Rebuild(context.Background(), db.Pool, "history", projections.RebuildOptions{
 		Log: testLog(t), PageSize: 100, Grace: 300 * time.Millisecond})
-	close(stopTraffic)
-	<-trafficDone
+	stopTraffic()
 	if err != nil {
 		t.Fatal(err)
 	}
