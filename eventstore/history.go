@@ -6,28 +6,100 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // Reads of one stream's past, for auditors and for answers as of a point in time: a stream page
-// by page, and the prefix of a stream up to a global position or a recorded-at time.
+// by page or event by event, and the prefix of a stream up to a global position or a
+// recorded-at time.
+
+// streamSQL reads the events of stream $1 with a version above $2 in version order, at most $3
+// of them (NULL: all). A stream's versions are dense and each commits after the one before it,
+// so paging by version never skips an event.
+const streamSQL = `SELECT ` + eventColumns + ` FROM events
+	WHERE stream_id = $1 AND stream_version > $2 ORDER BY stream_version LIMIT $3`
+
+// ReadStream calls fn with each event of streamID with a version above after, in version
+// order, at most limit of them (limit <= 0: up to the stream's head), read with one statement.
+// It is for readers that go through a long stream once and keep little of each event (a
+// chart, a chain check): the event fn sees is the store's to reuse, and its Payload,
+// RawMetadata and Hash are the driver's memory, valid only until fn returns (Clone keeps one).
+// An error from fn ends the read and is returned as it is.
+func (s *Store) ReadStream(ctx context.Context, streamID string, after int64, limit int, fn func(*RecordedEvent) error) error {
+	var most *int
+	if limit > 0 {
+		most = &limit
+	}
+	rows, err := s.pool.Query(ctx, streamSQL, streamID, after, most)
+	if err != nil {
+		return fmt.Errorf("eventstore: read stream %q: %w", streamID, err)
+	}
+	var (
+		e                 RecordedEvent
+		typ               pgtype.DriverBytes
+		schema            int32
+		hashVersion       int16
+		payload, md, hash pgtype.DriverBytes
+		types             = make(map[string]string)
+		fnErr             error
+	)
+	e.StreamID = streamID
+	// The stream is known, and each type name is kept once: a row costs no allocation.
+	_, err = pgx.ForEachRow(rows, []any{&e.Position, &e.TransactionID, nil, &e.Version, &e.ID, &typ, &schema,
+		&payload, &md, &e.RecordedAt, &hash, &hashVersion}, func() error {
+		var ok bool
+		if e.Type, ok = types[string(typ)]; !ok {
+			e.Type = string(typ)
+			types[e.Type] = e.Type
+		}
+		e.SchemaVersion, e.HashVersion = int(schema), int(hashVersion)
+		e.Payload, e.RawMetadata, e.Hash = []byte(payload), []byte(md), []byte(hash)
+		fnErr = fn(&e)
+		return fnErr
+	})
+	if fnErr != nil {
+		return fnErr
+	}
+	if err != nil {
+		return fmt.Errorf("eventstore: read stream %q: %w", streamID, err)
+	}
+	return nil
+}
+
+// Clone returns a copy of e that owns its bytes, which is what a ReadStream reader keeps.
+func (e RecordedEvent) Clone() RecordedEvent {
+	buf := make([]byte, 0, len(e.Payload)+len(e.RawMetadata)+len(e.Hash))
+	keep := func(b []byte) []byte {
+		if b == nil {
+			return nil
+		}
+		buf = append(buf, b...)
+		return buf[len(buf)-len(b) : len(buf) : len(buf)]
+	}
+	e.Payload, e.RawMetadata, e.Hash = keep(e.Payload), keep(e.RawMetadata), keep(e.Hash)
+	return e
+}
+
+// loadStream is ReadStream keeping every event.
+func (s *Store) loadStream(ctx context.Context, streamID string, after int64, limit int) ([]RecordedEvent, error) {
+	var out []RecordedEvent
+	if limit > 0 {
+		out = make([]RecordedEvent, 0, min(limit, maxPageHint))
+	}
+	err := s.ReadStream(ctx, streamID, after, limit, func(e *RecordedEvent) error {
+		out = append(out, e.Clone())
+		return nil
+	})
+	return out, err
+}
 
 // LoadPage returns at most limit events of streamID with a version above after, in version
-// order. A stream's versions are dense and each commits after the one before it, so paging by
-// version never skips an event.
+// order.
 func (s *Store) LoadPage(ctx context.Context, streamID string, after int64, limit int) ([]RecordedEvent, error) {
 	if limit <= 0 {
 		return nil, invalid("load page: limit %d must be positive", limit)
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+eventColumns+` FROM events
-		WHERE stream_id = $1 AND stream_version > $2 ORDER BY stream_version LIMIT $3`, streamID, after, limit)
-	if err != nil {
-		return nil, fmt.Errorf("eventstore: load page %q: %w", streamID, err)
-	}
-	evs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (RecordedEvent, error) { return scanEvent(r) })
-	if err != nil {
-		return nil, fmt.Errorf("eventstore: load page %q: %w", streamID, err)
-	}
-	return evs, nil
+	return s.loadStream(ctx, streamID, after, limit)
 }
 
 // LoadThroughPosition returns the events of streamID at or before the

@@ -119,3 +119,71 @@ func TestAuditReads(t *testing.T) {
 		}
 	}
 }
+
+// TestReadStream: a stream event by event after a version and up to a limit, every field as
+// the other reads give it; the event's bytes are the driver's until the callback returns, so a
+// reader keeps a Clone; an error from the callback ends the read and comes back as it is.
+func TestReadStream(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	for i := range 4 {
+		appendOne(t, s, "a", eventstore.Exactly(int64(2*i)), ev("E", int64(2*i+1)), ev("F", int64(2*i+2)))
+		appendOne(t, s, "b", eventstore.Any(), ev("E", int64(i)))
+	}
+	full, err := s.Load(ctx, "a", 0)
+	if err != nil || len(full) != 8 {
+		t.Fatalf("load: %d events, %v", len(full), err)
+	}
+	for _, tc := range []struct {
+		after int64
+		limit int
+		want  []int64
+	}{
+		{0, 0, []int64{1, 2, 3, 4, 5, 6, 7, 8}},
+		{3, 0, []int64{4, 5, 6, 7, 8}},
+		{3, 2, []int64{4, 5}},
+		{6, 10, []int64{7, 8}},
+		{8, 0, nil},
+	} {
+		var kept []eventstore.RecordedEvent
+		var last *eventstore.RecordedEvent
+		err := s.ReadStream(ctx, "a", tc.after, tc.limit, func(e *eventstore.RecordedEvent) error {
+			if last != nil && last != e {
+				t.Fatal("ReadStream handed out a new event for a row; it reuses one")
+			}
+			last = e
+			kept = append(kept, e.Clone())
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := recordedVersions(kept); !slices.Equal(got, tc.want) {
+			t.Fatalf("after %d, limit %d: versions %v, want %v", tc.after, tc.limit, got, tc.want)
+		}
+		for _, e := range kept {
+			want := full[e.Version-1]
+			if e.Position != want.Position || e.TransactionID != want.TransactionID || e.StreamID != want.StreamID ||
+				e.ID != want.ID || e.Type != want.Type || e.SchemaVersion != want.SchemaVersion ||
+				string(e.Payload) != string(want.Payload) || string(e.RawMetadata) != string(want.RawMetadata) ||
+				!e.RecordedAt.Equal(want.RecordedAt) || string(e.Hash) != string(want.Hash) || e.HashVersion != want.HashVersion {
+				t.Fatalf("read %+v, loaded %+v", e, want)
+			}
+			if brk := eventstore.VerifyLink(prevHash(full, e.Version), e); brk != nil {
+				t.Fatalf("v%d as read does not verify: %s", e.Version, brk.Reason)
+			}
+		}
+	}
+	stop := errors.New("enough")
+	seen := 0
+	if err := s.ReadStream(ctx, "a", 0, 0, func(*eventstore.RecordedEvent) error { seen++; return stop }); !errors.Is(err, stop) || seen != 1 {
+		t.Fatalf("a callback's error: %v after %d events, want it back after one", err, seen)
+	}
+}
+
+func prevHash(evs []eventstore.RecordedEvent, version int64) []byte {
+	if version == 1 {
+		return nil
+	}
+	return evs[version-2].Hash
+}

@@ -582,16 +582,7 @@ func scanEvent(row pgx.Row) (RecordedEvent, error) {
 
 // Load returns the events of streamID with a version above after, in version order.
 func (s *Store) Load(ctx context.Context, streamID string, after int64) ([]RecordedEvent, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+eventColumns+` FROM events
-		WHERE stream_id = $1 AND stream_version > $2 ORDER BY stream_version`, streamID, after)
-	if err != nil {
-		return nil, fmt.Errorf("eventstore: load %q: %w", streamID, err)
-	}
-	evs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (RecordedEvent, error) { return scanEvent(r) })
-	if err != nil {
-		return nil, fmt.Errorf("eventstore: load %q: %w", streamID, err)
-	}
-	return evs, nil
+	return s.loadStream(ctx, streamID, after, 0)
 }
 
 // StreamState is what loading an aggregate needs: the newest snapshot and the events after it.

@@ -20,6 +20,28 @@ func (a *App) AccountEvents(ctx context.Context, accountID uuid.UUID, after int6
 	return page, err
 }
 
+// ReadAccountEvents calls fn with each of the account's events after the stream version after,
+// at most limit of them (limit <= 0: all), in version order, as stored: for a reader that goes
+// through a long stream once and keeps little of each event (eventstore.ReadStream: the event
+// is the store's to reuse once fn returns). A read that fails on a standby goes on on the
+// primary after the last event fn saw, so fn sees each event once.
+func (a *App) ReadAccountEvents(ctx context.Context, accountID uuid.UUID, after int64, limit int, fn func(*eventstore.RecordedEvent)) error {
+	seen := after
+	return a.read(ctx, func(ctx context.Context, on reader) error {
+		rest := limit
+		if limit > 0 {
+			if rest -= int(seen - after); rest <= 0 {
+				return nil
+			}
+		}
+		return on.store.ReadStream(ctx, domain.StreamID(accountID), seen, rest, func(e *eventstore.RecordedEvent) error {
+			fn(e)
+			seen = e.Version
+			return nil
+		})
+	})
+}
+
 // AuditLog returns at most limit events of the global log after the checkpoint, in the order
 // every reader of the log uses: (transaction, position), below the oldest running transaction,
 // so that no event is ever skipped. A short page means the reader has caught up for now.

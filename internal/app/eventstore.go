@@ -16,6 +16,7 @@ type EventStore interface {
 	LoadState(ctx context.Context, streamID string) (eventstore.StreamState, error)
 	Load(ctx context.Context, streamID string, after int64) ([]eventstore.RecordedEvent, error)
 	LoadPage(ctx context.Context, streamID string, after int64, limit int) ([]eventstore.RecordedEvent, error)
+	ReadStream(ctx context.Context, streamID string, after int64, limit int, fn func(*eventstore.RecordedEvent) error) error
 	LoadThroughPosition(ctx context.Context, streamID string, pos int64) ([]eventstore.RecordedEvent, error)
 	LoadRecordedBy(ctx context.Context, streamID string, t time.Time) ([]eventstore.RecordedEvent, error)
 	ReadLog(ctx context.Context, after eventstore.Checkpoint, limit int) ([]eventstore.RecordedEvent, error)

@@ -47,6 +47,7 @@ type Ledger interface {
 	Info(ctx context.Context, accountID uuid.UUID) (app.Info, error)
 	InfoAsOf(ctx context.Context, accountID uuid.UUID, at app.AsOf) (app.Info, error)
 	AccountEvents(ctx context.Context, accountID uuid.UUID, after int64, limit int) ([]eventstore.RecordedEvent, error)
+	ReadAccountEvents(ctx context.Context, accountID uuid.UUID, after int64, limit int, fn func(*eventstore.RecordedEvent)) error
 	AuditLog(ctx context.Context, after eventstore.Checkpoint, limit int) ([]eventstore.RecordedEvent, error)
 	AuditLogBefore(ctx context.Context, before eventstore.Checkpoint, limit int) ([]eventstore.RecordedEvent, error)
 	Accounts(ctx context.Context, prefix, after string, limit int) ([]app.AccountSummary, error)

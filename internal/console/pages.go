@@ -249,12 +249,8 @@ func describe(e eventstore.RecordedEvent) eventRow {
 		row.Detail = "undecodable: " + err.Error()
 		return row
 	}
-	row.Change = int64(domain.BalanceChange(ev))
+	row.Change, row.Counterparty = effect(ev)
 	switch ev := ev.(type) {
-	case domain.CoinsSent:
-		row.Counterparty = ev.To.Username
-	case domain.CoinsReceived:
-		row.Counterparty = ev.From.Username
 	case domain.ItemPurchased:
 		row.Detail = fmt.Sprintf("%d × %s at %d", ev.Quantity, ev.Item, ev.Price)
 	case domain.CoinsGranted:
@@ -266,6 +262,18 @@ func describe(e eventstore.RecordedEvent) eventRow {
 		row.Detail = ev.Username
 	}
 	return row
+}
+
+// effect is an event's change to its account's balance, and the other party of a transfer.
+func effect(ev domain.Event) (int64, string) {
+	change := int64(domain.BalanceChange(ev))
+	switch ev := ev.(type) {
+	case domain.CoinsSent:
+		return change, ev.To.Username
+	case domain.CoinsReceived:
+		return change, ev.From.Username
+	}
+	return change, ""
 }
 
 type accountPage struct {
@@ -306,71 +314,72 @@ func (c *Console) handleAccount(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	page := accountPage{Name: name, AccountID: id, AsOf: strings.TrimSpace(q.Get("asOf"))}
+	ctx := r.Context()
+	var info func() error
 	if page.AsOf != "" {
 		at, err := httpapi.ParseAsOf(page.AsOf)
 		if err != nil {
 			c.fail(w, r, err)
 			return
 		}
-		page.Info, err = c.Ledger.InfoAsOf(r.Context(), id, at)
-		if err != nil {
-			c.fail(w, r, err)
-			return
-		}
-	} else if page.Info, err = c.Ledger.Info(r.Context(), id); err != nil {
-		c.fail(w, r, err)
-		return
+		info = func() (err error) { page.Info, err = c.Ledger.InfoAsOf(ctx, id, at); return err }
+	} else {
+		info = func() (err error) { page.Info, err = c.Ledger.Info(ctx, id); return err }
 	}
-	events, err := c.allEvents(r.Context(), id)
+	// The table and the chart show the account as the answer does: up to its version. The
+	// answer of now and the stream are read side by side (the stream to its head, then on to
+	// the answer's version if that is further); an answer of the past is read first, so the
+	// stream is read only up to it.
+	var h accountHistory
+	if page.AsOf != "" {
+		if err = info(); err == nil {
+			err = h.read(ctx, c.Ledger, id, page.Info.Version)
+		}
+	} else {
+		answered := make(chan error, 1)
+		go func() { answered <- info() }()
+		err = h.read(ctx, c.Ledger, id, 0)
+		if infoErr := <-answered; infoErr != nil {
+			err = infoErr
+		} else if err == nil && h.last() < page.Info.Version {
+			err = h.read(ctx, c.Ledger, id, page.Info.Version)
+		}
+	}
 	if err != nil {
 		c.fail(w, r, err)
 		return
 	}
-	// The table and the chart show the account as the answer does: up to its version.
-	if int64(len(events)) > page.Info.Version {
-		events = events[:page.Info.Version]
-	}
-	rows := make([]eventRow, len(events))
-	var prev []byte
-	var balance int64
-	page.ChainOK = true
-	for i, e := range events {
-		row := describe(e)
-		balance += row.Change
-		row.Balance = balance
-		row.Chain = page.ChainOK
-		if int64(i+1) != e.Version {
-			row.Chain, row.ChainProblem = false, fmt.Sprintf("version %d follows %d", e.Version, i)
-		} else if brk := eventstore.VerifyLink(prev, e); brk != nil {
-			row.Chain, row.ChainProblem = false, brk.Reason
-		}
-		if !row.Chain {
-			if page.ChainOK || row.ChainProblem != "" {
-				page.Breaks++
-			}
-			page.ChainOK = false
-		}
-		prev = e.Hash
-		rows[i] = row
-	}
-	page.Chart = drawChart(rows)
-	page.Received, page.ReceivedN = newest(page.Info.Received, shownTransfers), len(page.Info.Received)
-	page.Sent, page.SentN = newest(page.Info.Sent, shownTransfers), len(page.Info.Sent)
-	page.Total = len(rows)
-	page.Pages = max(1, (len(rows)+eventsPage-1)/eventsPage)
+	total := page.Info.Version
+	h.upTo(total)
+	page.ChainOK, page.Breaks = h.holds(total), len(h.problems)
+	page.Total = int(total)
+	page.Pages = max(1, (page.Total+eventsPage-1)/eventsPage)
 	if p, err := strconv.Atoi(q.Get("page")); err == nil && p >= 1 {
 		page.Page = min(p, page.Pages)
-	} else if v, err := strconv.ParseInt(q.Get("v"), 10, 64); err == nil && v >= 1 && v <= int64(len(rows)) {
-		page.Page = int((int64(len(rows))-v)/eventsPage) + 1
+	} else if v, err := strconv.ParseInt(q.Get("v"), 10, 64); err == nil && v >= 1 && v <= total {
+		page.Page = int((total-v)/eventsPage) + 1
 	} else {
 		page.Page = 1
 	}
-	// Newest first: page 1 ends with the newest event.
-	hi := len(rows) - (page.Page-1)*eventsPage
+	// Newest first: page 1 ends with the newest event; this page shows versions (lo, hi].
+	hi := total - int64(page.Page-1)*eventsPage
 	lo := max(0, hi-eventsPage)
-	for i := hi - 1; i >= lo; i-- {
-		page.Rows = append(page.Rows, rows[i])
+	if hi > lo {
+		events, err := c.Ledger.AccountEvents(ctx, id, lo, int(hi-lo))
+		if err != nil {
+			c.fail(w, r, err)
+			return
+		}
+		for i := len(events) - 1; i >= 0; i-- {
+			row := describe(events[i])
+			row.Balance, _ = h.balance(row.Version)
+			row.Chain, row.ChainProblem = h.holds(row.Version), h.problems[row.Version]
+			page.Rows = append(page.Rows, row)
+		}
 	}
+	page.Chart = drawChart(h.changes)
+	page.Received, page.ReceivedN = newest(page.Info.Received, shownTransfers), len(page.Info.Received)
+	page.Sent, page.SentN = newest(page.Info.Sent, shownTransfers), len(page.Info.Sent)
 	c.render(w, r, http.StatusOK, "account", page)
 }
 
