@@ -53,7 +53,7 @@ SELECT r.name, r.active_version,
        COALESCE(st.state, 'live'), st.failed_position, COALESCE(st.last_error, ''),
        (SELECT count(*) FROM events e
         WHERE (e.transaction_id, e.global_position) > (COALESCE(c.transaction_id, '0'), COALESCE(c.position, 0))),
-       COALESCE((SELECT (extract(epoch FROM now() - e.recorded_at) * 1000)::bigint FROM events e
+       COALESCE((SELECT greatest((extract(epoch FROM clock_timestamp() - e.recorded_at) * 1000)::bigint, 0) FROM events e
                  WHERE (e.transaction_id, e.global_position) > (COALESCE(c.transaction_id, '0'), COALESCE(c.position, 0))
                  ORDER BY e.transaction_id, e.global_position LIMIT 1), 0),
        r.kind = 0 AND EXISTS (SELECT 1 FROM locks WHERE class = $1 AND key = (hashtext(r.name)::bigint + 4294967296) % 4294967296),
@@ -63,25 +63,39 @@ LEFT JOIN projection_checkpoints c ON c.consumer_group = r.grp
 LEFT JOIN projection_status st ON st.consumer_group = r.grp
 ORDER BY r.kind, r.name`
 
+// statusScansSQL makes the status statement count the events after each checkpoint through
+// the log's index. The statement is prepared once and planned generically, without the
+// checkpoints' values, so the planner guesses that a third of the log follows any of them and,
+// over a long log, scans the whole table to count the handful a reader that keeps up has
+// left (measured: about half a second per reader at 1,000,000 events).
+const statusScansSQL = `SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true)`
+
 // Statuses returns every projection's status, then every other reader's.
 func Statuses(ctx context.Context, pool *pgxpool.Pool) ([]Status, error) {
 	var out []Status
-	var s Status
-	var rebuilding bool
-	collect := func() error {
-		if s.State != "failed" {
-			s.FailedPosition, s.LastError, s.State = nil, "", "live"
-			if rebuilding {
-				s.State = "rebuilding"
-			}
+	err := pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, statusScansSQL); err != nil {
+			return err
 		}
-		out = append(out, s)
-		s = Status{}
-		return nil
-	}
-	rows, _ := pool.Query(ctx, statusSQL, rebuildLockClass, lease.Class) // an error comes back from the rows
-	if _, err := pgx.ForEachRow(rows, []any{&s.Name, &s.ActiveVersion, &s.Checkpoint, &s.State, &s.FailedPosition,
-		&s.LastError, &s.EventsBehind, &s.LagMs, &rebuilding, &s.Active}, collect); err != nil {
+		var s Status
+		var rebuilding bool
+		collect := func() error {
+			if s.State != "failed" {
+				s.FailedPosition, s.LastError, s.State = nil, "", "live"
+				if rebuilding {
+					s.State = "rebuilding"
+				}
+			}
+			out = append(out, s)
+			s = Status{}
+			return nil
+		}
+		rows, _ := tx.Query(ctx, statusSQL, rebuildLockClass, lease.Class) // an error comes back from the rows
+		_, err := pgx.ForEachRow(rows, []any{&s.Name, &s.ActiveVersion, &s.Checkpoint, &s.State, &s.FailedPosition,
+			&s.LastError, &s.EventsBehind, &s.LagMs, &rebuilding, &s.Active}, collect)
+		return err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("projections: status: %w", err)
 	}
 	return out, nil

@@ -222,6 +222,9 @@ func TestConsoleAuditor(t *testing.T) {
 		chromedp.WaitVisible("#prefix", chromedp.ByQuery),
 		chromedp.SendKeys("#prefix", alice[:len(alice)-2], chromedp.ByQuery),
 		chromedp.Submit("#prefix", chromedp.ByQuery),
+		// The list before the search has the same table: wait for the searched page, which
+		// renders the prefix as the field's value.
+		chromedp.WaitVisible(`#prefix[value="`+alice[:len(alice)-2]+`"]`, chromedp.ByQuery),
 		chromedp.WaitVisible("#accounts tbody a", chromedp.ByQuery),
 		chromedp.Evaluate(`Array.from(document.querySelectorAll("#accounts tbody a")).map(a => a.textContent)`, &names))
 	if len(names) != 1 || names[0] != alice {
