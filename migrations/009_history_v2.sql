@@ -22,6 +22,10 @@ CREATE TABLE history_v2 (
            AND cardinality(ats) = cardinality(versions))
 ) WITH (fillfactor = 70);
 
+-- Concatenates arrays in the order given: an account's pages read back as one array each
+-- (array_cat_agg(amounts ORDER BY page)), without unnesting and sorting every entry.
+CREATE AGGREGATE array_cat_agg(anycompatiblearray) (SFUNC = array_cat, STYPE = anycompatiblearray);
+
 -- A database that holds no events yet serves version 2 from the start; one that does keeps
 -- version 1 until an operator rebuilds (ledger projections rebuild history), without downtime.
 UPDATE projection_versions SET active_version = 2, switched_at = now()
@@ -30,4 +34,5 @@ WHERE name = 'history' AND NOT EXISTS (SELECT 1 FROM events);
 ---- create above / drop below ----
 
 UPDATE projection_versions SET active_version = 1, switched_at = now() WHERE name = 'history' AND active_version = 2;
+DROP AGGREGATE array_cat_agg(anycompatiblearray);
 DROP TABLE history_v2;

@@ -49,12 +49,12 @@ var historyReads = map[int]string{
     FROM history_v1 h
     WHERE (h.from_id = q.account_id AND h.from_version <= COALESCE(hh.version, 0))
        OR (h.to_id = q.account_id AND h.to_version <= COALESCE(hh.version, 0))`,
-	// The account's pages, one index range; every entry is of a version already applied.
-	2: `SELECT array_agg(u.sent ORDER BY h.page, u.i) AS sent,
-           array_agg(u.counterpart ORDER BY h.page, u.i) AS counterparts,
-           array_agg(u.amount ORDER BY h.page, u.i) AS amounts
-    FROM history_v2 h CROSS JOIN LATERAL unnest(h.sent, h.counterparts, h.amounts) WITH ORDINALITY AS u(sent, counterpart, amount, i)
-    WHERE h.account_id = q.account_id`,
+	// The account's pages, one index range, concatenated in order (array_cat_agg, migration
+	// 009); every entry is of a version already applied. Unnesting the entries and ordering
+	// them again cost 1.5× the fresh read's p99 at 60 entries; this reads flat (ADR 16).
+	2: `SELECT array_cat_agg(h.sent ORDER BY h.page) AS sent, array_cat_agg(h.counterparts ORDER BY h.page) AS counterparts,
+           array_cat_agg(h.amounts ORDER BY h.page) AS amounts
+    FROM history_v2 h WHERE h.account_id = q.account_id`,
 }
 
 // InfoSQL returns the statement that reads accounts' read models over the active versions.
