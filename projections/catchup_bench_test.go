@@ -112,7 +112,8 @@ func BenchmarkCatchUp(b *testing.B) {
 	if os.Getenv("LEDGER_BENCH_CATCHUP_EACH") != "" {
 		modes = append(modes, mode{"balance", []projections.Projection{projections.Balance()}},
 			mode{"inventory", []projections.Projection{projections.Inventory()}},
-			mode{"history", []projections.Projection{projections.HistoryV2()}})
+			mode{"history", []projections.Projection{projections.HistoryV2()}},
+			mode{"history_v1", []projections.Projection{projections.History()}})
 	}
 	for _, mode := range modes {
 		b.Run(mode.name, func(b *testing.B) {
