@@ -63,12 +63,15 @@ LEFT JOIN projection_checkpoints c ON c.consumer_group = r.grp
 LEFT JOIN projection_status st ON st.consumer_group = r.grp
 ORDER BY r.kind, r.name`
 
-// statusScansSQL makes the status statement count the events after each checkpoint through
-// the log's index. The statement is prepared once and planned generically, without the
-// checkpoints' values, so the planner guesses that a third of the log follows any of them and,
-// over a long log, scans the whole table to count the handful a reader that keeps up has
-// left (measured: about half a second per reader at 1,000,000 events).
-const statusScansSQL = `SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true)`
+// statusScansSQL sets, for the status statement's transaction only, how it is planned. The
+// statement is prepared once and planned generically, without the checkpoints' values, so the
+// planner guesses that a third of the log follows any of them and, over a long log, scans the
+// whole table to count the handful a reader that keeps up has left (about half a second per
+// reader at 1,000,000 events): sequential and bitmap scans are off, so the counts go through
+// the log's index. Turning them off makes the plan's cost look enormous (the small tables have
+// no other way to be read), which would buy seconds of JIT compiling: JIT is off too (ADR 17).
+const statusScansSQL = `SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
+	set_config('jit', 'off', true)`
 
 // Statuses returns every projection's status, then every other reader's.
 func Statuses(ctx context.Context, pool *pgxpool.Pool) ([]Status, error) {

@@ -143,13 +143,6 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	return nil
 }
 
-// noJIT turns off the server's JIT compilation for the ledger's sessions. Its statements run in
-// milliseconds, but the planner cannot see that a reader is near the end of the log: it
-// estimates a third of the log after any checkpoint, and over a long log such an estimate
-// passes jit_above_cost and buys about a second of compiling for a statement that then runs
-// in under one (the projections' status, measured at 1,000,000 events).
-const noJIT = "off"
-
 // auditPool connects to the ledger's database for an audit: a few connections, and no
 // transaction left idle (one would stall every reader of the log).
 func auditPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
@@ -160,7 +153,6 @@ func auditPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	cfg.MaxConns = 4
 	cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "60000"
 	cfg.ConnConfig.RuntimeParams["application_name"] = "ledger audit"
-	cfg.ConnConfig.RuntimeParams["jit"] = noJIT
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("database pool: %w", err)

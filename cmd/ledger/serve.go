@@ -394,7 +394,6 @@ func poolConfig(url string, cfg serveConfig) (*pgxpool.Config, error) {
 	// for ~0.15 ms of execution, every time). The projectors ask for custom plans where they
 	// pay (large catch-up batches).
 	pcfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
-	pcfg.ConnConfig.RuntimeParams["jit"] = noJIT
 	return pcfg, nil
 }
 
