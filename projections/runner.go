@@ -121,7 +121,6 @@ type projectorState struct {
 	running  atomic.Bool
 	standby  atomic.Bool // another process holds the lease
 	failed   atomic.Bool
-	gaveUp   atomic.Bool // the running projector gave up on a batch and is closing
 	applied  atomic.Uint64
 	skipped  atomic.Uint64 // redeliveries the version guard recognised as already applied
 	failures atomic.Uint64
@@ -326,13 +325,11 @@ func (r *Runner) runOnce(ctx context.Context, p Projection, st *projectorState) 
 	if err != nil {
 		return fmt.Errorf("projections: router %s: %w", p.Group(), err)
 	}
-	st.gaveUp.Store(false)
 	// gaveUp is closed when the handler gives up on a batch, also while the projector drains.
 	gaveUp := make(chan struct{})
 	var gaveUpOnce sync.Once
 	stop := func(cause error) {
 		gaveUpOnce.Do(func() {
-			st.gaveUp.Store(true)
 			giveUp(cause)
 			close(gaveUp)
 		})
@@ -340,7 +337,7 @@ func (r *Runner) runOnce(ctx context.Context, p Projection, st *projectorState) 
 	h := &handler{r: r, p: p, sql: p.batchSQL(), st: st}
 	router.AddConsumerHandler(p.Group(), topic, sub, h.handle)
 	router.AddMiddleware(
-		r.stopOnFailure(p.Group(), st, stop),
+		r.stopOnFailure(p.Group(), st, gaveUp, stop),
 		middleware.Retry{MaxRetries: r.cfg.MaxAttempts - 1, InitialInterval: r.cfg.RetryInterval, Logger: wmLog}.Middleware,
 	)
 	if err := recordState(ctx, r.pool, p.Group(), "live", nil); err != nil {
@@ -380,12 +377,14 @@ func (r *Runner) runOnce(ctx context.Context, p Projection, st *projectorState) 
 // projector, whose supervisor starts it again after a backoff, from its checkpoint: a failing
 // event is never skipped. (watermill's poison queue, which acks a message it cannot handle,
 // would skip it.) When a batch succeeds after a failure, it records the projection as live.
-func (r *Runner) stopOnFailure(group string, st *projectorState, giveUp func(cause error)) message.HandlerMiddleware {
+func (r *Runner) stopOnFailure(group string, st *projectorState, gaveUp <-chan struct{}, giveUp func(cause error)) message.HandlerMiddleware {
 	return func(next message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
-			if st.gaveUp.Load() {
+			select {
+			case <-gaveUp:
 				// The projector is closing: the batch stays unapplied and unacked.
 				return nil, errGaveUp
+			default:
 			}
 			out, err := next(msg)
 			ctx := context.WithoutCancel(msg.Context())
