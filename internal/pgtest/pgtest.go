@@ -42,6 +42,9 @@ type Database struct {
 	Pool *pgxpool.Pool
 
 	server string
+	// versions are the projection versions the migrations left serving, which Reset restores.
+	names    []string
+	versions []int32
 }
 
 // Create makes a fresh, migrated database whose name starts with prefix.
@@ -79,6 +82,11 @@ func Create(ctx context.Context, prefix string) (*Database, error) {
 	if err != nil {
 		db.Drop()
 		return nil, err
+	}
+	if err := db.Pool.QueryRow(ctx, `SELECT COALESCE(array_agg(name), '{}'), COALESCE(array_agg(active_version), '{}')
+		FROM projection_versions`).Scan(&db.names, &db.versions); err != nil {
+		db.Drop()
+		return nil, fmt.Errorf("pgtest: read projection versions: %w", err)
 	}
 	return db, nil
 }
@@ -132,8 +140,7 @@ func Main(m *testing.M, prefix string, db **Database) int {
 }
 
 // Reset empties every table the tests write to, keeping the schema and seeded reference data;
-// every projection is back at the version a database without events serves (migrations 003
-// and 009: history at 2, the others at 1).
+// every projection is back at the version the migrations left serving.
 func (d *Database) Reset(t testing.TB) {
 	t.Helper()
 	ctx := context.Background()
@@ -160,11 +167,8 @@ func (d *Database) Reset(t testing.TB) {
 	if _, err := conn.Exec(ctx, "SET session_replication_role = replica; TRUNCATE "+strings.Join(tables, ", ")+" RESTART IDENTITY; SET session_replication_role = DEFAULT"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := conn.Exec(ctx, `DO $$ BEGIN
-		IF to_regclass('projection_versions') IS NOT NULL THEN
-			UPDATE projection_versions SET active_version = CASE WHEN name = 'history' AND to_regclass('history_v2') IS NOT NULL THEN 2 ELSE 1 END;
-		END IF;
-	END $$`); err != nil {
+	if _, err := conn.Exec(ctx, `UPDATE projection_versions v SET active_version = m.version
+		FROM unnest($1::text[], $2::int[]) AS m(name, version) WHERE v.name = m.name`, d.names, d.versions); err != nil {
 		t.Fatal(err)
 	}
 }
