@@ -128,31 +128,25 @@ func ReadHistory(ctx context.Context, q eventstore.Querier, p Projection, fn fun
 
 // ReadBalances calls fn with every account's row of p's balance read model, read through q.
 func ReadBalances(ctx context.Context, q eventstore.Querier, p Projection, fn func(account uuid.UUID, username string, coins int64)) error {
-	var (
-		account  uuid.UUID
-		username string
-		coins    int64
-	)
-	rows, _ := q.Query(ctx, `SELECT account_id, username, coins FROM `+pgx.Identifier{p.table}.Sanitize())
-	if _, err := pgx.ForEachRow(rows, []any{&account, &username, &coins}, func() error {
-		fn(account, username, coins)
-		return nil
-	}); err != nil {
-		return fmt.Errorf("projections: read %s: %w", p.Group(), err)
-	}
-	return nil
+	return readRows(ctx, q, p, "username, coins", fn)
 }
 
 // ReadInventories calls fn with every holding in p's inventory read model, read through q.
 func ReadInventories(ctx context.Context, q eventstore.Querier, p Projection, fn func(account uuid.UUID, item string, quantity int64)) error {
+	return readRows(ctx, q, p, "item, quantity", fn)
+}
+
+// readRows calls fn with the account and the two columns cols (a text, a bigint) of every row
+// of p's table.
+func readRows(ctx context.Context, q eventstore.Querier, p Projection, cols string, fn func(uuid.UUID, string, int64)) error {
 	var (
-		account  uuid.UUID
-		item     string
-		quantity int64
+		account uuid.UUID
+		text    string
+		n       int64
 	)
-	rows, _ := q.Query(ctx, `SELECT account_id, item, quantity FROM `+pgx.Identifier{p.table}.Sanitize())
-	if _, err := pgx.ForEachRow(rows, []any{&account, &item, &quantity}, func() error {
-		fn(account, item, quantity)
+	rows, _ := q.Query(ctx, `SELECT account_id, `+cols+` FROM `+pgx.Identifier{p.table}.Sanitize())
+	if _, err := pgx.ForEachRow(rows, []any{&account, &text, &n}, func() error {
+		fn(account, text, n)
 		return nil
 	}); err != nil {
 		return fmt.Errorf("projections: read %s: %w", p.Group(), err)
