@@ -90,7 +90,7 @@ func (f *totalsFold) add(e eventstore.RecordedEvent) error {
 	if _, ok := AccountOfStream(e.StreamID); !ok {
 		return nil
 	}
-	ev, err := eventstore.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+	ev, err := e.Decode()
 	if err != nil {
 		return fmt.Errorf("bank totals: event %d: %w", e.Position, err)
 	}
@@ -98,7 +98,8 @@ func (f *totalsFold) add(e eventstore.RecordedEvent) error {
 	if !known {
 		f.t.Accounts++
 	}
-	after := before + int64(domain.BalanceChange(ev))
+	change := int64(domain.BalanceChange(ev))
+	after := before + change
 	f.balances[e.StreamID] = after
 	f.t.Balances += after - before
 	switch {
@@ -111,7 +112,7 @@ func (f *totalsFold) add(e eventstore.RecordedEvent) error {
 	case domain.CoinsGranted:
 		f.t.Granted += int64(ev.Amount)
 	case domain.ItemPurchased:
-		f.t.Spent += int64(ev.Price) * ev.Quantity
+		f.t.Spent -= change // what the purchase took, by the one balance rule
 	case domain.CoinsSent:
 		f.t.Sent += int64(ev.Amount)
 	case domain.CoinsReceived:

@@ -63,7 +63,7 @@ func (h *accountHistory) add(e *eventstore.RecordedEvent) {
 	}
 	h.prev = append(h.prev[:0], e.Hash...)
 	// An event that cannot be decoded changes nothing here; its row in the table says why.
-	if ev, err := eventstore.DecodeEvent(e.Type, e.SchemaVersion, e.Payload); err == nil {
+	if ev, err := e.Decode(); err == nil {
 		if amount, with := effect(ev); amount != 0 {
 			balance += amount
 			h.changes = append(h.changes, change{Version: e.Version, At: e.RecordedAt, Type: e.Type, Amount: amount,

@@ -244,7 +244,7 @@ func describe(e eventstore.RecordedEvent) eventRow {
 	if len(row.Hash) > 12 {
 		row.Hash = row.Hash[:12]
 	}
-	ev, err := eventstore.DecodeEvent(e.Type, e.SchemaVersion, e.Payload)
+	ev, err := e.Decode()
 	if err != nil {
 		row.Detail = "undecodable: " + err.Error()
 		return row
