@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"reflect"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -214,12 +213,6 @@ func TestAfterCommitHookSeesEveryAppend(t *testing.T) {
 	if want := time.Date(2026, 1, 2, 3, 4, 5, 123456000, time.UTC); !evs[0].RecordedAt.Equal(want) {
 		t.Fatalf("recorded at %v, want %v", evs[0].RecordedAt, want)
 	}
-}
-
-// sameJSON reports whether got and want are the same JSON value.
-func sameJSON(got []byte, want string) bool {
-	var a, b any
-	return json.Unmarshal(got, &a) == nil && json.Unmarshal([]byte(want), &b) == nil && reflect.DeepEqual(a, b)
 }
 
 // In log order every stream's versions must come ascending: a reader that applies a stream's
