@@ -68,7 +68,7 @@ type App struct {
 	locks   *accountLocks
 
 	stats      counters
-	reads      atomic.Pointer[readSet] // the active projection versions' info query
+	reads      atomic.Pointer[readSet] // the active projection versions, for reads
 	readGroups *readGroup
 	states     stateCache
 	roles      *expirable.LRU[string, auth.Roles] // nil: roles are not cached

@@ -10,7 +10,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ledger/ledger/domain"
-	"github.com/ledger/ledger/projections"
 )
 
 // AccountSummary is one line of the list of accounts: who, the balance the active balance read
@@ -36,11 +35,11 @@ LIMIT $3`
 // Accounts returns at most limit employees whose names start with prefix, in name (byte) order
 // after the name after ("" for the first page).
 func (a *App) Accounts(ctx context.Context, prefix, after string, limit int) ([]AccountSummary, error) {
-	versions, err := projections.ActiveVersions(ctx, a.pool)
+	rs, err := a.readSet(ctx)
 	if err != nil {
 		return nil, err
 	}
-	bal, err := versions.Serving("balance")
+	bal, err := rs.versions.Serving("balance")
 	if err != nil {
 		return nil, err
 	}

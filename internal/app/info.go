@@ -41,27 +41,29 @@ type Transfer struct {
 // A rebuild keeps the old version's rows for longer than this after switching.
 const readSetTTL = 500 * time.Millisecond
 
+// readSet is what reads of the read models take from the active projection versions.
 type readSet struct {
-	sql  string
-	read time.Time
+	versions projections.Active
+	info     string // the read models' statement over them
+	read     time.Time
 }
 
-// infoQuery returns the read models' statement over the active projection versions.
-func (a *App) infoQuery(ctx context.Context) (string, error) {
+// readSet returns the active projection versions, read again once readSetTTL has passed.
+func (a *App) readSet(ctx context.Context) (*readSet, error) {
 	if rs := a.reads.Load(); rs != nil && time.Since(rs.read) < readSetTTL {
-		return rs.sql, nil
+		return rs, nil
 	}
 	versions, err := projections.ActiveVersions(ctx, a.pool)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	q, err := versions.InfoSQL()
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	rs := &readSet{sql: q, read: time.Now()}
+	rs := &readSet{versions: versions, info: q, read: time.Now()}
 	a.reads.Store(rs)
-	return rs.sql, nil
+	return rs, nil
 }
 
 // readModels is one account's row of the read models' statement (projections.Active.InfoSQL).
@@ -92,10 +94,11 @@ func (a *App) readModels(ctx context.Context, id uuid.UUID) (*readModels, error)
 // readRows runs the read models' statement for the accounts ids (distinct) and returns their rows by account, read
 // where the router sends a read asked for now (a group of reads asks once).
 func (a *App) readRows(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*readModels, error) {
-	q, err := a.infoQuery(ctx)
+	rs, err := a.readSet(ctx)
 	if err != nil {
 		return nil, err
 	}
+	q := rs.info
 	streams := make([]string, len(ids))
 	for i, id := range ids {
 		streams[i] = domain.StreamID(id)
