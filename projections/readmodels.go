@@ -82,6 +82,29 @@ func (a Active) InfoSQL() (string, error) {
 	return fmt.Sprintf(infoSQL, append(args, h.Group(), read)...), nil
 }
 
+// accountsSQL pages through the employees whose names start with $1 (a LIKE pattern), in byte
+// order after $2, at most $3, through users_username_bytes; $4 is how account streams' ids
+// start. %s is the active balance table.
+const accountsSQL = `
+SELECT u.username, u.account_id, COALESCE(b.coins, 0), COALESCE(s.updated_at, u.created_at)
+FROM users u
+LEFT JOIN streams s ON s.stream_id = $4 || u.account_id::text
+LEFT JOIN %s b ON b.account_id = u.account_id
+WHERE u.username COLLATE "C" LIKE $1 AND u.username COLLATE "C" > $2
+ORDER BY u.username COLLATE "C"
+LIMIT $3`
+
+// AccountsSQL returns the statement that lists employees with their balance in the active
+// balance version: its arguments are a LIKE pattern, the name to start after, the most rows
+// and the account streams' id prefix; each row is name, account, coins and last activity.
+func (a Active) AccountsSQL() (string, error) {
+	p, err := a.Serving("balance")
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf(accountsSQL, pgx.Identifier{p.Table()}.Sanitize()), nil
+}
+
 // ReadHistory calls fn with every entry of every account's coin history in p's read model, read
 // through q, as far as each account's half of a transfer is applied.
 func ReadHistory(ctx context.Context, q eventstore.Querier, p Projection, fn func(account uuid.UUID, e HistoryEntry)) error {

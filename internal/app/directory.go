@@ -21,17 +21,6 @@ type AccountSummary struct {
 	LastActivity time.Time
 }
 
-// accountsSQL pages through the employees whose names start with $1 (a LIKE pattern), in byte
-// order after $2, through users_username_bytes. %s is the active balance table.
-const accountsSQL = `
-SELECT u.username, u.account_id, COALESCE(b.coins, 0), COALESCE(s.updated_at, u.created_at)
-FROM users u
-LEFT JOIN streams s ON s.stream_id = $4 || u.account_id::text
-LEFT JOIN %s b ON b.account_id = u.account_id
-WHERE u.username COLLATE "C" LIKE $1 AND u.username COLLATE "C" > $2
-ORDER BY u.username COLLATE "C"
-LIMIT $3`
-
 // Accounts returns at most limit employees whose names start with prefix, in name (byte) order
 // after the name after ("" for the first page).
 func (a *App) Accounts(ctx context.Context, prefix, after string, limit int) ([]AccountSummary, error) {
@@ -39,13 +28,12 @@ func (a *App) Accounts(ctx context.Context, prefix, after string, limit int) ([]
 	if err != nil {
 		return nil, err
 	}
-	bal, err := rs.versions.Serving("balance")
+	q, err := rs.versions.AccountsSQL()
 	if err != nil {
 		return nil, err
 	}
 	pattern := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(prefix) + "%"
-	rows, err := a.pool.Query(ctx, fmt.Sprintf(accountsSQL, pgx.Identifier{bal.Table()}.Sanitize()),
-		pattern, after, limit, accountStreamPrefix)
+	rows, err := a.pool.Query(ctx, q, pattern, after, limit, accountStreamPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("list accounts: %w", err)
 	}
