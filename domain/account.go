@@ -21,14 +21,15 @@ const MaxUsernameLength = 64
 const MaxReasonLength = 200
 
 // StreamID is the event stream of the account with the given id.
-func StreamID(id uuid.UUID) string { return streamPrefix + id.String() }
+func StreamID(id uuid.UUID) string { return StreamPrefix + id.String() }
 
-const streamPrefix = "account-"
+// StreamPrefix starts the id of every account's stream.
+const StreamPrefix = "account-"
 
 // AccountOf returns the account whose event stream is streamID; false if it is not an
 // account's stream.
 func AccountOf(streamID string) (uuid.UUID, bool) {
-	rest, ok := strings.CutPrefix(streamID, streamPrefix)
+	rest, ok := strings.CutPrefix(streamID, StreamPrefix)
 	if !ok {
 		return uuid.UUID{}, false
 	}

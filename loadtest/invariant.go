@@ -3,17 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ledger/ledger/domain"
 )
-
-// accountPrefix is how every account stream's id starts.
-var accountPrefix = strings.TrimSuffix(domain.StreamID(uuid.Nil), uuid.Nil.String())
 
 // behindSQL counts the (account, consumer group) pairs whose read model has not applied the
 // account's stream head yet.
@@ -27,7 +22,7 @@ func settle(ctx context.Context, pool *pgxpool.Pool, groups []string, within tim
 	deadline := time.Now().Add(within)
 	for {
 		var behind int64
-		if err := pool.QueryRow(ctx, behindSQL, groups, accountPrefix, len(accountPrefix)+1).Scan(&behind); err != nil {
+		if err := pool.QueryRow(ctx, behindSQL, groups, domain.StreamPrefix, len(domain.StreamPrefix)+1).Scan(&behind); err != nil {
 			return 0, fmt.Errorf("read projection progress: %w", err)
 		}
 		if behind == 0 || time.Now().After(deadline) {
@@ -116,7 +111,7 @@ func checkInvariant(ctx context.Context, pool *pgxpool.Pool, groups []string, wi
 	}
 	inv := &Invariant{ReadModelsBehind: behind}
 	err = pool.QueryRow(ctx, invariantSQL, domain.TypeCoinsGranted, domain.TypeCoinsReceived, domain.TypeCoinsSent,
-		domain.TypeItemPurchased, accountPrefix).Scan(
+		domain.TypeItemPurchased, domain.StreamPrefix).Scan(
 		&inv.Accounts, &inv.Events, &inv.Granted, &inv.Spent, &inv.ItemsBought, &inv.Sent, &inv.Received,
 		&inv.LogBalances, &inv.LowestBalance, &inv.BalanceRows, &inv.ReadModelBalances, &inv.LowestReadModel,
 		&inv.BalanceMismatches, &inv.InventoryQuantity)

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/ledger/ledger/domain"
 )
 
 // Projection lag is how long after a command's 200 its effect reaches every read model. The
@@ -73,7 +74,7 @@ func (s *pgLagSource) heads(ctx context.Context, accounts []uuid.UUID) ([]accoun
 	for i, id := range accounts {
 		ids[i] = pgtype.UUID{Bytes: id, Valid: true}
 	}
-	rows, err := s.pool.Query(ctx, headsSQL, ids, accountPrefix, int64(len(s.groups)), s.groups)
+	rows, err := s.pool.Query(ctx, headsSQL, ids, domain.StreamPrefix, int64(len(s.groups)), s.groups)
 	if err != nil {
 		return nil, fmt.Errorf("read stream and projection heads: %w", err)
 	}

@@ -33,7 +33,7 @@ func (a *App) Accounts(ctx context.Context, prefix, after string, limit int) ([]
 		return nil, err
 	}
 	pattern := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(prefix) + "%"
-	rows, err := a.pool.Query(ctx, q, pattern, after, limit, accountStreamPrefix)
+	rows, err := a.pool.Query(ctx, q, pattern, after, limit, domain.StreamPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("list accounts: %w", err)
 	}
@@ -46,19 +46,6 @@ func (a *App) Accounts(ctx context.Context, prefix, after string, limit int) ([]
 		return nil, fmt.Errorf("list accounts: %w", err)
 	}
 	return out, nil
-}
-
-// accountStreamPrefix is how every account stream's id starts.
-var accountStreamPrefix = strings.TrimSuffix(domain.StreamID(uuid.Nil), uuid.Nil.String())
-
-// AccountOfStream returns the account id of an account stream's id.
-func AccountOfStream(streamID string) (uuid.UUID, bool) {
-	rest, ok := strings.CutPrefix(streamID, accountStreamPrefix)
-	if !ok {
-		return uuid.Nil, false
-	}
-	id, err := uuid.Parse(rest)
-	return id, err == nil
 }
 
 // Usernames returns the names of the accounts ids that have one.

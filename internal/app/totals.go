@@ -87,7 +87,7 @@ func (a *App) BankTotals(ctx context.Context, budget int64) (Totals, error) {
 func (f *totalsFold) add(e eventstore.RecordedEvent) error {
 	f.t.Until = e.Checkpoint()
 	f.t.Events++
-	if _, ok := AccountOfStream(e.StreamID); !ok {
+	if _, ok := domain.AccountOf(e.StreamID); !ok {
 		return nil
 	}
 	ev, err := e.Decode()

@@ -286,7 +286,7 @@ func (r *replay) stream(e *eventstore.RecordedEvent) *streamState {
 	st := &streamState{head: r.heads[e.StreamID]}
 	r.streams[e.StreamID] = st
 	r.report.Streams++
-	if rest, ok := strings.CutPrefix(e.StreamID, "account-"); ok {
+	if rest, ok := strings.CutPrefix(e.StreamID, domain.StreamPrefix); ok {
 		id, err := uuid.Parse(rest)
 		if err != nil {
 			r.eventMismatch(e, "an account stream whose id is not account-<uuid>")

@@ -12,8 +12,8 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
+	"github.com/ledger/ledger/domain"
 	"github.com/ledger/ledger/httpapi"
-	"github.com/ledger/ledger/internal/app"
 	"github.com/ledger/ledger/internal/audit"
 	"github.com/ledger/ledger/projections"
 )
@@ -315,7 +315,7 @@ func (c *Console) handleVerify(w http.ResponseWriter, r *http.Request) {
 func (c *Console) mismatchRows(ctx context.Context, ms []audit.Mismatch) ([]mismatchRow, error) {
 	var ids []uuid.UUID
 	for _, m := range ms {
-		if id, ok := app.AccountOfStream(m.StreamID); ok {
+		if id, ok := domain.AccountOf(m.StreamID); ok {
 			ids = append(ids, id)
 		}
 	}
@@ -327,7 +327,7 @@ func (c *Console) mismatchRows(ctx context.Context, ms []audit.Mismatch) ([]mism
 	for i, m := range ms {
 		rows[i].Text = m.String()
 		name := m.Username
-		if id, ok := app.AccountOfStream(m.StreamID); ok {
+		if id, ok := domain.AccountOf(m.StreamID); ok {
 			name = names[id]
 		}
 		if name == "" {

@@ -446,7 +446,7 @@ type logPage struct {
 func (c *Console) logRows(ctx context.Context, events []eventstore.RecordedEvent) ([]eventRow, error) {
 	ids := make([]uuid.UUID, 0, len(events))
 	for _, e := range events {
-		if id, ok := app.AccountOfStream(e.StreamID); ok {
+		if id, ok := domain.AccountOf(e.StreamID); ok {
 			ids = append(ids, id)
 		}
 	}
@@ -457,7 +457,7 @@ func (c *Console) logRows(ctx context.Context, events []eventstore.RecordedEvent
 	rows := make([]eventRow, len(events))
 	for i, e := range events {
 		rows[i] = describe(e)
-		if id, ok := app.AccountOfStream(e.StreamID); ok {
+		if id, ok := domain.AccountOf(e.StreamID); ok {
 			rows[i].Account = names[id]
 		}
 	}
