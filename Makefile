@@ -6,7 +6,7 @@ GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BENCH_TIME ?= 10s
 
-.PHONY: all build run test test-faults fuzz lint bench loadtest wrk console-screenshots db-stop clean
+.PHONY: all build run test test-faults fuzz lint bench bench-relay loadtest wrk console-screenshots db-stop clean
 
 all: build
 
@@ -85,6 +85,16 @@ bench: build
 	pgbench -n -M prepared -c 16 -j 2 -T $(BENCH_TIME:%s=%) -f eventstore/testdata/append.pgbench "$$base/$$db$$query" | grep -E 'tps|latency average'; \
 	echo "== go benchmarks"; \
 	LEDGER_TEST_DATABASE_URL="$$url" $(GO) test -run '^$$' -bench . -benchtime $(BENCH_TIME) ./eventstore/
+
+## bench-relay: the relay's benchmarks against a throwaway NATS server each: catch-up of a backlog
+## of RELAY_EVENTS events into JetStream by lanes, JetStream's own publishing, and the time from an
+## append to its event read back from JetStream at 2,000 appends/s.
+RELAY_EVENTS ?= 100000
+bench-relay:
+	url=$$(.ci/postgres.sh url LEDGER_TEST_DATABASE_URL); \
+	LEDGER_TEST_DATABASE_URL="$$url" LEDGER_BENCH_EVENTS=$(RELAY_EVENTS) \
+		$(GO) test -run '^$$' -bench 'CatchUp|LiveLatency' -benchtime 1x -timeout 60m ./internal/relay/; \
+	$(GO) test -run '^$$' -bench JetStreamPublish -benchtime 50000x ./internal/relay/
 
 ## loadtest: the load tool's PROFILE (default sla) at a constant arrival rate. By default it
 ## starts bin/ledger on a fresh database (on the server make run uses), seeds the employees, and

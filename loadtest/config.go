@@ -62,6 +62,7 @@ type config struct {
 	maxErrRate float64
 	lagEvery   int
 	lagGroups  []string
+	natsURL    string // empty: no JetStream lag
 	conns      int
 	maxFlight  int
 	timeout    time.Duration
@@ -111,6 +112,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.p99, "slo-p99", 50*time.Millisecond, "a phase holds when its p99 latency is at most this…")
 	fs.Float64Var(&c.maxErrRate, "slo-max-errors", 0.0001, "…and at most this share of its requests failed (0.0001 = 0.01%)")
 	fs.IntVar(&c.lagEvery, "lag-sample-every", 20, "measure projection lag on one in this many successful commands")
+	fs.StringVar(&c.natsURL, "nats-url", "", "a NATS server with JetStream: a server this tool starts relays its events there (APP_NATS_URL), and the tool also measures, on sampled commands, the time from the 200 to the events being readable from JetStream")
 	groups := fs.String("lag-groups", "balance_v1,inventory_v1,history_v2", "consumer groups whose read models count for lag and the invariant")
 	fs.IntVar(&c.conns, "conns", 1024, "most HTTP connections to the server")
 	fs.IntVar(&c.maxFlight, "max-in-flight", 20_000, "most requests outstanding; beyond it a due request is dropped and counted as an error")
@@ -202,6 +204,9 @@ func (c *config) validate() error {
 	}
 	if c.lagEvery <= 0 {
 		errs = append(errs, errors.New("--lag-sample-every must be positive"))
+	}
+	if c.natsURL != "" && c.databaseURL == "" {
+		errs = append(errs, errors.New("--nats-url measures the JetStream lag against the stream heads: it needs --database-url"))
 	}
 	if len(c.lagGroups) == 0 {
 		errs = append(errs, errors.New("--lag-groups names no consumer group"))

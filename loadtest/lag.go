@@ -144,8 +144,11 @@ type lagPhase struct {
 }
 
 // startPhase starts the poller of a phase; ctx ending (an interrupt) fails the samples still
-// in flight and every later one.
+// in flight and every later one. A nil prober measures nothing: its phase is nil.
 func (p *lagProber) startPhase(ctx context.Context) *lagPhase {
+	if p == nil {
+		return nil
+	}
 	l := &lagPhase{p: p, in: make(chan *lagSample, lagMaxPending), done: make(chan struct{})}
 	go l.run(ctx)
 	return l
@@ -153,8 +156,11 @@ func (p *lagProber) startPhase(ctx context.Context) *lagPhase {
 
 // committed is called after every successful command (200) with the time the answer arrived
 // and the employees whose accounts it wrote; every p.every-th call is sampled. It never
-// blocks, and must not be called after report.
+// blocks, and must not be called after report. On a nil phase it does nothing.
 func (l *lagPhase) committed(answered time.Time, users ...int) {
+	if l == nil {
+		return
+	}
 	p := l.p
 	if p.seen.Add(1)%p.every != 0 {
 		return
@@ -176,8 +182,11 @@ func (l *lagPhase) committed(answered time.Time, users ...int) {
 	l.in <- &lagSample{answered: answered, accounts: ids} // room for every sample in flight
 }
 
-// report waits until every sample handed over is done and reports the phase.
+// report waits until every sample handed over is done and reports the phase (nil: nil).
 func (l *lagPhase) report() *LagReport {
+	if l == nil {
+		return nil
+	}
 	close(l.in)
 	<-l.done
 	return &LagReport{Groups: l.p.groups, SampleEvery: int(l.p.every), Latency: summarize(l.lags),

@@ -180,6 +180,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	if pool != nil {
 		r.lag = newLagProber(pool, cfg.lagGroups, cfg.lagEvery, accounts)
+		if cfg.natsURL != "" {
+			js, err := followJetStream(ctx, cfg.natsURL, pool, 30*time.Second)
+			if err != nil {
+				return err
+			}
+			r.relayLag = &lagProber{source: js, groups: []string{"JetStream"}, every: int64(cfg.lagEvery), accounts: accounts, now: time.Now}
+		}
 	}
 	fmt.Fprintf(stderr, "profile %s against %s, %d employees, seed %d\n", p.name, target, len(names), res.Seed)
 	stopProfile, err := startCPUProfile(cfg.cpuProfile)
@@ -300,7 +307,7 @@ func startOwnServer(ctx context.Context, cfg config, dbURL string, log io.Writer
 		logFile = f.Name()
 		f.Close()
 	}
-	srv, err := startServer(ctx, cfg.serverBin, dbURL, keys, logFile)
+	srv, err := startServer(ctx, cfg.serverBin, dbURL, cfg.natsURL, keys, logFile)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, serverKeys{}, nil, err

@@ -31,6 +31,7 @@ type Phase struct {
 	// values mean the load tool itself was short of CPU (the latency includes this delay).
 	StartDelay Latency     `json:"start_delay"`
 	Lag        *LagReport  `json:"projection_lag,omitempty"`
+	RelayLag   *LagReport  `json:"jetstream_lag,omitempty"`
 	Server     *ProcReport `json:"server,omitempty"`
 	Generator  *ProcReport `json:"generator"`
 	// Machine is the whole machine's CPU, which the generator, the server and PostgreSQL
@@ -64,6 +65,7 @@ type runner struct {
 	workload  workload
 	rng       *rand.Rand
 	lag       *lagProber // nil: not measured
+	relayLag  *lagProber // 200 → readable from JetStream; nil: not measured
 	serverPID int        // 0: not watched
 	maxFlight int
 	timeout   time.Duration
@@ -82,10 +84,7 @@ func (r *runner) runPhase(ctx context.Context, number int, rate float64, d time.
 	}
 	self := watchProc(os.Getpid())
 	machine := watchMachine()
-	var lag *lagPhase // nil: not measured
-	if r.lag != nil {
-		lag = r.lag.startPhase(ctx)
-	}
+	lag, relayLag := r.lag.startPhase(ctx), r.relayLag.startPhase(ctx) // nil: not measured
 	var inFlight, sent atomic.Int64
 
 	fmt.Fprintf(r.progress, "phase %d: %g req/s for %s (%d requests)\n", number, rate, d, s.total)
@@ -107,12 +106,13 @@ func (r *runner) runPhase(ctx context.Context, number int, rate float64, d time.
 		if o == outError {
 			rec.failed.Add(1)
 		}
-		if lag != nil && o == outOK && q.op != opInfo {
+		if o == outOK && q.op != opInfo {
+			users := []int{q.user}
 			if q.op == opSend {
-				lag.committed(answered, q.user, q.to)
-			} else {
-				lag.committed(answered, q.user)
+				users = append(users, q.to)
 			}
+			lag.committed(answered, users...)
+			relayLag.committed(answered, users...)
 		}
 	})
 	start := time.Now()
@@ -145,9 +145,7 @@ func (r *runner) runPhase(ctx context.Context, number int, rate float64, d time.
 	if ph.Scheduled > 0 {
 		ph.ErrorRate = float64(ph.Total.Errors+ph.Dropped) / float64(ph.Scheduled)
 	}
-	if lag != nil {
-		ph.Lag = lag.report()
-	}
+	ph.Lag, ph.RelayLag = lag.report(), relayLag.report()
 	if server != nil {
 		ph.Server = server.stop()
 	}

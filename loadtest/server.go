@@ -105,7 +105,7 @@ type serverKeys struct{ signing, verification string }
 
 // startServer runs `bin serve` on a free port of 127.0.0.1 against databaseURL, waits until it
 // answers /api/ready, and returns it. Its log goes to logFile.
-func startServer(ctx context.Context, bin, databaseURL string, keys serverKeys, logFile string) (*server, error) {
+func startServer(ctx context.Context, bin, databaseURL, natsURL string, keys serverKeys, logFile string) (*server, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("ledger binary: %w (build it with make build, or name it with --server-bin)", err)
 	}
@@ -121,6 +121,9 @@ func startServer(ctx context.Context, bin, databaseURL string, keys serverKeys, 
 		"APP_LOG_LEVEL=warn",
 		"APP_ADMIN_ADDR=127.0.0.1:0", // beside a ledger already on the default admin port
 	)
+	if natsURL != "" {
+		cmd.Env = append(cmd.Env, "APP_NATS_URL="+natsURL)
+	}
 	cmd.Stderr = logf
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

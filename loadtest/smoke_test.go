@@ -11,13 +11,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ledger/ledger/internal/natstest"
 	"github.com/ledger/ledger/internal/pgtest"
 )
 
 // TestSmokeAgainstTheBinary builds the ledger, lets the tool start it on a database of the
 // test's own, runs the smoke profile for three seconds at a low rate, and checks the report:
-// every operation ran, nothing failed, lag was measured, and the bank invariant holds. It
-// asserts no latency: the machine may be busy.
+// every operation ran, nothing failed, lag was measured (to the read models, and to JetStream,
+// where the server relays its events), and the bank invariant holds. It asserts no latency:
+// the machine may be busy.
 func TestSmokeAgainstTheBinary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the ledger binary")
@@ -25,6 +27,7 @@ func TestSmokeAgainstTheBinary(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	dir, bin, db := ledgerAndDatabase(ctx, t)
+	nats := natstest.Start(t, "")
 
 	out := filepath.Join(dir, "result.json")
 	serverLog := filepath.Join(dir, "server.log")
@@ -32,7 +35,7 @@ func TestSmokeAgainstTheBinary(t *testing.T) {
 	err := run(ctx, []string{
 		"--profile", "smoke", "--duration", "3s", "--rate", "20", "--users", "40",
 		"--server-bin", bin, "--database-url", db.URL, "--server-log", serverLog,
-		"--lag-sample-every", "1", "--seed", "7", "--out", out,
+		"--lag-sample-every", "1", "--seed", "7", "--out", out, "--nats-url", nats.URL,
 	}, &stdout, &stderr)
 	t.Logf("report:\n%s", stdout.String())
 	if err != nil {
@@ -68,6 +71,9 @@ func TestSmokeAgainstTheBinary(t *testing.T) {
 	}
 	if ph.Lag == nil || ph.Lag.Count == 0 || ph.Lag.Failed != 0 || ph.Lag.TimedOut != 0 {
 		t.Errorf("projection lag not measured: %+v", ph.Lag)
+	}
+	if r := ph.RelayLag; r == nil || ph.Lag == nil || r.Count != ph.Lag.Count || r.Failed != 0 || r.TimedOut != 0 || r.Skipped != 0 {
+		t.Errorf("JetStream lag not measured on every sampled command: %+v (projection lag %+v)", r, ph.Lag)
 	}
 	if ph.Server == nil || ph.Server.Error != "" || ph.Server.RSSMaxMiB <= 0 {
 		t.Errorf("server resources not measured: %+v", ph.Server)

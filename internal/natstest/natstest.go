@@ -46,7 +46,7 @@ func Start(tb testing.TB, config string) *Server {
 	s := &Server{tb: tb, dir: dir, port: freePort(tb)}
 	s.URL = "nats://127.0.0.1:" + strconv.Itoa(s.port)
 	s.conf = filepath.Join(dir, "nats.conf")
-	text := fmt.Sprintf("listen: 127.0.0.1:%d\njetstream { store_dir: %q, max_memory_store: 64MB, max_file_store: 1GB }\n%s\n",
+	text := fmt.Sprintf("listen: 127.0.0.1:%d\njetstream { store_dir: %q, max_memory_store: 64MB, max_file_store: 4GB }\n%s\n",
 		s.port, filepath.Join(dir, "js"), config)
 	if err := os.WriteFile(s.conf, []byte(text), 0o600); err != nil {
 		tb.Fatal(err)

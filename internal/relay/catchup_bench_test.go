@@ -17,7 +17,7 @@ import (
 
 // BenchmarkCatchUp publishes a backlog of LEDGER_BENCH_EVENTS events (default 100,000; 1,000
 // accounts) into a fresh JetStream stream, for each number of lanes, and reports events/s.
-// Run: make bench-relay (or go test -run '^$' -bench CatchUp -benchtime 1x ./internal/relay/).
+// Run: make bench-relay RELAY_EVENTS=1000000 (or go test -run '^$' -bench CatchUp -benchtime 1x ./internal/relay/).
 func BenchmarkCatchUp(b *testing.B) {
 	total := 100_000
 	if n, err := strconv.Atoi(os.Getenv("LEDGER_BENCH_EVENTS")); err == nil && n > 0 {
