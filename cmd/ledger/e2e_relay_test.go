@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ledger/ledger/domain"
+	"github.com/ledger/ledger/eventstore"
 	"github.com/ledger/ledger/internal/audit"
 	"github.com/ledger/ledger/internal/natstest"
 	"github.com/ledger/ledger/internal/pgtest"
@@ -164,6 +165,72 @@ func TestE2ERelay(t *testing.T) {
 	}
 	if n := relaytest.CheckStream(t, nc, own.Pool); n != total+1 {
 		t.Fatalf("after the republish the stream holds %d messages, want %d", n, total+1)
+	}
+}
+
+// TestE2EEventsRepublish: the stream lost while no relay runs (the ledger stopped), so that
+// nothing but an operator can restore it: `ledger events republish --from-start` fills it
+// with the whole log, and `--from CHECKPOINT` with exactly the events after the checkpoint;
+// neither moves the relay's checkpoint.
+func TestE2EEventsRepublish(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the real binary")
+	}
+	ctx := context.Background()
+	own := relayDatabase(t)
+	ns := natstest.Start(t, "")
+	env := append(ledgerEnv(own.URL, t.TempDir()), "APP_NATS_URL="+ns.URL)
+	p := startLedger(t, env)
+	api := newAPIClient(t, p.base())
+	alice, bob := uniq("alice"), uniq("bob")
+	aliceTok, bobTok := api.login(t, alice), api.login(t, bob)
+	for i := range 4 {
+		wantOK(t, api.sendCoin(t, aliceTok, bob, i+1))
+		wantOK(t, api.buy(t, bobTok, "pen"))
+	}
+	relaytest.WaitPublished(t, own.Pool)
+	if err := p.terminate(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	relayAt, err := projections.LoadCheckpoint(ctx, own.Pool, relay.Group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int
+	if err := own.Pool.QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&total); err != nil {
+		t.Fatal(err)
+	}
+	logged := pgtest.ReadLogUntil(t, eventstore.New(own.Pool), eventstore.Checkpoint{}, 1000, total)
+	nc := ns.Connect()
+	js, _ := nc.JetStream()
+	lose := func() {
+		t.Helper()
+		if err := js.DeleteStream(relay.DefaultStream); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	lose()
+	out := ledgerCLI(t, env, "events", "republish", "--from-start")
+	if !strings.Contains(out, fmt.Sprintf("republished %d events", total)) {
+		t.Fatalf("republish --from-start of %d events: %s", total, out)
+	}
+	if n := relaytest.CheckStream(t, nc, own.Pool); n != total {
+		t.Fatalf("after republish --from-start the stream holds %d messages, want %d", n, total)
+	}
+
+	lose()
+	from := logged[total/2].Checkpoint()
+	after := total - total/2 - 1
+	out = ledgerCLI(t, env, "events", "republish", "--from", from.String())
+	if !strings.Contains(out, fmt.Sprintf("republished %d events", after)) {
+		t.Fatalf("republish --from %s, %d events after it: %s", from, after, out)
+	}
+	if n := relaytest.CheckStreamAfter(t, nc, own.Pool, from); n != after {
+		t.Fatalf("after republish --from %s the stream holds %d messages, want %d", from, n, after)
+	}
+	if at, err := projections.LoadCheckpoint(ctx, own.Pool, relay.Group); err != nil || at != relayAt {
+		t.Fatalf("the relay's checkpoint is %s after the republishes (%v), was %s", at, err, relayAt)
 	}
 }
 
