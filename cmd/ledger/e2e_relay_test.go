@@ -59,11 +59,63 @@ func ledgerCLI(t *testing.T, env []string, args ...string) string {
 	return string(out)
 }
 
+// tailProc is a running `ledger events tail` and the lines it printed.
+type tailProc struct {
+	args   []string
+	lines  chan string
+	stderr *lockedBuffer
+}
+
+// startTail starts `ledger events tail` with env and args; it is killed when the test ends.
+func startTail(t *testing.T, env []string, args ...string) *tailProc {
+	t.Helper()
+	cmd := exec.Command(ledgerBinary(t), append([]string{"events", "tail"}, args...)...)
+	cmd.Env = env
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tailProc{args: args, lines: make(chan string, 1024), stderr: &lockedBuffer{}}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	go func() {
+		sc := bufio.NewScanner(out)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			p.lines <- sc.Text()
+		}
+		close(p.lines)
+	}()
+	return p
+}
+
+// next returns the tail's next n lines.
+func (p *tailProc) next(t *testing.T, n int) []string {
+	t.Helper()
+	var got []string
+	for len(got) < n {
+		select {
+		case l, ok := <-p.lines:
+			if !ok {
+				t.Fatalf("ledger events tail %s ended after %d of %d lines: %s", strings.Join(p.args, " "), len(got), n, p.stderr.String())
+			}
+			got = append(got, l)
+		case <-time.After(time.Minute): // a bound against a hang
+			t.Fatalf("ledger events tail %s printed %d of %d lines: %s", strings.Join(p.args, " "), len(got), n, p.stderr.String())
+		}
+	}
+	return got
+}
+
 // TestE2ERelay: the service with APP_NATS_URL publishes every event of the API's commands,
 // once and in order, the bodies being the audit records; status, /api/admin/projections and
 // /metrics list the relay; `ledger events tail` prints an employee's transfers as they
 // happen; the stream deleted is created again with the whole history, and `ledger events
-// republish --from-start` adds nothing to it.
+// republish --from-start` adds nothing to it; `ledger events tail --from-start` prints the
+// whole log and `--from CHECKPOINT` the events after the checkpoint, then new ones.
 func TestE2ERelay(t *testing.T) {
 	own := relayDatabase(t)
 	ns := natstest.Start(t, "")
@@ -78,26 +130,7 @@ func TestE2ERelay(t *testing.T) {
 	env := append(ledgerEnv(own.URL, t.TempDir()), "APP_NATS_URL="+ns.URL)
 
 	// The tail, started before the transfers: it prints them as they come.
-	tail := exec.Command(ledgerBinary(t), "events", "tail", "--type", "CoinsSent", "--account", alice)
-	tail.Env = env
-	tailOut, err := tail.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tailErr lockedBuffer
-	tail.Stderr = &tailErr
-	if err := tail.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tail.Process.Kill(); _ = tail.Wait() })
-	lines := make(chan string, 16)
-	go func() {
-		sc := bufio.NewScanner(tailOut)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
+	tail := startTail(t, env, "--type", "CoinsSent", "--account", alice)
 	time.Sleep(500 * time.Millisecond) // the tail's consumer starts at "new": give it time to exist
 
 	for i := range 3 {
@@ -105,22 +138,14 @@ func TestE2ERelay(t *testing.T) {
 		wantOK(t, api.sendCoin(t, bobTok, alice, 1))
 		wantOK(t, api.buy(t, aliceTok, "pen"))
 	}
-	for i := range 3 {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("tail ended: %s", tailErr.String())
-			}
-			var r audit.Record
-			if err := json.Unmarshal([]byte(l), &r); err != nil {
-				t.Fatalf("tail line %q: %v", l, err)
-			}
-			var p struct{ Amount int64 }
-			if r.Type != "CoinsSent" || json.Unmarshal(r.Payload, &p) != nil || p.Amount != int64(i+1) {
-				t.Fatalf("tail line %d: %s", i+1, l)
-			}
-		case <-time.After(time.Minute): // a bound against a hang
-			t.Fatalf("tail printed %d of alice's 3 transfers: %s", i, tailErr.String())
+	for i, l := range tail.next(t, 3) {
+		var r audit.Record
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("tail line %q: %v", l, err)
+		}
+		var p struct{ Amount int64 }
+		if r.Type != "CoinsSent" || json.Unmarshal(r.Payload, &p) != nil || p.Amount != int64(i+1) {
+			t.Fatalf("tail line %d: %s", i+1, l)
 		}
 	}
 
@@ -165,6 +190,26 @@ func TestE2ERelay(t *testing.T) {
 	}
 	if n := relaytest.CheckStream(t, nc, own.Pool); n != total+1 {
 		t.Fatalf("after the republish the stream holds %d messages, want %d", n, total+1)
+	}
+
+	// Tails from the start and from a checkpoint print the log's events, each stream's in
+	// order; from the checkpoint only those after it.
+	logged := pgtest.ReadLogUntil(t, eventstore.New(own.Pool), eventstore.Checkpoint{}, 1000, total+1)
+	from := logged[len(logged)/2].Checkpoint()
+	fromStart := startTail(t, env, "--from-start")
+	fromCheckpoint := startTail(t, env, "--from", from.String())
+	relaytest.CheckRecords(t, own.Pool, eventstore.Checkpoint{}, fromStart.next(t, len(logged)))
+	relaytest.CheckRecords(t, own.Pool, from, fromCheckpoint.next(t, len(logged)-len(logged)/2-1))
+	// A new event is each tail's next line: the stream held everything else before it, so
+	// nothing else was left to print.
+	wantOK(t, api.buy(t, aliceTok, "cup"))
+	relaytest.WaitPublished(t, own.Pool)
+	msgs := relaytest.Messages(t, nc)
+	newest := string(msgs[len(msgs)-1].Data)
+	for _, tail := range []*tailProc{fromStart, fromCheckpoint} {
+		if l := tail.next(t, 1)[0]; l != newest {
+			t.Fatalf("ledger events tail %s printed\n%s\nwant the newest event\n%s", strings.Join(tail.args, " "), l, newest)
+		}
 	}
 }
 
