@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os/exec"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
 
 	"github.com/ledger/ledger/domain"
 	"github.com/ledger/ledger/eventstore"
@@ -276,6 +278,51 @@ func TestE2EEventsRepublish(t *testing.T) {
 	}
 	if at, err := projections.LoadCheckpoint(ctx, own.Pool, relay.Group); err != nil || at != relayAt {
 		t.Fatalf("the relay's checkpoint is %s after the republishes (%v), was %s", at, err, relayAt)
+	}
+}
+
+// TestE2ENATSDuplicateWindow: APP_NATS_DUPLICATE_WINDOW sets the de-duplication window of
+// the stream the relay creates; a window shorter than a republish after a crash needs is
+// refused at start, from the environment or the flag, with a message naming the setting.
+func TestE2ENATSDuplicateWindow(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the real binary")
+	}
+	own := relayDatabase(t)
+	ns := natstest.Start(t, "")
+	env := append(ledgerEnv(own.URL, t.TempDir()), "APP_NATS_URL="+ns.URL)
+	startLedger(t, append(env, "APP_NATS_DUPLICATE_WINDOW=5m"))
+	js, _ := ns.Connect().JetStream()
+	var info *nats.StreamInfo
+	waitUntil(t, "the relay creates the stream", func() bool {
+		var err error
+		info, err = js.StreamInfo(relay.DefaultStream)
+		return err == nil
+	})
+	if info.Config.Duplicates != 5*time.Minute {
+		t.Fatalf("the stream's duplicate window is %v, want 5m", info.Config.Duplicates)
+	}
+
+	for _, tc := range []struct {
+		name string
+		env  []string
+		args []string
+	}{
+		{"environment", []string{"APP_NATS_DUPLICATE_WINDOW=1m"}, nil},
+		{"flag", nil, []string{"--nats-duplicate-window", "1m"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a serve that starts would not end
+			defer cancel()
+			cmd := exec.CommandContext(ctx, ledgerBinary(t), append([]string{"serve", "--port", "0"}, tc.args...)...)
+			cmd.Env = append(env, tc.env...)
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 2 ||
+				!strings.Contains(string(out), "NATS duplicate window (APP_NATS_DUPLICATE_WINDOW) must be a duration of at least 2m0s") {
+				t.Fatalf("serve with a duplicate window of 1m: %v\n%s", err, out)
+			}
+		})
 	}
 }
 
