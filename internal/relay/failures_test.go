@@ -1,7 +1,9 @@
 package relay_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -156,8 +158,39 @@ const authorization = `authorization {
   users = [{user: relay, password: s3cret, permissions: {publish: {allow: [">"], deny: ["ledger.events.CoinsBurnt"]}}}]
 }`
 
-// TestRelayWrongCredentials: a refused password is in the status and the log, with the
-// password itself kept out of both.
+// failureLogged returns the error of the relay's log line saying that events do not reach
+// NATS, the first whose error names each of causes (case aside); the test fails without one.
+func failureLogged(t *testing.T, logs string, causes ...string) string {
+	t.Helper()
+	sc := bufio.NewScanner(strings.NewReader(logs))
+	sc.Buffer(nil, 1<<20)
+lines:
+	for sc.Scan() {
+		var l struct{ Level, Msg, Err string }
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			t.Fatalf("log line %q: %v", sc.Text(), err)
+		}
+		if l.Level != "ERROR" || !strings.HasPrefix(l.Msg, "events are not reaching NATS") {
+			continue
+		}
+		for _, c := range causes {
+			if !strings.Contains(strings.ToLower(l.Err), strings.ToLower(c)) {
+				continue lines
+			}
+		}
+		return l.Err
+	}
+	t.Fatalf("no error line in the log names %q:\n%s", causes, logs)
+	return ""
+}
+
+// redacted is a server URL as the relay names it with the user relay: the password hidden.
+func redacted(url string) string {
+	return strings.Replace(url, "nats://", "nats://relay:xxxxx@", 1)
+}
+
+// TestRelayWrongCredentials: a refused password is in the status and in the log's error line,
+// which names the server and the refusal, with the password itself kept out of both.
 func TestRelayWrongCredentials(t *testing.T) {
 	var url string
 	h := newHarness(t, authorization, func(c *relay.Config) {})
@@ -174,13 +207,13 @@ func TestRelayWrongCredentials(t *testing.T) {
 	if strings.Contains(st.LastError, "wrong-password") || strings.Contains(h.logs.String(), "wrong-password") {
 		t.Fatalf("the password shows: %q", st.LastError)
 	}
-	t.Logf("status: %s", describe(st))
+	logged := failureLogged(t, h.logs.String(), "connect to NATS at "+redacted(h.nats.URL), "authorization violation")
+	t.Logf("status: %s; log: %s", describe(st), logged)
 }
 
 // TestRelayRefusedSubject: a subject the server refuses stops the relay at that event (no
-// gap: nothing after it in its stream is published) with the refusal in the status; the
-// events before it arrived; writes go on. Then a stream whose subjects do not take the
-// ledger's is named as such.
+// gap: nothing after it in its stream is published) with the refusal in the status and in the
+// log's error line, the password in neither; the events before it arrived; writes go on.
 func TestRelayRefusedSubject(t *testing.T) {
 	h := newHarness(t, authorization)
 	h.cfg.URL = strings.Replace(h.nats.URL, "nats://", "nats://relay:s3cret@", 1)
@@ -199,7 +232,11 @@ func TestRelayRefusedSubject(t *testing.T) {
 	if st.EventsBehind < 1 {
 		t.Fatalf("status %s", describe(st))
 	}
-	t.Logf("status: %s", describe(st))
+	logged := failureLogged(t, h.logs.String(), "publish to ledger.events.CoinsBurnt refused", "permissions violation")
+	if strings.Contains(st.LastError, "s3cret") || strings.Contains(h.logs.String(), "s3cret") {
+		t.Fatalf("the password shows: %q", st.LastError)
+	}
+	t.Logf("status: %s; log: %s", describe(st), logged)
 	nc := h.nats.Connect(nats.UserInfo("relay", "s3cret"))
 	for _, m := range streamMessages(t, nc) {
 		if m.Subject == "ledger.events.CoinsBurnt" {

@@ -5,6 +5,8 @@ package relaytest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -63,8 +65,53 @@ func Messages(tb testing.TB, nc *nats.Conn) []relay.Message {
 // in order, each body the event's record, the headers naming the event.
 func CheckStream(tb testing.TB, nc *nats.Conn, pool *pgxpool.Pool) int {
 	tb.Helper()
+	return CheckStreamAfter(tb, nc, pool, eventstore.Checkpoint{})
+}
+
+// CheckStreamAfter is CheckStream for a stream that should hold the log's events after from
+// only, as a republish --from leaves it: none at or before from.
+func CheckStreamAfter(tb testing.TB, nc *nats.Conn, pool *pgxpool.Pool, from eventstore.Checkpoint) int {
+	tb.Helper()
 	msgs := Messages(tb, nc)
-	byID := map[string]eventstore.RecordedEvent{}
+	want := expect(tb, pool, from)
+	for _, m := range msgs {
+		e := want.next(tb, m.ID, fmt.Sprintf("message %d", m.Sequence), m.Data)
+		if m.Subject != relay.SubjectPrefix+e.Type || m.Header.Get(relay.HeaderStreamID) != e.StreamID ||
+			m.Header.Get(relay.HeaderVersion) != strconv.FormatInt(e.Version, 10) ||
+			m.Header.Get(relay.HeaderCheckpoint) != e.Checkpoint().String() {
+			tb.Fatalf("message %d: subject %s, headers %v; event %s %s v%d at %s", m.Sequence, m.Subject, m.Header,
+				e.Type, e.StreamID, e.Version, e.Checkpoint())
+		}
+	}
+	want.done(tb)
+	return len(msgs)
+}
+
+// CheckRecords checks lines of records, as `ledger events tail` prints them, against the log's
+// events after from (zero: the whole log) as CheckStreamAfter checks messages.
+func CheckRecords(tb testing.TB, pool *pgxpool.Pool, from eventstore.Checkpoint, lines []string) {
+	tb.Helper()
+	want := expect(tb, pool, from)
+	for i, l := range lines {
+		var r audit.RecordHead
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			tb.Fatalf("line %d %q: %v", i+1, l, err)
+		}
+		want.next(tb, r.EventID.String(), fmt.Sprintf("line %d", i+1), []byte(l))
+	}
+	want.done(tb)
+}
+
+// expected is the log's events after a checkpoint, as a reader should see them.
+type expected struct {
+	byID map[string]eventstore.RecordedEvent
+	seen map[string]bool
+	last map[string]int64 // stream id → the version seen last (or the last at or before from)
+}
+
+func expect(tb testing.TB, pool *pgxpool.Pool, from eventstore.Checkpoint) *expected {
+	tb.Helper()
+	x := &expected{byID: map[string]eventstore.RecordedEvent{}, seen: map[string]bool{}, last: map[string]int64{}}
 	store := eventstore.New(pool)
 	for at := (eventstore.Checkpoint{}); ; {
 		page, err := store.ReadLog(context.Background(), at, 10_000)
@@ -75,40 +122,46 @@ func CheckStream(tb testing.TB, nc *nats.Conn, pool *pgxpool.Pool) int {
 			break
 		}
 		for _, e := range page {
-			byID[e.ID.String()] = e
+			if from.Before(e.Checkpoint()) {
+				x.byID[e.ID.String()] = e
+			} else {
+				x.last[e.StreamID] = e.Version
+			}
 		}
 		at = page[len(page)-1].Checkpoint()
 	}
-	seen := map[string]bool{}
-	last := map[string]int64{}
-	for _, m := range msgs {
-		e, ok := byID[m.ID]
-		switch {
-		case !ok:
-			tb.Fatalf("message %d (id %q) is no event of the log", m.Sequence, m.ID)
-		case seen[m.ID]:
-			tb.Fatalf("event %s arrived twice (again as message %d)", m.ID, m.Sequence)
-		case e.Version != last[e.StreamID]+1:
-			tb.Fatalf("%s: version %d arrived after version %d (message %d): a gap or a reordering", e.StreamID, e.Version, last[e.StreamID], m.Sequence)
-		}
-		seen[m.ID] = true
-		last[e.StreamID] = e.Version
-		want, err := audit.RecordOf(e).AppendJSON(nil)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		if !bytes.Equal(m.Data, want) {
-			tb.Fatalf("message %d body\n%s\nwant the record\n%s", m.Sequence, m.Data, want)
-		}
-		if m.Subject != relay.SubjectPrefix+e.Type || m.Header.Get(relay.HeaderStreamID) != e.StreamID ||
-			m.Header.Get(relay.HeaderVersion) != strconv.FormatInt(e.Version, 10) ||
-			m.Header.Get(relay.HeaderCheckpoint) != e.Checkpoint().String() {
-			tb.Fatalf("message %d: subject %s, headers %v; event %s %s v%d at %s", m.Sequence, m.Subject, m.Header,
-				e.Type, e.StreamID, e.Version, e.Checkpoint())
-		}
+	return x
+}
+
+// next checks that the event id, read as what with body, is the next expected event of its
+// stream, and returns it.
+func (x *expected) next(tb testing.TB, id, what string, body []byte) eventstore.RecordedEvent {
+	tb.Helper()
+	e, ok := x.byID[id]
+	switch {
+	case !ok:
+		tb.Fatalf("%s (id %q) is no event of the log after the checkpoint", what, id)
+	case x.seen[id]:
+		tb.Fatalf("event %s arrived twice (again as %s)", id, what)
+	case e.Version != x.last[e.StreamID]+1:
+		tb.Fatalf("%s: version %d arrived after version %d (%s): a gap or a reordering", e.StreamID, e.Version, x.last[e.StreamID], what)
 	}
-	if len(seen) != len(byID) {
-		tb.Fatalf("%d of the log's %d events arrived; %d missing", len(seen), len(byID), len(byID)-len(seen))
+	x.seen[id] = true
+	x.last[e.StreamID] = e.Version
+	want, err := audit.RecordOf(e).AppendJSON(nil)
+	if err != nil {
+		tb.Fatal(err)
 	}
-	return len(msgs)
+	if !bytes.Equal(body, want) {
+		tb.Fatalf("%s body\n%s\nwant the record\n%s", what, body, want)
+	}
+	return e
+}
+
+// done checks that every expected event arrived.
+func (x *expected) done(tb testing.TB) {
+	tb.Helper()
+	if len(x.seen) != len(x.byID) {
+		tb.Fatalf("%d of the log's %d events arrived; %d missing", len(x.seen), len(x.byID), len(x.byID)-len(x.seen))
+	}
 }
