@@ -109,14 +109,6 @@ func (c *Config) defaults() {
 	}
 }
 
-// Validate reports a configuration the relay cannot run with.
-func (c Config) Validate() error {
-	if c.DuplicateWindow != 0 && c.DuplicateWindow < MinDuplicateWindow {
-		return fmt.Errorf("the stream's duplicate window must be at least %v", MinDuplicateWindow)
-	}
-	return nil
-}
-
 // Relay publishes the log to JetStream. Run it with (*projections.Runner).AddWorker(Group,
 // r.Run); Stats tells how it does in this process, projections.Statuses across processes.
 type Relay struct {
