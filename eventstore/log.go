@@ -30,38 +30,15 @@ ORDER BY transaction_id, global_position
 LIMIT ` + limit
 }
 
-// LogBatchSQL is LogPageSQL as one row of arrays, in binary, for a reader that takes a page as
-// one message and applies it idempotently (the projectors). ScanLogBatch reads its row.
-//
-// When the fenced page holds fewer than limit events, the batch goes on past the fence with the
-// events of transactions that have already committed, in log order, up to limit more of those
-// that keep (an SQL condition on the events row "e") accepts: a slow transaction then holds
-// back the reader's checkpoint but not what it applies. The row's first column is how many of
-// the batch's events are below the fence: a checkpoint may move past those only. Events of
-// one stream still come in version order: a stream's next version is written under the lock
-// of the stream, after its previous one committed, so it gets the larger transaction id.
-// Past the fence, only the first aheadScan × limit events are looked at.
-func LogBatchSQL(after, limit, keep string) string {
-	return `WITH below AS (` + LogPageSQL(after, limit) + `), ahead AS (
-    SELECT e.* FROM (
-        SELECT ` + eventColumns + ` FROM events
-        WHERE (transaction_id, global_position) > ` + after + ` AND NOT ` + fenceSQL + `
-          AND (SELECT count(*) FROM below) < ` + limit + `
-        ORDER BY transaction_id, global_position
-        LIMIT ` + aheadScan + ` * ` + limit + `) e
-    WHERE ` + keep + `
-    ORDER BY transaction_id, global_position
-    LIMIT ` + limit + `
-), page AS (SELECT * FROM below UNION ALL SELECT * FROM ahead)
-SELECT (SELECT count(*) FROM below), count(*), array_agg(global_position), array_agg(transaction_id::text::bigint),
-       array_agg(stream_id), array_agg(stream_version), array_agg(event_id), array_agg(event_type), array_agg(schema_version),
+// LogBatchSQL is LogPageSQL as one row of arrays, in binary: a whole page in one row, for a
+// reader that takes a page as one message. ScanLogBatch reads its row.
+func LogBatchSQL(after, limit string) string {
+	return `WITH page AS (` + LogPageSQL(after, limit) + `)
+SELECT count(*), array_agg(global_position), array_agg(transaction_id::text::bigint), array_agg(stream_id),
+       array_agg(stream_version), array_agg(event_id), array_agg(event_type), array_agg(schema_version),
        array_agg(payload), array_agg(metadata), array_agg(recorded_at), array_agg(hash), array_agg(hash_version)
 FROM page`
 }
-
-// aheadScan bounds how far past the fence LogBatchSQL looks, in batches: behind a transaction
-// that stays open, every poll looks at what was applied ahead again.
-const aheadScan = "4"
 
 // fenceSQL keeps a reader below the log's fence: the oldest running transaction.
 const fenceSQL = `transaction_id < pg_snapshot_xmin(pg_current_snapshot())`
@@ -91,9 +68,8 @@ type Scanner interface {
 	Scan(dest ...any) error
 }
 
-// ScanLogBatch reads the row of a LogBatchSQL statement: the batch's events in log order, and
-// how many of the first are below the fence.
-func ScanLogBatch(row Scanner) (page []RecordedEvent, below int, err error) {
+// ScanLogBatch reads the row of a LogBatchSQL statement: the page's events in log order.
+func ScanLogBatch(row Scanner) ([]RecordedEvent, error) {
 	var (
 		n                    int
 		positions, txs, vers []int64
@@ -105,17 +81,17 @@ func ScanLogBatch(row Scanner) (page []RecordedEvent, below int, err error) {
 		hashes               [][]byte
 		recordedAt           []time.Time
 	)
-	if err := row.Scan(&below, &n, &positions, &txs, &streams, &vers, &ids, &types, &schemas, &payloads, &metadata,
+	if err := row.Scan(&n, &positions, &txs, &streams, &vers, &ids, &types, &schemas, &payloads, &metadata,
 		&recordedAt, &hashes, &hashVers); err != nil {
-		return nil, 0, fmt.Errorf("eventstore: read log page: %w", err)
+		return nil, fmt.Errorf("eventstore: read log page: %w", err)
 	}
 	for _, l := range []int{len(positions), len(txs), len(streams), len(vers), len(ids), len(types), len(schemas),
 		len(payloads), len(metadata), len(recordedAt), len(hashes), len(hashVers)} {
 		if l != n {
-			return nil, 0, fmt.Errorf("eventstore: read log page: %d events with a column of %d", n, l)
+			return nil, fmt.Errorf("eventstore: read log page: %d events with a column of %d", n, l)
 		}
 	}
-	page = make([]RecordedEvent, n)
+	page := make([]RecordedEvent, n)
 	for i := range page {
 		e := &page[i]
 		*e = RecordedEvent{Position: positions[i], TransactionID: uint64(txs[i]), StreamID: streams[i],
@@ -127,7 +103,7 @@ func ScanLogBatch(row Scanner) (page []RecordedEvent, below int, err error) {
 	if !slices.IsSortedFunc(page, logOrder) {
 		slices.SortFunc(page, logOrder)
 	}
-	return page, below, nil
+	return page, nil
 }
 
 func logOrder(a, b RecordedEvent) int { return a.Checkpoint().Compare(b.Checkpoint()) }

@@ -14,7 +14,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/go-json-experiment/json"
 
-	"github.com/ledger/ledger/domain"
 	"github.com/ledger/ledger/eventstore"
 	"github.com/ledger/ledger/internal/notify"
 )
@@ -27,10 +26,8 @@ import (
 const topic = "events"
 
 // eventsSchema is a watermill-sql SchemaAdapter over the events table. A poll reads the page of
-// the fenced log after the group's checkpoint and, when that is not a full batch, the events
-// already committed past the fence that the group has not applied (eventstore.LogBatchSQL),
-// and turns it into one message whose payload is the batch's events: one message, one
-// statement applying the batch. The checkpoint moves past the events below the fence only.
+// the fenced log after the group's checkpoint (eventstore.LogPageSQL) and turns it into one
+// message whose payload is the page's events: one message, one statement applying the batch.
 type eventsSchema struct {
 	batchSize int
 	// wake is taken at the start of every poll, so that the backoff waits on a channel that
@@ -52,21 +49,16 @@ func (s *eventsSchema) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error)
 	if s.wake.stopping.Load() {
 		limit = 0 // a stopping projector drains: its last poll reads nothing
 	}
-	return wsql.Query{Query: pollSQL, Args: []any{p.ConsumerGroup, limit}}, nil
+	return wsql.Query{
+		Query: eventstore.LogBatchSQL(`(SELECT transaction_id, position FROM projection_checkpoints WHERE consumer_group = $1)`, "$2"),
+		Args:  []any{p.ConsumerGroup, limit},
+	}, nil
 }
-
-// pollSQL reads a group's ($1) next batch of at most $2 events; past the fence it keeps only
-// the events after the version the group has applied of their account (projection_heads), so
-// that what was applied ahead is not read again while the fence stays behind it.
-var pollSQL = eventstore.LogBatchSQL(`(SELECT transaction_id, position FROM projection_checkpoints WHERE consumer_group = $1)`, "$2",
-	fmt.Sprintf(`e.stream_version > COALESCE((SELECT h.version FROM projection_heads h WHERE h.consumer_group = $1
-	    AND h.account_id = CASE WHEN e.stream_id ~ '^%[1]s[0-9a-f-]{36}$' THEN substr(e.stream_id, %[2]d)::uuid END), 0)`,
-		domain.StreamPrefix, len(domain.StreamPrefix)+1))
 
 // UnmarshalMessage turns a poll's page into one message carrying its events; an empty page is
 // no message.
 func (s *eventsSchema) UnmarshalMessage(p wsql.UnmarshalMessageParams) (wsql.Row, error) {
-	page, below, err := eventstore.ScanLogBatch(p.Row)
+	page, err := eventstore.ScanLogBatch(p.Row)
 	if err != nil {
 		return wsql.Row{}, err
 	}
@@ -77,17 +69,12 @@ func (s *eventsSchema) UnmarshalMessage(p wsql.UnmarshalMessageParams) (wsql.Row
 	if err != nil {
 		return wsql.Row{}, fmt.Errorf("projections: encode a batch: %w", err)
 	}
-	// The message is named after its first event.
-	msg := message.NewMessage(page[0].ID.String(), payload)
+	first, last := page[0], page[len(page)-1]
+	// The message is named after its first event, which no other message starts with.
+	msg := message.NewMessage(first.ID.String(), payload)
 	msg.Metadata.Set("events", strconv.Itoa(len(page)))
-	// A batch wholly past the fence leaves the checkpoint where it is (the zero checkpoint
-	// moves nothing).
-	var to eventstore.Checkpoint
-	if below > 0 {
-		to = page[below-1].Checkpoint()
-	}
-	return wsql.Row{Offset: page[len(page)-1].Position, UUID: []byte(msg.UUID), Payload: payload, Msg: msg,
-		ExtraData: map[string]any{checkpointKey: to}}, nil
+	return wsql.Row{Offset: last.Position, UUID: []byte(msg.UUID), Payload: payload, Msg: msg,
+		ExtraData: map[string]any{checkpointKey: last.Checkpoint()}}, nil
 }
 
 // checkpointKey names, in a row's ExtraData, the checkpoint after the row's last event.
@@ -110,8 +97,7 @@ type checkpoints struct{}
 
 var _ wsql.OffsetsAdapter = checkpoints{}
 
-// AckMessageQuery moves the checkpoint past the acked batch's events below the fence (never
-// back: see SaveCheckpoint).
+// AckMessageQuery moves the checkpoint past the acked batch (never back: see SaveCheckpoint).
 func (checkpoints) AckMessageQuery(p wsql.AckMessageQueryParams) (wsql.Query, error) {
 	to, ok := p.LastRow.ExtraData[checkpointKey].(eventstore.Checkpoint)
 	if !ok {
