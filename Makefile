@@ -29,6 +29,10 @@ run: build
 test:
 	@command -v chromium >/dev/null 2>&1 || [ -n "$${LEDGER_CHROMIUM:-}" ] || \
 		echo "make test: no chromium here, so the console's browser tests will skip; install it with 'sudo apt-get install -y chromium' (Debian) or name a Chrome binary in LEDGER_CHROMIUM"
+	@command -v nats-server >/dev/null 2>&1 || \
+		echo "make test: no nats-server here, so the relay's tests will fail; install it with 'sudo apt-get install -y nats-server' (Debian)"
+	@command -v promtool >/dev/null 2>&1 || \
+		echo "make test: no promtool here, so the alert rules' tests will fail; install it with 'sudo apt-get install -y prometheus' (Debian)"
 	url=$$(.ci/postgres.sh url LEDGER_TEST_DATABASE_URL); \
 	LEDGER_TEST_DATABASE_URL="$$url" $(GO) test -race -count=1 -timeout 30m ./...
 
