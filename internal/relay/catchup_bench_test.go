@@ -16,9 +16,9 @@ import (
 )
 
 // BenchmarkCatchUp publishes a backlog of LEDGER_BENCH_EVENTS events (default 100,000; 1,000
-// accounts) into a fresh JetStream stream, for each number of lanes, and reports events/s. The
+// accounts) into a fresh JetStream stream, for each window of unacknowledged events, and reports events/s. The
 // backlog comes in two shapes: "runs", where each append is 100 events of one account (the
-// log holds runs of 100 events of an account, which one lane publishes one after another), and
+// log holds runs of 100 events of an account, which leave one after another), and
 // "interleaved", where each append is one event for each of 100 accounts, as commands leave
 // the log. Run: make bench-relay RELAY_EVENTS=1000000 (or go test -run '^$' -bench CatchUp
 // -benchtime 1x ./internal/relay/).
@@ -28,19 +28,19 @@ func BenchmarkCatchUp(b *testing.B) {
 		total = n
 	}
 	for _, shape := range []string{"runs", "interleaved"} {
-		for _, lanes := range []int{1, 8, 32, 128} {
-			b.Run(fmt.Sprintf("shape=%s/lanes=%d", shape, lanes), func(b *testing.B) {
-				catchUp(b, total, lanes, shape == "interleaved")
+		for _, window := range []int{1, 16, 128, 1024} {
+			b.Run(fmt.Sprintf("shape=%s/window=%d", shape, window), func(b *testing.B) {
+				catchUp(b, total, window, shape == "interleaved")
 			})
 		}
 	}
 }
 
 // catchUp runs one BenchmarkCatchUp case.
-func catchUp(b *testing.B, total, lanes int, interleaved bool) {
+func catchUp(b *testing.B, total, window int, interleaved bool) {
 	for range b.N {
 		b.StopTimer()
-		h := newHarness(b, "", func(c *relay.Config) { c.Lanes = lanes; c.PageSize = 5000 })
+		h := newHarness(b, "", func(c *relay.Config) { c.Window = window; c.PageSize = 5000 })
 		backlog(b, h.store, total, interleaved)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)

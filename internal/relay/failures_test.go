@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
 	"github.com/ledger/ledger/eventstore"
@@ -261,4 +262,35 @@ func TestRelayForeignStream(t *testing.T) {
 		st, ok := relayStatus(t)
 		return ok && st.State == "failed" && strings.Contains(st.LastError, "subjects must include ledger.events.>")
 	})
+}
+
+// TestRelayRefusedEventHoldsBackItsStream: when one event of a stream is refused, no later
+// event of that stream is stored, even though events leave without waiting for each other's
+// acknowledgement: the stream's order in JetStream never has a hole that a later version covers.
+// Other streams go on up to the first refused event of the log.
+func TestRelayRefusedEventHoldsBackItsStream(t *testing.T) {
+	h := newHarness(t, authorization)
+	h.cfg.URL = strings.Replace(h.nats.URL, "nats://", "nats://relay:s3cret@", 1)
+	h.relay = relay.New(h.store, db.Pool, h.wake, h.relayLog(), h.cfg)
+	held := "test-" + uuid.NewString()
+	var evs []eventstore.EventData
+	for _, typ := range []string{"Noted", "CoinsBurnt", "Noted", "Noted"} {
+		evs = append(evs, eventstore.EventData{Type: typ, SchemaVersion: 1, Payload: map[string]any{"n": len(evs)}})
+	}
+	if _, err := h.store.Append(context.Background(), []eventstore.StreamAppend{{StreamID: held,
+		Expected: eventstore.NoStream(), Events: evs}}); err != nil {
+		t.Fatal(err)
+	}
+	appendEvents(t, h.store, 20, 3, "Noted") // after it in the log, one page with it
+	h.run(t)
+	waitUntil(t, "status names the refused subject", func() bool {
+		st, ok := relayStatus(t)
+		return ok && st.State == "failed" && strings.Contains(st.LastError, "ledger.events.CoinsBurnt")
+	})
+	nc := h.nats.Connect(nats.UserInfo("relay", "s3cret"))
+	for _, m := range streamMessages(t, nc) {
+		if m.Header.Get(relay.HeaderStreamID) == held && m.Header.Get(relay.HeaderVersion) != "1" {
+			t.Fatalf("version %s of the stream was stored after its version 2 was refused", m.Header.Get(relay.HeaderVersion))
+		}
+	}
 }

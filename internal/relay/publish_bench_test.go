@@ -15,9 +15,9 @@ import (
 
 // BenchmarkJetStreamPublish measures JetStream alone, without the log: b.N messages of an
 // event record's size into a fresh LEDGER stream, published with an acknowledgement awaited
-// per message from 1 and from 128 goroutines (what watermill's publisher does, per lane), and
+// per message from 1 and from 128 goroutines (what watermill's publisher does), and
 // asynchronously with up to 1,024 in flight (nats.go's PublishMsgAsync, which watermill's
-// publisher does not offer). ADR 12 records the numbers.
+// publisher does not offer and the relay uses). ADRs 12 and 18 record the numbers.
 func BenchmarkJetStreamPublish(b *testing.B) {
 	body := make([]byte, 620) // the size of a CoinsSent record
 	for i := range body {

@@ -1,17 +1,17 @@
 // Package relay publishes the ledger's events to NATS JetStream: the event log is the outbox.
 // A relay reads the fenced log through eventstore.ReadLog from its own checkpoint, as a
-// projector does, publishes each event with watermill's NATS publisher (message UUID = event
-// id, so JetStream's Nats-Msg-Id de-duplication drops a republish), and moves its checkpoint
-// only past events JetStream acknowledged. It runs under the projection runner's lease (one
-// relay across all processes) and never makes a command or a read wait for NATS: an outage
-// only shows as lag and as the relay's state (ADR 12).
+// projector does, publishes each event as a watermill message (message UUID = event id, so
+// JetStream's Nats-Msg-Id de-duplication drops a republish) without waiting for each
+// acknowledgement, one event in flight per stream (ADR 18), and moves its checkpoint only past
+// events JetStream acknowledged. It runs under the projection runner's lease (one relay across
+// all processes) and never makes a command or a read wait for NATS: an outage only shows as lag
+// and as the relay's state (ADR 12).
 package relay
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
 	"net/url"
 	"strconv"
@@ -20,7 +20,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	wnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -62,9 +61,9 @@ type Config struct {
 	// DuplicateWindow is the stream's de-duplication window when the relay creates it
 	// (default and least MinDuplicateWindow).
 	DuplicateWindow time.Duration
-	// Lanes is how many publishes await their acknowledgement at once (default 128). Events
-	// of one stream always share a lane, so each stream's versions are published in order.
-	Lanes int
+	// Window is the most events published and not yet acknowledged at once (default 1024). At
+	// most one of them is of any one stream, so each stream's versions are stored in order.
+	Window int
 	// PageSize is the most events one read of the log returns (default 1000).
 	PageSize int
 	// PollInterval is the fallback read of the log when no append wakes the relay (default 1s).
@@ -86,8 +85,8 @@ func (c *Config) defaults() {
 	if c.DuplicateWindow == 0 {
 		c.DuplicateWindow = MinDuplicateWindow
 	}
-	if c.Lanes <= 0 {
-		c.Lanes = 128
+	if c.Window <= 0 {
+		c.Window = 1024
 	}
 	if c.PageSize <= 0 {
 		c.PageSize = 1000
@@ -302,17 +301,14 @@ func (r *Relay) report(ctx context.Context, err error) error {
 	return nil
 }
 
-// connection is one NATS connection and the watermill publisher over it.
+// connection is one NATS connection and its JetStream context.
 type connection struct {
 	nc  *nats.Conn
 	js  nats.JetStreamContext
-	pub *wnats.Publisher
 	url string
 }
 
-func (c *connection) close() {
-	_ = c.pub.Close() // closes nc
-}
+func (c *connection) close() { c.nc.Close() }
 
 // unreachable describes a connection that is down, with the reason NATS gave when it has one.
 func (c *connection) unreachable() error {
@@ -349,27 +345,15 @@ func (r *Relay) connect() (*connection, bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("connect to NATS at %s: %w", redact(r.cfg.URL), err)
 	}
-	wmLog := watermill.NewSlogLoggerWithLevelMapping(r.log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
-	pub, err := wnats.NewPublisherWithNatsConn(nc, wnats.PublisherPublishConfig{
-		Marshaler:         &wnats.NATSMarshaler{},
-		SubjectCalculator: wnats.DefaultSubjectCalculator,
-		JetStream: wnats.JetStreamConfig{
-			TrackMsgId:     true,
-			ConnectOptions: []nats.JSOpt{nats.MaxWait(r.cfg.AckTimeout)},
-			// One try: a stream that is gone is noticed at once and recreated.
-			PublishOptions: []nats.PubOpt{nats.AckWait(r.cfg.AckTimeout), nats.RetryAttempts(0)},
-		},
-	}, wmLog)
+	// Acknowledgements are awaited asynchronously (see publish); one that does not come within
+	// AckTimeout fails its event.
+	js, err := nc.JetStream(nats.MaxWait(r.cfg.AckTimeout), nats.PublishAsyncMaxPending(r.cfg.Window),
+		nats.PublishAsyncTimeout(r.cfg.AckTimeout))
 	if err != nil {
 		nc.Close()
 		return nil, false, fmt.Errorf("NATS JetStream at %s: %w", redact(r.cfg.URL), err)
 	}
-	js, err := nc.JetStream(nats.MaxWait(r.cfg.AckTimeout))
-	if err != nil {
-		nc.Close()
-		return nil, false, fmt.Errorf("NATS JetStream at %s: %w", redact(r.cfg.URL), err)
-	}
-	c := &connection{nc: nc, js: js, pub: pub, url: r.cfg.URL}
+	c := &connection{nc: nc, js: js, url: r.cfg.URL}
 	created, err := EnsureStream(js, r.cfg.Stream, r.cfg.DuplicateWindow)
 	if err != nil {
 		c.close()
@@ -438,55 +422,67 @@ func (r *Relay) recreate(c *connection) error {
 	return nil
 }
 
-// lanes is the hash that assigns a stream to a lane; the seed is fixed per process, which is
-// all ordering needs (one page is published by one process).
-var laneSeed = maphash.MakeSeed()
-
 // publish publishes page and returns how many of its first events JetStream acknowledged,
-// and the first error. Events go out over Lanes lanes, each publishing its events in log
-// order and waiting for each acknowledgement: one stream's events share a lane, so they are
-// stored in version order. A lane stops at its first failure and the others stop soon after;
-// events past the acknowledged prefix are published again next time, and JetStream drops
-// the repeats by their message id.
+// and the first error. Events leave asynchronously, at most Window unacknowledged at a time and
+// at most one of each stream: a stream's next event leaves only once JetStream acknowledged its
+// previous one. So whatever fails (a refused subject, a lost acknowledgement, a reconnect), no
+// event of a stream is stored after an earlier one of the same stream that was not. After the
+// first failure nothing more leaves; events past the acknowledged prefix are published again
+// next time, and JetStream drops the repeats by their message id.
 func (r *Relay) publish(c *connection, page []eventstore.RecordedEvent) (int, error) {
 	if !c.nc.IsConnected() {
 		return 0, c.unreachable()
 	}
-	lanes := min(r.cfg.Lanes, len(page))
-	byLane := make([][]int, lanes)
+	// Each stream's events in log order, and the streams whose next event may leave.
+	queued := make(map[string][]int)
+	var ready []string
 	for i, e := range page {
-		l := int(maphash.String(laneSeed, e.StreamID) % uint64(lanes))
-		byLane[l] = append(byLane[l], i)
+		if _, ok := queued[e.StreamID]; !ok {
+			ready = append(ready, e.StreamID)
+		}
+		queued[e.StreamID] = append(queued[e.StreamID], i)
 	}
+	type flight struct {
+		i   int
+		ack nats.PubAckFuture
+	}
+	var inFlight []flight // in the order sent, which is the order JetStream answers in
 	acked := make([]bool, len(page))
-	var stop atomic.Bool
-	var errMu sync.Mutex
 	var first error
 	firstAt := len(page)
-	var wg sync.WaitGroup
-	for _, idx := range byLane {
-		if len(idx) == 0 {
-			continue
+	failed := func(i int, err error) {
+		if i < firstAt {
+			first, firstAt = err, i
 		}
-		wg.Go(func() {
-			for _, i := range idx {
-				if stop.Load() {
-					return
-				}
-				if err := r.publishOne(c, page[i]); err != nil {
-					stop.Store(true)
-					errMu.Lock()
-					if i < firstAt {
-						first, firstAt = err, i
-					}
-					errMu.Unlock()
-					return
-				}
-				acked[i] = true
-			}
-		})
 	}
-	wg.Wait()
+	for {
+		for first == nil && len(ready) > 0 && len(inFlight) < r.cfg.Window {
+			i := queued[ready[0]][0]
+			ready = ready[1:]
+			ack, err := r.send(c, page[i])
+			if err != nil {
+				failed(i, err)
+				break
+			}
+			inFlight = append(inFlight, flight{i, ack})
+		}
+		if len(inFlight) == 0 {
+			break
+		}
+		f := inFlight[0]
+		inFlight = inFlight[1:]
+		select {
+		case <-f.ack.Ok():
+			acked[f.i] = true
+			stream := page[f.i].StreamID
+			if rest := queued[stream][1:]; len(rest) > 0 {
+				queued[stream] = rest
+				ready = append(ready, stream)
+			}
+		case err := <-f.ack.Err():
+			failed(f.i, r.publishError(c, page[f.i].Type, err))
+		}
+	}
 	n := 0
 	for n < len(acked) && acked[n] {
 		n++
@@ -495,36 +491,55 @@ func (r *Relay) publish(c *connection, page []eventstore.RecordedEvent) (int, er
 		return n, nil
 	}
 	if first == nil {
-		first = errors.New("publishing stopped") // not reached: a gap means a lane failed
+		first = errors.New("publishing stopped") // not reached: a gap means an event failed
 	}
 	return n, first
 }
 
-// publishOne publishes one event and waits for JetStream's acknowledgement.
-func (r *Relay) publishOne(c *connection, e eventstore.RecordedEvent) error {
+// marshaler writes events as watermill's NATS publisher does: the message's metadata become
+// headers, its UUID the header watermill reads back.
+var marshaler wnats.NATSMarshaler
+
+// send publishes one event without waiting for its acknowledgement.
+func (r *Relay) send(c *connection, e eventstore.RecordedEvent) (nats.PubAckFuture, error) {
 	subject, err := Subject(e.Type)
 	if err != nil {
-		return fmt.Errorf("event %s at %s: %w", e.ID, e.Checkpoint(), err)
+		return nil, fmt.Errorf("event %s at %s: %w", e.ID, e.Checkpoint(), err)
 	}
 	body, err := audit.RecordOf(e).AppendJSON(nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	msg := message.NewMessage(e.ID.String(), body)
 	msg.Metadata.Set(HeaderStreamID, e.StreamID)
 	msg.Metadata.Set(HeaderVersion, strconv.FormatInt(e.Version, 10))
 	msg.Metadata.Set(HeaderCheckpoint, e.Checkpoint().String())
 	msg.Metadata.Set(HeaderType, e.Type)
-	err = c.pub.Publish(subject, msg)
+	nm, err := marshaler.Marshal(subject, msg)
+	if err != nil {
+		return nil, err
+	}
+	// The message id is the event id: JetStream drops a repeat within its duplicate window.
+	ack, err := c.js.PublishMsgAsync(nm, nats.MsgId(msg.UUID), nats.RetryAttempts(0))
+	if err != nil {
+		return nil, r.publishError(c, e.Type, err)
+	}
+	return ack, nil
+}
+
+// publishError describes a failed publish of an event of type eventType.
+func (r *Relay) publishError(c *connection, eventType string, err error) error {
+	subject := SubjectPrefix + eventType
 	switch {
-	case err == nil:
-		return nil
 	case errors.Is(err, nats.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
 		return fmt.Errorf("publish to %s: %w", subject, errStreamMissing)
-	case errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, nats.ErrAsyncPublishTimeout), errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		// A refused publish (permissions) is never answered; NATS said why on the side.
 		if last := c.nc.LastError(); last != nil && strings.Contains(last.Error(), subject) {
 			return fmt.Errorf("publish to %s refused: %w", subject, last)
+		}
+		if !c.nc.IsConnected() {
+			return c.unreachable()
 		}
 		return fmt.Errorf("publish to %s: no acknowledgement within %v: %w", subject, r.cfg.AckTimeout, err)
 	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrReconnectBufExceeded),
