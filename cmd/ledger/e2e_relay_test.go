@@ -37,6 +37,15 @@ func relayDatabase(t *testing.T) *pgtest.Database {
 	return own
 }
 
+// relayLedger gives a test a database of its own, a NATS server, and the environment of a
+// ledger on that database relaying to that server.
+func relayLedger(t *testing.T) (*pgtest.Database, *natstest.Server, []string) {
+	t.Helper()
+	own := relayDatabase(t)
+	ns := natstest.Start(t, "")
+	return own, ns, append(ledgerEnv(own.URL, t.TempDir()), "APP_NATS_URL="+ns.URL)
+}
+
 // relayRow returns the relay's row of a projection status.
 func relayRow(st []projections.Status) (projections.Status, bool) {
 	for _, s := range st {
@@ -224,9 +233,7 @@ func TestE2EEventsRepublish(t *testing.T) {
 		t.Skip("runs the real binary")
 	}
 	ctx := context.Background()
-	own := relayDatabase(t)
-	ns := natstest.Start(t, "")
-	env := append(ledgerEnv(own.URL, t.TempDir()), "APP_NATS_URL="+ns.URL)
+	own, ns, env := relayLedger(t)
 	p := startLedger(t, env)
 	api := newAPIClient(t, p.base())
 	alice, bob := uniq("alice"), uniq("bob")
@@ -288,9 +295,7 @@ func TestE2ENATSDuplicateWindow(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the real binary")
 	}
-	own := relayDatabase(t)
-	ns := natstest.Start(t, "")
-	env := append(ledgerEnv(own.URL, t.TempDir()), "APP_NATS_URL="+ns.URL)
+	_, ns, env := relayLedger(t)
 	startLedger(t, append(env, "APP_NATS_DUPLICATE_WINDOW=5m"))
 	js, _ := ns.Connect().JetStream()
 	var info *nats.StreamInfo
@@ -392,9 +397,7 @@ func TestFaultRelayKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crashes the real binary")
 	}
-	own := relayDatabase(t)
-	ns := natstest.Start(t, "")
-	env := append(ledgerEnv(own.URL, t.TempDir()), "APP_NATS_URL="+ns.URL)
+	own, ns, env := relayLedger(t)
 	p := startLedger(t, env)
 	c := newBankClient(drillUsers("relaykill", 8))
 	c.setBases(p.base())
@@ -423,9 +426,7 @@ func TestFaultRelayNATSRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the real binary")
 	}
-	own := relayDatabase(t)
-	ns := natstest.Start(t, "")
-	env := append(ledgerEnv(own.URL, t.TempDir()), "APP_NATS_URL="+ns.URL)
+	own, ns, env := relayLedger(t)
 	p := startLedger(t, env)
 	c := newBankClient(drillUsers("natsdown", 6))
 	c.setBases(p.base())
@@ -493,9 +494,7 @@ func TestFaultRelayReplicas(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs two real processes")
 	}
-	own := relayDatabase(t)
-	ns := natstest.Start(t, "")
-	env := append(ledgerEnv(own.URL, t.TempDir()), "APP_NATS_URL="+ns.URL)
+	own, ns, env := relayLedger(t)
 	procs := []*ledgerProc{startLedger(t, env), startLedger(t, env)}
 	c := newBankClient(drillUsers("relayreplica", 6))
 	c.setBases(procs[0].base(), procs[1].base())
