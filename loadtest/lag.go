@@ -104,9 +104,9 @@ type lagProber struct {
 	seen atomic.Int64
 }
 
-func newLagProber(pool *pgxpool.Pool, groups []string, every int, accounts []uuid.UUID) *lagProber {
-	return &lagProber{source: &pgLagSource{pool: pool, groups: groups}, groups: groups, every: int64(every),
-		accounts: accounts, now: time.Now}
+// newLagProber samples one in every successful commands and reads their progress from source.
+func newLagProber(source lagSource, groups []string, every int, accounts []uuid.UUID) *lagProber {
+	return &lagProber{source: source, groups: groups, every: int64(every), accounts: accounts, now: time.Now}
 }
 
 // LagReport is a phase's projection lag.

@@ -179,13 +179,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		progress:  stderr,
 	}
 	if pool != nil {
-		r.lag = newLagProber(pool, cfg.lagGroups, cfg.lagEvery, accounts)
+		r.lag = newLagProber(&pgLagSource{pool: pool, groups: cfg.lagGroups}, cfg.lagGroups, cfg.lagEvery, accounts)
 		if cfg.natsURL != "" {
 			js, err := followJetStream(ctx, cfg.natsURL, pool, 30*time.Second)
 			if err != nil {
 				return err
 			}
-			r.relayLag = &lagProber{source: js, groups: []string{"JetStream"}, every: int64(cfg.lagEvery), accounts: accounts, now: time.Now}
+			r.relayLag = newLagProber(js, []string{"JetStream"}, cfg.lagEvery, accounts)
 		}
 	}
 	fmt.Fprintf(stderr, "profile %s against %s, %d employees, seed %d\n", p.name, target, len(names), res.Seed)
