@@ -14,9 +14,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/ledger/ledger/eventstore"
-	"github.com/ledger/ledger/internal/app"
-	"github.com/ledger/ledger/internal/notify"
 	"github.com/ledger/ledger/internal/pgtest"
 	"github.com/ledger/ledger/projections"
 )
@@ -38,9 +35,7 @@ func TestBusyAccountPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(db.Drop)
-	wake := notify.NewSignal()
-	store := eventstore.New(db.Pool, eventstore.WithAfterCommit(func(eventstore.AppendResult) { wake.Notify() }))
-	a := app.New(store, wake, app.Config{})
+	a, wake := appOn(db)
 	busy, _, err := a.OpenAccount(ctx, "busy", "x")
 	if err != nil {
 		t.Fatal(err)

@@ -82,10 +82,7 @@ func BenchmarkConsolePages(b *testing.B) {
 	}
 	rows.Close()
 
-	wake := notify.NewSignal()
-	store := eventstore.New(db.Pool, eventstore.WithAfterCommit(func(eventstore.AppendResult) { wake.Notify() }),
-		eventstore.WithGroupCommit(4, 0))
-	a := app.New(store, wake, app.Config{})
+	a, wake := appOn(db, eventstore.WithGroupCommit(4, 0))
 	runner := projections.NewRunner(db.Pool, wake, slog.New(slog.DiscardHandler), projections.Config{Follow: true}, projections.Versions()...)
 	runCtx, stopRunner := context.WithCancel(ctx)
 	var runnerDone sync.WaitGroup
@@ -218,6 +215,14 @@ func waitCaughtUp(b testing.TB, db *pgtest.Database) {
 	}
 }
 
+// appOn returns the application over db, its appends waking its reads as ledger serve wires
+// them, and the signal they wake.
+func appOn(db *pgtest.Database, opts ...eventstore.Option) (*app.App, *notify.Signal) {
+	wake := notify.NewSignal()
+	opts = append(opts, eventstore.WithAfterCommit(func(eventstore.AppendResult) { wake.Notify() }))
+	return app.New(eventstore.New(db.Pool, opts...), wake, app.Config{}), wake
+}
+
 // consoleServer serves the console over a, with an auditor signed in; it returns the server
 // and the auditor's session cookie.
 func consoleServer(b testing.TB, a *app.App, db *pgtest.Database, wake *notify.Signal) (*httptest.Server, string) {
@@ -261,10 +266,7 @@ func BenchmarkHotAccountPage(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(db.Drop)
-	wake := notify.NewSignal()
-	store := eventstore.New(db.Pool, eventstore.WithAfterCommit(func(eventstore.AppendResult) { wake.Notify() }),
-		eventstore.WithGroupCommit(4, 0))
-	a := app.New(store, wake, app.Config{})
+	a, wake := appOn(db, eventstore.WithGroupCommit(4, 0))
 	hot, _, err := a.OpenAccount(ctx, "hot", "x")
 	if err != nil {
 		b.Fatal(err)
