@@ -30,7 +30,6 @@ const (
 	accountsPage    = 50
 	eventsPage      = 50
 	logPageSize     = 50
-	historyPage     = 5_000
 	tailPage        = 200
 	maxPrefixLength = 64
 	// totalsBudget bounds the events one overview request folds into the bank's totals; a
@@ -204,19 +203,11 @@ func (c *Console) accountName(r *http.Request) (string, uuid.UUID, error) {
 	return name, id, err
 }
 
-// allEvents reads the account's whole stream, a page at a time.
+// allEvents reads the account's whole stream, in one read.
 func (c *Console) allEvents(ctx context.Context, id uuid.UUID) ([]eventstore.RecordedEvent, error) {
 	var out []eventstore.RecordedEvent
-	for {
-		page, err := c.Ledger.AccountEvents(ctx, id, int64(len(out)), historyPage)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, page...)
-		if len(page) < historyPage {
-			return out, nil
-		}
-	}
+	err := c.Ledger.ReadAccountEvents(ctx, id, 0, 0, func(e *eventstore.RecordedEvent) { out = append(out, e.Clone()) })
+	return out, err
 }
 
 // eventRow is one event as the account page and the log show it.
