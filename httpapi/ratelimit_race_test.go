@@ -45,11 +45,7 @@ func (noWake) C() <-chan struct{} { return nil }
 // real application on a fresh PostgreSQL database, on a real HTTP listener.
 func limitedAPI(t *testing.T, l AuthLimits) *httptest.Server {
 	t.Helper()
-	d, err := pgtest.Create(context.Background(), "httpapi_limits")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.Drop)
+	d := pgtest.New(t, "httpapi_limits")
 	l.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 	srv := httptest.NewServer(New(Deps{
 		Ledger:      app.New(eventstore.New(d.Pool), noWake{}, app.Config{}),

@@ -248,11 +248,7 @@ func TestPgLagSourceHeads(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	db, err := pgtest.Create(ctx, "loadtest_lag")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Drop)
+	db := pgtest.New(t, "loadtest_lag")
 	done, behind, partial, missing := uuid.New(), uuid.New(), uuid.New(), uuid.New()
 	for id, v := range map[uuid.UUID]int64{done: 4, behind: 9, partial: 2} {
 		if _, err := db.Pool.Exec(ctx, `INSERT INTO streams (stream_id, version) VALUES ($1, $2)`, domain.StreamID(id), v); err != nil {

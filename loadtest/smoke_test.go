@@ -99,10 +99,5 @@ func ledgerAndDatabase(ctx context.Context, t *testing.T) (dir, bin string, db *
 	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "../cmd/ledger").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	db, err := pgtest.Create(ctx, "loadtest")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Drop)
-	return dir, bin, db
+	return dir, bin, pgtest.New(t, "loadtest")
 }

@@ -417,11 +417,7 @@ func readExport(t *testing.T, name string) []auditEvent {
 // `ledger audit verify` exit non-zero, naming exactly that event and that account.
 func TestE2EAuditVerifyNamesTampering(t *testing.T) {
 	ctx := context.Background()
-	own, err := pgtest.Create(ctx, "cmd_audit_tamper")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(own.Drop)
+	own := pgtest.New(t, "cmd_audit_tamper")
 	ts := startTestServiceOnDB(t, own.URL)
 	api := ts.api
 	alice, bob := uniq("alice"), uniq("bob")

@@ -73,11 +73,7 @@ func browser(t testing.TB) context.Context {
 // consoleService starts the service with the console on a database of its own.
 func consoleService(t *testing.T, prefix string, adjust ...func(*serveConfig)) (*testService, *pgtest.Database) {
 	t.Helper()
-	own, err := pgtest.Create(context.Background(), prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(own.Drop)
+	own := pgtest.New(t, prefix)
 	ts := startTestService(t, append([]func(*serveConfig){func(c *serveConfig) {
 		c.DatabaseURL, c.DBMaxConns, c.RunConsole = own.URL, 12, true
 	}}, adjust...)...)
@@ -691,11 +687,7 @@ func BenchmarkConsoleChartInBrowser(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("LEDGER_BENCH_ACCOUNT_EVENTS")); err == nil && v > 1 {
 		n = v
 	}
-	own, err := pgtest.Create(context.Background(), "cmd_console_chart")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(own.Drop)
+	own := pgtest.New(b, "cmd_console_chart")
 	dir := b.TempDir()
 	cfg := serveConfig{Host: "127.0.0.1", DatabaseURL: own.URL, SigningKeyFile: filepath.Join(dir, "sign.pem"),
 		VerificationKeyFile: filepath.Join(dir, "verify.pem"), TokenTTL: time.Hour, RunAPI: true, RunProjectors: true,

@@ -395,11 +395,7 @@ func TestFaultFailingProjection(t *testing.T) {
 		t.Skip("runs the real binary")
 	}
 	ctx := context.Background()
-	own, err := pgtest.Create(ctx, "faults")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(own.Drop)
+	own := pgtest.New(t, "faults")
 	p := startLedger(t, ledgerEnv(own.URL, t.TempDir()))
 	c := newBankClient(drillUsers("poison", 3))
 	c.setBases(p.base())
@@ -414,7 +410,7 @@ func TestFaultFailingProjection(t *testing.T) {
 
 	// The poison: the victim's next version, appended as the event store would (head moved).
 	var poison int64
-	err = pgx.BeginFunc(ctx, own.Pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, own.Pool, func(tx pgx.Tx) error {
 		return tx.QueryRow(ctx, `
 			WITH acc AS (SELECT 'account-' || account_id AS stream FROM users WHERE username = $1),
 			     head AS (UPDATE streams s SET version = s.version + 1 FROM acc WHERE s.stream_id = acc.stream RETURNING s.stream_id, s.version)

@@ -25,23 +25,11 @@ import (
 	"github.com/ledger/ledger/projections"
 )
 
-// relayDatabase is a database of the test's own: the relay's checkpoint is per database, and
-// each relay test has a NATS server of its own.
-func relayDatabase(t *testing.T) *pgtest.Database {
-	t.Helper()
-	own, err := pgtest.Create(context.Background(), "relay")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(own.Drop)
-	return own
-}
-
-// relayLedger gives a test a database of its own, a NATS server, and the environment of a
-// ledger on that database relaying to that server.
+// relayLedger gives a test a database of its own (the relay's checkpoint is per database), a
+// NATS server of its own, and the environment of a ledger on that database relaying there.
 func relayLedger(t *testing.T) (*pgtest.Database, *natstest.Server, []string) {
 	t.Helper()
-	own := relayDatabase(t)
+	own := pgtest.New(t, "relay")
 	ns := natstest.Start(t, "")
 	return own, ns, append(ledgerEnv(own.URL, t.TempDir()), "APP_NATS_URL="+ns.URL)
 }
@@ -128,7 +116,7 @@ func (p *tailProc) next(t *testing.T, n int) []string {
 // republish --from-start` adds nothing to it; `ledger events tail --from-start` prints the
 // whole log and `--from CHECKPOINT` the events after the checkpoint, then new ones.
 func TestE2ERelay(t *testing.T) {
-	own := relayDatabase(t)
+	own := pgtest.New(t, "relay")
 	ns := natstest.Start(t, "")
 	ts := startTestService(t, func(c *serveConfig) {
 		c.DatabaseURL, c.NATSURL, c.LogLevel = own.URL, ns.URL, "info"
@@ -339,7 +327,7 @@ func TestE2EWithoutNATS(t *testing.T) {
 		t.Fatalf("said %d times that there is no relay:\n%s", n, ts.logs.String())
 	}
 
-	own := relayDatabase(t)
+	own := pgtest.New(t, "relay")
 	ns := natstest.Start(t, "")
 	ns.Stop()
 	ts = startTestService(t, func(c *serveConfig) { c.DatabaseURL, c.NATSURL = own.URL, ns.URL }) // waits for /api/ready

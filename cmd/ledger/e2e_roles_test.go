@@ -146,12 +146,7 @@ func privileged(grantTo string) []struct {
 // "admin" gives an ordinary account: every privileged request is refused, and a token minted
 // for it names no role.
 func TestE2ESignUpGivesNoRole(t *testing.T) {
-	ctx := context.Background()
-	own, err := pgtest.Create(ctx, "signup")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(own.Drop)
+	own := pgtest.New(t, "signup")
 	ts := startTestService(t, func(c *serveConfig) { c.DatabaseURL = own.URL; c.RoleCacheTTL = 0 })
 	api := ts.api
 	victim := api.login(t, "victim")

@@ -31,11 +31,7 @@ type stallProxy struct {
 // through it.
 func stallableDatabase(t *testing.T, prefix string) (*pgtest.Database, *stallProxy, string) {
 	t.Helper()
-	own, err := pgtest.Create(context.Background(), prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(own.Drop)
+	own := pgtest.New(t, prefix)
 	u, err := url.Parse(own.URL)
 	if err != nil {
 		t.Fatal(err)

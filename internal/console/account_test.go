@@ -30,11 +30,7 @@ var (
 // and the chain is checked on every read, so an event changed in the database shows.
 func TestBusyAccountPage(t *testing.T) {
 	ctx := context.Background()
-	db, err := pgtest.Create(ctx, "console_busy")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Drop)
+	db := pgtest.New(t, "console_busy")
 	a, wake := appOn(db)
 	busy, _, err := a.OpenAccount(ctx, "busy", "x")
 	if err != nil {

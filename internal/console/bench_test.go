@@ -53,11 +53,7 @@ func (noIssuer) Issue(string, ...auth.Role) (string, error) { return "-", nil }
 func BenchmarkConsolePages(b *testing.B) {
 	accounts, events := envInt("LEDGER_BENCH_ACCOUNTS", 100_000), envInt("LEDGER_BENCH_EVENTS", 1_000_000)
 	ctx := context.Background()
-	db, err := pgtest.Create(ctx, "console_bench")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(db.Drop)
+	db := pgtest.New(b, "console_bench")
 
 	began := time.Now()
 	if _, _, err := seed.Run(ctx, seed.Options{DatabaseURL: db.URL, Users: accounts, Prefix: "emp", Workers: 16, Issuer: noIssuer{}}); err != nil {
@@ -261,11 +257,7 @@ func consoleServer(b testing.TB, a *app.App, db *pgtest.Database, wake *notify.S
 func BenchmarkHotAccountPage(b *testing.B) {
 	n := envInt("LEDGER_BENCH_ACCOUNT_EVENTS", 10_000)
 	ctx := context.Background()
-	db, err := pgtest.Create(ctx, "console_hot")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(db.Drop)
+	db := pgtest.New(b, "console_hot")
 	a, wake := appOn(db, eventstore.WithGroupCommit(4, 0))
 	hot, _, err := a.OpenAccount(ctx, "hot", "x")
 	if err != nil {

@@ -106,6 +106,18 @@ func replaceDatabase(server, name string) string {
 	return server + " dbname=" + name
 }
 
+// New is Create for a test: the test fails if the database cannot be made, and the database
+// is dropped when the test ends.
+func New(tb testing.TB, prefix string) *Database {
+	tb.Helper()
+	d, err := Create(context.Background(), prefix)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(d.Drop)
+	return d
+}
+
 // Drop closes the pool and drops the database, whoever is still connected to it.
 func (d *Database) Drop() {
 	if d.Pool != nil {
