@@ -13,7 +13,8 @@ import (
 
 // The fenced log reader: every reader of the global log (projectors, rebuild, export, verify,
 // the event relay) reads it with LogPageSQL: through ReadLog, which streams the page's rows,
-// or, inside a transaction of its own, as one row of arrays (LogBatchSQL, ScanLogBatch).
+// or WalkLog, which reads a part of the log page after page through it, or, inside a
+// transaction of its own, as one row of arrays (LogBatchSQL, ScanLogBatch).
 //
 // A page is the events after a checkpoint in (transaction id, position) order, only from
 // transactions older than every running one (the fence): a transaction still open may commit
@@ -114,6 +115,11 @@ func (s *Store) ReadLog(ctx context.Context, after Checkpoint, limit int) ([]Rec
 	return ReadLog(ctx, s.pool, after, limit)
 }
 
+// WalkLog is the package's WalkLog through the store's pool.
+func (s *Store) WalkLog(ctx context.Context, r LogRange, pageSize int, fn func(page []RecordedEvent) error) (Checkpoint, error) {
+	return WalkLog(ctx, s.pool, r, pageSize, fn)
+}
+
 // Querier runs a query: a pool, a connection or a transaction.
 type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
@@ -135,6 +141,91 @@ func ReadLog(ctx context.Context, q Querier, after Checkpoint, limit int) ([]Rec
 		return nil, fmt.Errorf("eventstore: read log: %w", err)
 	}
 	return page, nil
+}
+
+// LogRange is the part of the log a walk reads: the events after After, up to and including
+// Until (zero: up to the end of what is readable), at most Max of them (0: no bound).
+type LogRange struct {
+	After, Until Checkpoint
+	Max          int64
+}
+
+// WalkLog reads r through q, page after page of at most pageSize events, and calls fn with
+// each page in log order; it reads the next page while fn handles one, so fn must not use q.
+// It stops once a page comes back short (the walk has caught up with what is readable below
+// the fence), at Until or Max, or at fn's first error, which it returns. last is the
+// checkpoint of the last event fn was given (r.After when none): a walk that ends early
+// resumes after it.
+func WalkLog(ctx context.Context, q Querier, r LogRange, pageSize int, fn func(page []RecordedEvent) error) (last Checkpoint, err error) {
+	if pageSize <= 0 {
+		return r.After, invalid("walk the log: page size %d must be positive", pageSize)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	pages := make(chan []RecordedEvent, 1)
+	var readErr error // set before pages closes
+	go func() {
+		defer close(pages)
+		readErr = readAhead(ctx, q, r, pageSize, pages)
+	}()
+	defer func() {
+		cancel()
+		for range pages { // the reader has stopped once pages is closed
+		}
+	}()
+	last = r.After
+	for page := range pages {
+		if err := fn(page); err != nil {
+			return last, err
+		}
+		last = page[len(page)-1].Checkpoint()
+	}
+	return last, readErr
+}
+
+// readAhead sends WalkLog's pages: none of them empty, the last one short or ending the range.
+func readAhead(ctx context.Context, q Querier, r LogRange, pageSize int, pages chan<- []RecordedEvent) error {
+	after, read := r.After, int64(0)
+	for r.Max <= 0 || read < r.Max {
+		limit := pageSize
+		if r.Max > 0 {
+			limit = int(min(int64(pageSize), r.Max-read))
+		}
+		page, err := ReadLog(ctx, q, after, limit)
+		if err != nil {
+			return err
+		}
+		n := len(page)
+		for r.Until != (Checkpoint{}) && n > 0 && r.Until.Before(page[n-1].Checkpoint()) {
+			n--
+		}
+		if n == 0 {
+			return nil
+		}
+		select {
+		case pages <- page[:n]:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if n < limit {
+			return nil
+		}
+		after, read = page[n-1].Checkpoint(), read+int64(n)
+	}
+	return nil
+}
+
+// CountLog counts the events of the log after after, up to and including until (zero: to its
+// end), below the fence or not: it tells how far a reader has to go.
+func CountLog(ctx context.Context, q Querier, after, until Checkpoint) (int64, error) {
+	var n int64
+	rows, _ := q.Query(ctx, `SELECT count(*) FROM events
+		WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)
+		  AND ($3::xid8 = '0'::xid8 OR (transaction_id, global_position) <= ($3::xid8, $4::bigint))`,
+		after.TransactionID, after.Position, until.TransactionID, until.Position)
+	if _, err := pgx.ForEachRow(rows, []any{&n}, func() error { return nil }); err != nil {
+		return 0, fmt.Errorf("eventstore: count the log: %w", err)
+	}
+	return n, nil
 }
 
 // maxPageHint bounds the room ReadLog reserves for a page before it knows its length.

@@ -113,34 +113,34 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, name string, opt RebuildOp
 	}
 
 	// Build: fold the log up to the fence, in memory.
-	var total int64
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&total); err != nil {
-		return rep, fmt.Errorf("projections: count events: %w", err)
+	total, err := eventstore.CountLog(ctx, pool, eventstore.Checkpoint{}, eventstore.Checkpoint{})
+	if err != nil {
+		return rep, err
 	}
 	log.Info("rebuild started", "events", total)
 	b := target.build()
 	heads := make(headsBuilder)
 	var last eventstore.Checkpoint
-	pages := make(chan []eventstore.RecordedEvent, 2)
-	readErr := make(chan error, 1)
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
-	go func() { readErr <- readLog(readCtx, pool, opt.PageSize, pages) }()
 	buildBegan := time.Now()
 	// Decoding the payloads is most of the work: pages are decoded in parallel and folded in
 	// log order.
 	futures := make(chan chan decodedPage, runtime.GOMAXPROCS(0)+1)
+	readErr := make(chan error, 1)
 	go func() {
 		defer close(futures)
-		for page := range pages {
+		_, err := eventstore.WalkLog(readCtx, pool, eventstore.LogRange{}, opt.PageSize, func(page []eventstore.RecordedEvent) error {
 			f := make(chan decodedPage, 1)
 			select {
 			case futures <- f:
 			case <-readCtx.Done():
-				return
+				return readCtx.Err()
 			}
 			go func() { f <- decodePage(page) }()
-		}
+			return nil
+		})
+		readErr <- err
 	}()
 	for f := range futures {
 		page := <-f
@@ -285,41 +285,11 @@ func decodePage(page []eventstore.RecordedEvent) decodedPage {
 	return d
 }
 
-// readLog sends the log, below the fence, in pages of pageSize events, each read by a short
-// statement of its own; it closes pages at the end.
-func readLog(ctx context.Context, pool *pgxpool.Pool, pageSize int, pages chan<- []eventstore.RecordedEvent) error {
-	defer close(pages)
-	var after eventstore.Checkpoint
-	for {
-		page, err := eventstore.ReadLog(ctx, pool, after, pageSize)
-		if err != nil {
-			return fmt.Errorf("projections: read the log: %w", err)
-		}
-		if len(page) == 0 {
-			return nil
-		}
-		select {
-		case pages <- page:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		after = page[len(page)-1].Checkpoint()
-		if len(page) < pageSize {
-			return nil
-		}
-	}
-}
-
 // eventsBehind counts the events after the group's checkpoint.
 func eventsBehind(ctx context.Context, pool *pgxpool.Pool, group string) (int64, error) {
-	var n int64
-	err := pool.QueryRow(ctx, `
-		SELECT count(*) FROM events e
-		WHERE (e.transaction_id, e.global_position) >
-		      ((SELECT transaction_id FROM projection_checkpoints WHERE consumer_group = $1),
-		       (SELECT position FROM projection_checkpoints WHERE consumer_group = $1))`, group).Scan(&n)
+	at, err := LoadCheckpoint(ctx, pool, group)
 	if err != nil {
-		return 0, fmt.Errorf("projections: events behind %s: %w", group, err)
+		return 0, err
 	}
-	return n, nil
+	return eventstore.CountLog(ctx, pool, at, eventstore.Checkpoint{})
 }

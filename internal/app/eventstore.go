@@ -20,6 +20,7 @@ type EventStore interface {
 	LoadThroughPosition(ctx context.Context, streamID string, pos int64) ([]eventstore.RecordedEvent, error)
 	LoadRecordedBy(ctx context.Context, streamID string, t time.Time) ([]eventstore.RecordedEvent, error)
 	ReadLog(ctx context.Context, after eventstore.Checkpoint, limit int) ([]eventstore.RecordedEvent, error)
+	WalkLog(ctx context.Context, r eventstore.LogRange, pageSize int, fn func(page []eventstore.RecordedEvent) error) (eventstore.Checkpoint, error)
 	ReadLogBefore(ctx context.Context, before eventstore.Checkpoint, limit int) ([]eventstore.RecordedEvent, error)
 }
 

@@ -27,6 +27,7 @@ func TestPostgresEventStoreConforms(t *testing.T) {
 		"multi-stream append is atomic":               conformMultiStreamAppendIsAtomic,
 		"log reader waits for an out-of-order commit": conformReadLogWaitsForOutOfOrderCommit,
 		"log pages": conformReadLogPages,
+		"log walks": conformWalkLog,
 		"snapshots": conformSnapshots,
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -299,6 +300,9 @@ func conformReadLogWaitsForOutOfOrderCommit(t *testing.T, s app.EventStore) {
 			t.Fatalf("read %d events past an open older transaction: first %s", len(page), page[0].Type)
 		}
 	}
+	if walked := walk(t, s, eventstore.LogRange{After: cp}, 100); len(walked) != 0 {
+		t.Fatalf("walked %d events past an open older transaction", len(walked))
+	}
 	release()
 	if err := <-t1Done; err != nil {
 		t.Fatal(err)
@@ -315,6 +319,9 @@ func conformReadLogWaitsForOutOfOrderCommit(t *testing.T, s app.EventStore) {
 	// would have read T2, moved its checkpoint past T1 and never seen it.
 	if !(page[0].Position < page[1].Position) {
 		t.Fatalf("T1's position %d, T2's %d: the test did not commit out of order", page[0].Position, page[1].Position)
+	}
+	if walked := walk(t, s, eventstore.LogRange{After: cp}, 1); len(walked) != 2 || walked[0].ID != page[0].ID || walked[1].ID != page[1].ID {
+		t.Fatalf("after T1 committed a walk gave %d events, want T1 then T2", len(walked))
 	}
 	// And from T1's checkpoint only T2 remains.
 	page = pgtest.ReadLogUntil(t, s, page[0].Checkpoint(), 100, 1)
@@ -358,6 +365,86 @@ func conformReadLogPages(t *testing.T, s app.EventStore) {
 		if _, err := eventstore.ParseCheckpoint(bad); !errors.Is(err, eventstore.ErrInvalidArgument) {
 			t.Errorf("ParseCheckpoint(%q) = %v", bad, err)
 		}
+	}
+}
+
+// walk returns the events of a walk of r in pages of pageSize, failing the test if a page
+// is empty, longer than pageSize or out of order, or if the walk's last checkpoint is not
+// that of its last event.
+func walk(t *testing.T, s app.EventStore, r eventstore.LogRange, pageSize int) []eventstore.RecordedEvent {
+	t.Helper()
+	var out []eventstore.RecordedEvent
+	last, err := s.WalkLog(context.Background(), r, pageSize, func(page []eventstore.RecordedEvent) error {
+		if len(page) == 0 || len(page) > pageSize {
+			t.Fatalf("a page of %d events, page size %d", len(page), pageSize)
+		}
+		out = append(out, page...)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := r.After
+	if len(out) > 0 {
+		want = out[len(out)-1].Checkpoint()
+	}
+	if last != want {
+		t.Fatalf("the walk ended at %s, its last event at %s", last, want)
+	}
+	for i := 1; i < len(out); i++ {
+		if !out[i-1].Checkpoint().Before(out[i].Checkpoint()) {
+			t.Fatalf("event %d of the walk comes after event %d", i-1, i)
+		}
+	}
+	return out
+}
+
+// A walk reads a part of the log in order, each event once, up to its end, Until or Max,
+// and stops at its function's first error.
+func conformWalkLog(t *testing.T, s app.EventStore) {
+	ctx := context.Background()
+	for i := range 25 {
+		appendOne(t, s, fmt.Sprint("s", i%4), eventstore.Any(), ev("E", int64(i)))
+	}
+	all := pgtest.ReadLogUntil(t, s, eventstore.Checkpoint{}, 100, 25) // readable from now on
+	same := func(name string, got, want []eventstore.RecordedEvent) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d events, want %d", name, len(got), len(want))
+		}
+		for i := range got {
+			if got[i].ID != want[i].ID {
+				t.Fatalf("%s: event %d is %s, want %s", name, i, got[i].ID, want[i].ID)
+			}
+		}
+	}
+	same("whole log", walk(t, s, eventstore.LogRange{}, 7), all)
+	same("a page that ends the log", walk(t, s, eventstore.LogRange{}, 25), all)
+	same("after the 5th", walk(t, s, eventstore.LogRange{After: all[4].Checkpoint()}, 7), all[5:])
+	same("until the 10th", walk(t, s, eventstore.LogRange{Until: all[9].Checkpoint()}, 7), all[:10])
+	same("from the 3rd until the 17th", walk(t, s, eventstore.LogRange{After: all[2].Checkpoint(), Until: all[16].Checkpoint()}, 4), all[3:17])
+	same("at most 9", walk(t, s, eventstore.LogRange{Max: 9}, 7), all[:9])
+	same("at most 9 after the 20th", walk(t, s, eventstore.LogRange{After: all[19].Checkpoint(), Max: 9}, 7), all[20:])
+	same("after the last", walk(t, s, eventstore.LogRange{After: all[24].Checkpoint()}, 7), nil)
+
+	stop := errors.New("stop")
+	pages := 0
+	last, err := s.WalkLog(ctx, eventstore.LogRange{}, 7, func([]eventstore.RecordedEvent) error {
+		if pages++; pages == 2 {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) || pages != 2 || last != all[6].Checkpoint() {
+		t.Fatalf("a walk stopped in its 2nd page: %d pages, err %v, last %s (want %s)", pages, err, last, all[6].Checkpoint())
+	}
+	if _, err := s.WalkLog(ctx, eventstore.LogRange{}, 0, nil); !errors.Is(err, eventstore.ErrInvalidArgument) {
+		t.Fatalf("page size 0: %v", err)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := s.WalkLog(cancelled, eventstore.LogRange{}, 7, func([]eventstore.RecordedEvent) error { return nil }); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a cancelled walk: %v", err)
 	}
 }
 

@@ -56,29 +56,22 @@ func (a *App) BankTotals(ctx context.Context, budget int64) (Totals, error) {
 		f.balances = make(map[string]int64)
 	}
 	var read int64
-	for {
-		if budget > 0 && read >= budget {
-			f.t.CaughtUp = false
-			break
-		}
-		page, err := a.store.ReadLog(ctx, f.t.Until, totalsPage)
-		if err != nil {
-			if ctx.Err() != nil && read > 0 {
-				f.t.CaughtUp = false
-				break
-			}
-			return Totals{}, fmt.Errorf("bank totals: %w", err)
-		}
+	_, err := a.store.WalkLog(ctx, eventstore.LogRange{After: f.t.Until, Max: budget}, totalsPage, func(page []eventstore.RecordedEvent) error {
 		for _, e := range page {
 			if err := f.add(e); err != nil {
-				return Totals{}, err
+				return err
 			}
 		}
 		read += int64(len(page))
-		if len(page) < totalsPage {
-			f.t.CaughtUp = true
-			break
-		}
+		return nil
+	})
+	switch {
+	case err == nil:
+		f.t.CaughtUp = budget <= 0 || read < budget
+	case ctx.Err() != nil && read > 0:
+		f.t.CaughtUp = false
+	default:
+		return Totals{}, fmt.Errorf("bank totals: %w", err)
 	}
 	f.t.At = time.Now()
 	return f.t, nil
@@ -92,7 +85,7 @@ func (f *totalsFold) add(e eventstore.RecordedEvent) error {
 	}
 	ev, err := e.Decode()
 	if err != nil {
-		return fmt.Errorf("bank totals: event %d: %w", e.Position, err)
+		return fmt.Errorf("event %d: %w", e.Position, err)
 	}
 	before, known := f.balances[e.StreamID]
 	if !known {

@@ -31,7 +31,7 @@ type ExportResult struct {
 
 // Export writes the global log's events after opts.After up to and including opts.Until to w,
 // one Record per line, in the order every reader of the log uses, reading through
-// eventstore.ReadLog page by page. It flushes after every page, so a reader at the other end
+// eventstore.WalkLog page by page. It flushes after every page, so a reader at the other end
 // sees the lines as they come.
 func Export(ctx context.Context, store *eventstore.Store, w io.Writer, opts ExportOptions) (ExportResult, error) {
 	if opts.PageSize <= 0 {
@@ -40,8 +40,8 @@ func Export(ctx context.Context, store *eventstore.Store, w io.Writer, opts Expo
 	until := opts.Until
 	if until == (eventstore.Checkpoint{}) {
 		var err error
-		if until, err = store.LogHeadNow(ctx); err != nil {
-			return ExportResult{}, err
+		if until, err = store.LogHeadNow(ctx); err != nil || until == (eventstore.Checkpoint{}) {
+			return ExportResult{Last: opts.After}, err // an error, or an empty log
 		}
 	}
 	progress, err := ProgressHook(ctx, store, opts.After, until, opts.Progress)
@@ -50,35 +50,18 @@ func Export(ctx context.Context, store *eventstore.Store, w io.Writer, opts Expo
 	}
 	res := ExportResult{Last: opts.After}
 	lw := NewLineWriter(w)
-	for res.Last.Before(until) {
-		page, err := store.ReadLog(ctx, res.Last, opts.PageSize)
-		if err != nil {
-			return res, err
-		}
-		if len(page) == 0 {
-			break // until lies beyond what is readable yet
-		}
-		n := 0
+	res.Last, err = store.WalkLog(ctx, eventstore.LogRange{After: opts.After, Until: until}, opts.PageSize, func(page []eventstore.RecordedEvent) error {
 		for _, e := range page {
-			if until.Before(e.Checkpoint()) {
-				break
-			}
 			if err := lw.Write(e); err != nil {
-				return res, fmt.Errorf("write event %s: %w", e.Checkpoint(), err)
+				return fmt.Errorf("write event %s: %w", e.Checkpoint(), err)
 			}
-			n++
 		}
 		if err := lw.Flush(); err != nil {
-			return res, fmt.Errorf("write: %w", err)
+			return fmt.Errorf("write: %w", err)
 		}
-		if n > 0 {
-			res.Events += int64(n)
-			res.Last = page[n-1].Checkpoint()
-			progress(res.Events)
-		}
-		if n < len(page) {
-			break
-		}
-	}
-	return res, nil
+		res.Events += int64(len(page))
+		progress(res.Events)
+		return nil
+	})
+	return res, err
 }

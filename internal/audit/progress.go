@@ -15,13 +15,12 @@ func ProgressHook(ctx context.Context, store *eventstore.Store, after, until eve
 	if hook == nil {
 		return func(int64) {}, nil
 	}
-	var total int64
-	err := store.Pool().QueryRow(ctx, `SELECT count(*) FROM events
-		WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)
-		  AND (transaction_id, global_position) <= ($3::xid8, $4::bigint)`,
-		after.TransactionID, after.Position, until.TransactionID, until.Position).Scan(&total)
-	if err != nil {
-		return nil, fmt.Errorf("audit: count the events to go through: %w", err)
+	var total int64 // an empty range (zero until) has nothing to count
+	if until != (eventstore.Checkpoint{}) {
+		var err error
+		if total, err = eventstore.CountLog(ctx, store.Pool(), after, until); err != nil {
+			return nil, fmt.Errorf("audit: count the events to go through: %w", err)
+		}
 	}
 	hook(0, total)
 	return func(done int64) { hook(done, total) }, nil

@@ -161,53 +161,27 @@ func Verify(ctx context.Context, store *eventstore.Store, opts VerifyOptions) (*
 	r := &replay{names: snap.names, workers: opts.Workers, rms: snap.readModels, heads: snap.heads,
 		streams: make(map[string]*streamState), report: &Report{Until: until, ReadModels: snap.names[:]}}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	pages := make(chan []eventstore.RecordedEvent, 1)
-	var readErr error
-	go func() { // reads the next page while the last one is checked
-		defer close(pages)
-		readErr = readPages(ctx, store, until, opts.PageSize, pages)
-	}()
-	for page := range pages {
-		r.page(page)
-		progress(r.report.Events)
+	var last eventstore.Checkpoint // an empty log (zero until) has nothing to walk
+	if until != last {
+		last, err = store.WalkLog(ctx, eventstore.LogRange{Until: until}, opts.PageSize, func(page []eventstore.RecordedEvent) error {
+			r.page(page)
+			progress(r.report.Events)
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
-	if readErr != nil {
-		return nil, readErr
+	if last.Before(until) {
+		// Everything up to until was below the oldest running transaction when until was read,
+		// so it stays readable: a walk that ends before it is an error, not the end.
+		return nil, fmt.Errorf("the log ended at %s, before %s", last, until)
 	}
 	if err := r.finish(ctx, store.Pool()); err != nil {
 		return nil, err
 	}
 	r.report.Elapsed = time.Since(began)
 	return r.report, nil
-}
-
-// readPages sends the log's pages up to and including until.
-func readPages(ctx context.Context, store *eventstore.Store, until eventstore.Checkpoint, size int, out chan<- []eventstore.RecordedEvent) error {
-	var after eventstore.Checkpoint
-	for after.Before(until) {
-		page, err := store.ReadLog(ctx, after, size)
-		if err != nil {
-			return err
-		}
-		if len(page) == 0 {
-			// Everything up to until was below the oldest running transaction when until was
-			// read, so it stays readable: an empty page here is an error, not the end.
-			return fmt.Errorf("the log ended at %s, before %s", after, until)
-		}
-		after = page[len(page)-1].Checkpoint()
-		n := len(page)
-		for n > 0 && until.Before(page[n-1].Checkpoint()) {
-			n--
-		}
-		select {
-		case out <- page[:n]:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return nil
 }
 
 // replay is the verifier's state while it walks the log.

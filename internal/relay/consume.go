@@ -128,8 +128,8 @@ func Republish(ctx context.Context, store *eventstore.Store, cfg Config, from ev
 	cfg.defaults()
 	r := &Relay{store: store, cfg: cfg, log: slog.New(slog.DiscardHandler)}
 	until, err := store.LogHead(ctx)
-	if err != nil {
-		return 0, from, err
+	if err != nil || until == (eventstore.Checkpoint{}) {
+		return 0, from, err // an error, or an empty log
 	}
 	report, err := audit.ProgressHook(ctx, store, from, until, progress)
 	if err != nil {
@@ -142,32 +142,14 @@ func Republish(ctx context.Context, store *eventstore.Store, cfg Config, from ev
 	defer conn.close()
 	var done int64
 	at := from
-	for at.Before(until) {
-		if err := ctx.Err(); err != nil {
-			return done, at, err
-		}
-		page, err := store.ReadLog(ctx, at, cfg.PageSize)
-		if err != nil {
-			return done, at, err
-		}
-		for i, e := range page {
-			if until.Before(e.Checkpoint()) {
-				page = page[:i]
-				break
-			}
-		}
-		if len(page) == 0 {
-			break
-		}
+	_, err = store.WalkLog(ctx, eventstore.LogRange{After: from, Until: until}, cfg.PageSize, func(page []eventstore.RecordedEvent) error {
 		n, err := r.publish(conn, page)
 		done += int64(n)
 		if n > 0 {
 			at = page[n-1].Checkpoint()
 		}
 		report(done)
-		if err != nil {
-			return done, at, err
-		}
-	}
-	return done, at, nil
+		return err
+	})
+	return done, at, err
 }

@@ -112,15 +112,7 @@ type expected struct {
 func expect(tb testing.TB, pool *pgxpool.Pool, from eventstore.Checkpoint) *expected {
 	tb.Helper()
 	x := &expected{byID: map[string]eventstore.RecordedEvent{}, seen: map[string]bool{}, last: map[string]int64{}}
-	store := eventstore.New(pool)
-	for at := (eventstore.Checkpoint{}); ; {
-		page, err := store.ReadLog(context.Background(), at, 10_000)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		if len(page) == 0 {
-			break
-		}
+	_, err := eventstore.WalkLog(context.Background(), pool, eventstore.LogRange{}, 10_000, func(page []eventstore.RecordedEvent) error {
 		for _, e := range page {
 			if from.Before(e.Checkpoint()) {
 				x.byID[e.ID.String()] = e
@@ -128,7 +120,10 @@ func expect(tb testing.TB, pool *pgxpool.Pool, from eventstore.Checkpoint) *expe
 				x.last[e.StreamID] = e.Version
 			}
 		}
-		at = page[len(page)-1].Checkpoint()
+		return nil
+	})
+	if err != nil {
+		tb.Fatal(err)
 	}
 	return x
 }
