@@ -114,40 +114,34 @@ type accountEventsResponse struct {
 
 // handleAccountEvents pages through one account's events, for its owner and for auditors and
 // admins.
-func (s *Server) handleAccountEvents(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleAccountEvents(w http.ResponseWriter, r *http.Request) error {
 	username, err := pathParam(r, "username")
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	c := claimsOf(r)
 	own := c.Username == username
 	if !own {
 		// The same answer whether or not the employee exists: no one learns who does.
 		if err := s.requireRole(r, "reading another employee's events", auth.RoleAuditor, auth.RoleAdmin); err != nil {
-			s.writeError(w, r, err)
-			return
+			return err
 		}
 	}
 	q, err := query(r, "after", "limit")
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	after, err := intParam(q, "after", 0, 0, 1<<62, "a stream version")
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	limit, err := intParam(q, "limit", defaultAccountEvents, 1, maxAccountEvents, "a page size")
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	a, err := s.auditor()
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	id, err := s.Ledger.AccountID(r.Context(), username)
 	if errors.Is(err, domain.ErrUnknownAccount) {
@@ -158,14 +152,12 @@ func (s *Server) handleAccountEvents(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	// One event more than asked tells whether there is a next page.
 	events, err := a.AccountEvents(r.Context(), id, after, int(limit)+1)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	resp := accountEventsResponse{Username: username, AccountID: id, StreamID: domain.StreamID(id),
 		Events: make([]audit.Record, 0, min(len(events), int(limit)))}
@@ -178,46 +170,41 @@ func (s *Server) handleAccountEvents(w http.ResponseWriter, r *http.Request) {
 		resp.Events = append(resp.Events, audit.RecordOf(e))
 	}
 	writeJSON(w, http.StatusOK, resp)
+	return nil
 }
 
 // handleAuditLog streams the global log as newline-delimited JSON, for auditors and admins. It
 // reads, writes and flushes a page at a time, so the client sees lines as they come and the
 // server holds one page, however many are asked for; the client resumes after the last line's
 // checkpoint. It stops early, with fewer lines than the limit, where the readable log ends.
-func (s *Server) handleAuditLog(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleAuditLog(w http.ResponseWriter, r *http.Request) error {
 	if err := s.requireRole(r, "reading the log", auth.RoleAuditor, auth.RoleAdmin); err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	q, err := query(r, "after", "limit")
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	var after eventstore.Checkpoint
 	if q.Has("after") {
 		if after, err = eventstore.ParseCheckpoint(q.Get("after")); err != nil {
-			s.writeError(w, r, errorf(errBadRequest, "after %q: want a checkpoint transaction:position, as the lines carry", q.Get("after")))
-			return
+			return errorf(errBadRequest, "after %q: want a checkpoint transaction:position, as the lines carry", q.Get("after"))
 		}
 	}
 	limit, err := intParam(q, "limit", defaultLogEvents, 1, maxLogEvents, "a number of events")
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	a, err := s.auditor()
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	ctx := r.Context()
 	// The first page is read before the status is sent, so that a failure is still an error
 	// response; after that, a failure can only cut the stream short.
 	page, err := a.AuditLog(ctx, after, int(min(limit, logPage)))
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -227,16 +214,16 @@ func (s *Server) handleAuditLog(w http.ResponseWriter, r *http.Request) {
 		_ = rc.SetWriteDeadline(time.Now().Add(logWriteWindow)) // not every writer has deadlines; then the server's timeout stands
 		for _, e := range page {
 			if err := lw.Write(e); err != nil {
-				return // the client went away
+				return nil // the client went away
 			}
 		}
 		if err := lw.Flush(); err != nil {
-			return
+			return nil
 		}
 		_ = rc.Flush() // a writer that cannot flush sends everything at the end: still correct
 		sent += int64(len(page))
 		if len(page) < logPage || sent >= limit {
-			return
+			return nil
 		}
 		step, cancel := s.stepContext(r)
 		page, err = a.AuditLog(step, page[len(page)-1].Checkpoint(), int(min(limit-sent, logPage)))

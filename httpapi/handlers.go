@@ -16,40 +16,47 @@ import (
 	"github.com/ledger/ledger/internal/usernames"
 )
 
+// handler is an API handler that answers its own successes and returns its failures, which
+// api answers (writeError).
+type handler func(w http.ResponseWriter, r *http.Request) error
+
+// api makes h an http.HandlerFunc that answers h's error, if any, with writeError.
+func (s *Server) api(h handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	}
+}
+
 func errorf(kind error, format string, args ...any) error {
 	return fmt.Errorf("%w: %s", kind, fmt.Sprintf(format, args...))
 }
 
 // handleAuth logs an employee in, creating the employee (with the welcome allowance) on the
 // first call for a username.
-func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) error {
 	obj, err := fields(w, r)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	username, err := stringField(obj, "username")
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	password, err := stringField(obj, "password")
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	if err := domain.ValidateUsername(username); err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	if password == "" || len(password) > maxPasswordBytes {
-		s.writeError(w, r, errorf(errBadRequest, "password must be 1 to %d bytes", maxPasswordBytes))
-		return
+		return errorf(errBadRequest, "password must be 1 to %d bytes", maxPasswordBytes)
 	}
 	attempt := s.AuthLimiter.attempt(r, usernames.Lookup(username))
 	if err := attempt.admit(); err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	username, created, err := s.login(r, attempt, username, password)
 	switch {
@@ -61,17 +68,16 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 		err = attempt.admit() // failures that ran alongside used the allowance up
 	}
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	token, err := s.Issuer.Issue(username)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, struct {
 		Token string `json:"token"`
 	}{token})
+	return nil
 }
 
 var errBadCredentials = errorf(errUnauthorized, "wrong username or password")
@@ -214,16 +220,14 @@ type sentEntry struct {
 	Amount int64  `json:"amount"`
 }
 
-func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) error {
 	id, err := s.account(r)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	in, err := s.info(r, id)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	resp := infoResponse{Coins: in.Coins, Inventory: make([]inventoryItem, 0, len(in.Inventory)),
 		CoinHistory: coinHistory{Received: make([]receivedEntry, 0, len(in.Received)), Sent: make([]sentEntry, 0, len(in.Sent))}}
@@ -237,43 +241,38 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 		resp.CoinHistory.Sent = append(resp.CoinHistory.Sent, sentEntry{ToUser: t.Counterpart, Amount: t.Amount})
 	}
 	writeJSON(w, http.StatusOK, resp)
+	return nil
 }
 
-func (s *Server) handleSendCoin(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleSendCoin(w http.ResponseWriter, r *http.Request) error {
 	ctx, err := idempotencyContext(r)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	_, toUser, n, err := moveRequest(w, r)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	toUser = usernames.Lookup(toUser)
 	amount, err := domain.PositiveAmount(n)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	if toUser == claimsOf(r).Username {
-		s.writeError(w, r, domain.ErrSelfTransfer)
-		return
+		return domain.ErrSelfTransfer
 	}
 	if err := domain.ValidateUsername(toUser); err != nil {
-		s.writeError(w, r, fmt.Errorf("%w: recipient %v", domain.ErrUnknownAccount, err))
-		return
+		return fmt.Errorf("%w: recipient %v", domain.ErrUnknownAccount, err)
 	}
 	from, err := s.account(r)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	if _, err := s.Ledger.Transfer(ctx, from, toUser, amount); err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	w.WriteHeader(http.StatusOK)
+	return nil
 }
 
 // moveRequest reads a body that moves coins to someone: toUser a string and amount an
@@ -298,62 +297,54 @@ func moveRequest(w http.ResponseWriter, r *http.Request) (map[string]jsontext.Va
 	return obj, toUser, n, nil
 }
 
-func (s *Server) handleBuy(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleBuy(w http.ResponseWriter, r *http.Request) error {
 	item, err := pathParam(r, "item")
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	ctx, err := idempotencyContext(r)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	id, err := s.account(r)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	if _, err := s.Ledger.Buy(ctx, id, item); err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	w.WriteHeader(http.StatusOK)
+	return nil
 }
 
 // handleGrant lets an admin add coins to an employee's account.
-func (s *Server) handleGrant(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleGrant(w http.ResponseWriter, r *http.Request) error {
 	c := claimsOf(r)
 	if err := s.requireRole(r, "granting coins", auth.RoleAdmin); err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	ctx, err := idempotencyContext(r)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	obj, toUser, n, err := moveRequest(w, r)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	toUser = usernames.Lookup(toUser)
 	reason, err := stringField(obj, "reason")
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	amount, err := domain.PositiveAmount(n)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	if _, err := s.Ledger.Grant(ctx, c.Username, toUser, amount, reason); err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	w.WriteHeader(http.StatusOK)
+	return nil
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {

@@ -14,22 +14,20 @@ type projectionsBody struct {
 
 // handleProjections reports each projection to admins: active version, checkpoint, events
 // behind, lag and state.
-func (s *Server) handleProjections(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleProjections(w http.ResponseWriter, r *http.Request) error {
 	if err := s.requireRole(r, "projection status", auth.RoleAdmin); err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	if s.Projections == nil {
-		s.writeError(w, r, errorf(errNotFound, "this server does not report projections"))
-		return
+		return errorf(errNotFound, "this server does not report projections")
 	}
 	st, err := s.Projections(r.Context())
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	if st == nil {
 		st = []projections.Status{}
 	}
 	writeJSON(w, http.StatusOK, projectionsBody{Projections: st})
+	return nil
 }

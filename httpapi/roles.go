@@ -53,38 +53,32 @@ type roleChangesResponse struct {
 
 // handleRoleChanges pages through the record of role changes, oldest first, for auditors and
 // admins.
-func (s *Server) handleRoleChanges(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleRoleChanges(w http.ResponseWriter, r *http.Request) error {
 	if err := s.requireRole(r, "reading the record of role changes", auth.RoleAuditor, auth.RoleAdmin); err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	q, err := query(r, "after", "limit", "username")
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	after, err := intParam(q, "after", 0, 0, 1<<62, "an entry id")
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	limit, err := intParam(q, "limit", defaultRoleChanges, 1, maxRoleChanges, "a page size")
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	username := q.Get("username")
 	if q.Has("username") {
 		if err := domain.ValidateUsername(username); err != nil {
-			s.writeError(w, r, err)
-			return
+			return err
 		}
 	}
 	// One entry more than asked tells whether there is a next page.
 	changes, err := s.Deps.Roles.RoleChanges(r.Context(), username, after, int(limit)+1)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	resp := roleChangesResponse{Changes: changes}
 	if len(changes) > int(limit) {
@@ -96,4 +90,5 @@ func (s *Server) handleRoleChanges(w http.ResponseWriter, r *http.Request) {
 		resp.Changes = []app.RoleChange{}
 	}
 	writeJSON(w, http.StatusOK, resp)
+	return nil
 }

@@ -109,7 +109,7 @@ func New(d Deps) *Server {
 		writeJSON(w, http.StatusMethodNotAllowed, errorBody{Errors: "method not allowed"})
 	})
 
-	r.Post("/api/auth", s.handleAuth)
+	r.Post("/api/auth", s.api(s.handleAuth))
 	r.Get("/api/health", s.handleHealth)
 	r.Get("/api/ready", s.handleReady)
 	r.Get("/api/openapi.yaml", handleOpenAPI)
@@ -118,14 +118,14 @@ func New(d Deps) *Server {
 	}
 	r.Group(func(r chi.Router) {
 		r.Use(s.authenticate)
-		r.Get("/api/info", s.handleInfo)
-		r.Post("/api/sendCoin", s.handleSendCoin)
-		r.Get("/api/buy/{item}", s.handleBuy)
-		r.Post("/api/admin/grant", s.handleGrant)
-		r.Get("/api/audit/accounts/{username}/events", s.handleAccountEvents)
-		r.Get("/api/audit/log", s.handleAuditLog)
-		r.Get("/api/audit/roles", s.handleRoleChanges)
-		r.Get("/api/admin/projections", s.handleProjections)
+		r.Get("/api/info", s.api(s.handleInfo))
+		r.Post("/api/sendCoin", s.api(s.handleSendCoin))
+		r.Get("/api/buy/{item}", s.api(s.handleBuy))
+		r.Post("/api/admin/grant", s.api(s.handleGrant))
+		r.Get("/api/audit/accounts/{username}/events", s.api(s.handleAccountEvents))
+		r.Get("/api/audit/log", s.api(s.handleAuditLog))
+		r.Get("/api/audit/roles", s.api(s.handleRoleChanges))
+		r.Get("/api/admin/projections", s.api(s.handleProjections))
 	})
 	s.router = r
 	return s

@@ -117,16 +117,16 @@ func New(d Deps) (*Console, error) {
 	})
 	r.Handle("/static/*", http.StripPrefix(Prefix+"/static/", cacheStatic(http.FileServerFS(static))))
 	r.Get("/signin", c.handleSignInForm)
-	r.Post("/signin", c.handleSignIn)
+	r.Post("/signin", c.page(c.handleSignIn))
 	r.Group(func(r chi.Router) {
 		r.Use(c.session)
-		r.Post("/signout", c.handleSignOut)
+		r.Post("/signout", c.page(c.handleSignOut))
 		r.Get("/", c.only(c.handleOverview, auth.RoleAuditor, auth.RoleAdmin))
 		r.Get("/overview.json", c.only(c.handleOverviewJSON, auth.RoleAuditor, auth.RoleAdmin))
 		r.Get("/accounts", c.only(c.handleAccounts, auth.RoleAuditor, auth.RoleAdmin))
-		r.Get("/accounts/{name}", c.handleAccount)
-		r.Get("/accounts/{name}/events.ndjson", c.handleDownload(ndjsonDownload))
-		r.Get("/accounts/{name}/events.csv", c.handleDownload(csvDownload))
+		r.Get("/accounts/{name}", c.page(c.handleAccount))
+		r.Get("/accounts/{name}/events.ndjson", c.page(c.handleDownload(ndjsonDownload)))
+		r.Get("/accounts/{name}/events.csv", c.page(c.handleDownload(csvDownload)))
 		r.Get("/log", c.only(c.handleLog, auth.RoleAuditor, auth.RoleAdmin))
 		r.Get("/log/tail", c.only(c.handleTail, auth.RoleAuditor, auth.RoleAdmin))
 		r.Get("/projections", c.only(c.handleProjections, auth.RoleAuditor, auth.RoleAdmin))
@@ -162,6 +162,19 @@ func (e *pageError) Error() string { return e.msg }
 
 func errorf(code int, format string, args ...any) error {
 	return &pageError{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// handler is a console page's handler: it answers its own successes and returns its failures,
+// which page renders (fail).
+type handler func(w http.ResponseWriter, r *http.Request) error
+
+// page makes h an http.HandlerFunc that renders h's error, if any, with fail.
+func (c *Console) page(h handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			c.fail(w, r, err)
+		}
+	}
 }
 
 // fail renders err as a page: the console's own errors say what they are; anything else goes

@@ -202,11 +202,10 @@ type projectionRow struct {
 	Rebuildable bool
 }
 
-func (c *Console) handleProjections(w http.ResponseWriter, r *http.Request) {
+func (c *Console) handleProjections(w http.ResponseWriter, r *http.Request) error {
 	st, err := c.Projections(r.Context())
 	if err != nil {
-		c.fail(w, r, err)
-		return
+		return err
 	}
 	page := projectionsPage{}
 	for _, s := range st {
@@ -218,6 +217,7 @@ func (c *Console) handleProjections(w http.ResponseWriter, r *http.Request) {
 	}
 	page.Job = c.shownJob(r, kindRebuild)
 	c.render(w, r, http.StatusOK, "projections", page)
+	return nil
 }
 
 // shownJob is the job a page shows: the one its address names, else one of its kind that is
@@ -238,28 +238,24 @@ func (c *Console) shownJob(r *http.Request, kind string) *progress {
 	return &p
 }
 
-func (c *Console) handleRebuild(w http.ResponseWriter, r *http.Request) {
+func (c *Console) handleRebuild(w http.ResponseWriter, r *http.Request) error {
 	v, _ := viewerOf(r)
 	name := r.PostForm.Get("name")
 	// One at a time comes first: whatever the second asks for, it waits for the first.
 	if err := c.jobs.busy(kindRebuild); err != nil {
-		c.fail(w, r, errorf(http.StatusConflict, "%s", err.Error()))
-		return
+		return errorf(http.StatusConflict, "%s", err.Error())
 	}
 	target, ok := projections.Latest(name)
 	if !ok {
-		c.fail(w, r, errorf(http.StatusBadRequest, "there is no projection named %q", name))
-		return
+		return errorf(http.StatusBadRequest, "there is no projection named %q", name)
 	}
 	st, err := c.Projections(r.Context())
 	if err != nil {
-		c.fail(w, r, err)
-		return
+		return err
 	}
 	for _, s := range st {
 		if s.Name == name && s.ActiveVersion == target.Version {
-			c.fail(w, r, errorf(http.StatusConflict, "nothing to rebuild: %s v%d is the newest version this build knows, and it already serves reads", name, target.Version))
-			return
+			return errorf(http.StatusConflict, "nothing to rebuild: %s v%d is the newest version this build knows, and it already serves reads", name, target.Version)
 		}
 	}
 	j, err := c.jobs.start(kindRebuild, name, v.Username(), func(ctx context.Context, j *job) (string, error) {
@@ -273,7 +269,7 @@ func (c *Console) handleRebuild(w http.ResponseWriter, r *http.Request) {
 		}
 		return rebuildSummary(rep), nil
 	})
-	c.started(w, r, j, err, "/projections")
+	return c.started(w, r, j, err, "/projections")
 }
 
 func rebuildSummary(rep projections.RebuildReport) string {
@@ -293,7 +289,7 @@ type mismatchRow struct {
 	Link string
 }
 
-func (c *Console) handleVerify(w http.ResponseWriter, r *http.Request) {
+func (c *Console) handleVerify(w http.ResponseWriter, r *http.Request) error {
 	page := verifyPage{Job: c.shownJob(r, kindVerify)}
 	if page.Job != nil && page.Job.Finished {
 		if j, ok := c.jobs.get(page.Job.ID); ok {
@@ -303,12 +299,12 @@ func (c *Console) handleVerify(w http.ResponseWriter, r *http.Request) {
 	if page.Report != nil {
 		rows, err := c.mismatchRows(r.Context(), page.Report.Mismatches)
 		if err != nil {
-			c.fail(w, r, err)
-			return
+			return err
 		}
 		page.Mismatches = rows
 	}
 	c.render(w, r, http.StatusOK, "verify", page)
+	return nil
 }
 
 // mismatchRows links each mismatch to the account and, for an event, to its row.
@@ -342,7 +338,7 @@ func (c *Console) mismatchRows(ctx context.Context, ms []audit.Mismatch) ([]mism
 	return rows, nil
 }
 
-func (c *Console) handleStartVerify(w http.ResponseWriter, r *http.Request) {
+func (c *Console) handleStartVerify(w http.ResponseWriter, r *http.Request) error {
 	v, _ := viewerOf(r)
 	j, err := c.jobs.start(kindVerify, "log", v.Username(), func(ctx context.Context, j *job) (string, error) {
 		rep, err := c.Verify(ctx, func(done, total int64) {
@@ -359,50 +355,48 @@ func (c *Console) handleStartVerify(w http.ResponseWriter, r *http.Request) {
 		}
 		return itoa(int64(len(rep.Mismatches))) + " mismatches", nil
 	})
-	c.started(w, r, j, err, "/verify")
+	return c.started(w, r, j, err, "/verify")
 }
 
 // started answers the form that started job j (or failed to, with err): a 409 page when
 // another job of its kind runs, else to the page that shows its progress.
-func (c *Console) started(w http.ResponseWriter, r *http.Request, j *job, err error, page string) {
+func (c *Console) started(w http.ResponseWriter, r *http.Request, j *job, err error, page string) error {
 	var running *errJobRunning
 	if errors.As(err, &running) {
-		c.fail(w, r, errorf(http.StatusConflict, "%s", running.Error()))
-		return
+		return errorf(http.StatusConflict, "%s", running.Error())
 	}
 	if err != nil {
-		c.fail(w, r, err)
-		return
+		return err
 	}
 	http.Redirect(w, r, Prefix+page+"?job="+j.p.ID, http.StatusSeeOther)
+	return nil
 }
 
 // handleJobEvents streams a job's progress until it finishes.
-func (c *Console) handleJobEvents(w http.ResponseWriter, r *http.Request) {
+func (c *Console) handleJobEvents(w http.ResponseWriter, r *http.Request) error {
 	j, ok := c.jobs.get(chi.URLParam(r, "id"))
 	if !ok {
-		c.fail(w, r, errorf(http.StatusNotFound, "no such job: it finished long ago, or this server was restarted"))
-		return
+		return errorf(http.StatusNotFound, "no such job: it finished long ago, or this server was restarted")
 	}
 	ctx := httpapi.WithoutDeadline(r)
 	rc := sse(w)
 	for {
 		p, changed, _ := j.state()
 		if err := sendEvent(w, rc, "progress", p); err != nil || p.Finished {
-			return
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-c.ending:
-			return
+			return nil
 		case <-changed:
 		case <-time.After(10 * time.Second):
 		}
 		// At most a few updates a second: a fast rebuild reports every page.
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -124,27 +124,27 @@ func (r *commandRate) rate(n float64, now time.Time) float64 {
 	return (r.last.n - r.prev.n) / r.last.at.Sub(r.prev.at).Seconds()
 }
 
-func (c *Console) handleOverview(w http.ResponseWriter, r *http.Request) {
+func (c *Console) handleOverview(w http.ResponseWriter, r *http.Request) error {
 	o, err := c.overview(r.Context())
 	if err != nil {
-		c.fail(w, r, err)
-		return
+		return err
 	}
 	c.render(w, r, http.StatusOK, "overview", o)
+	return nil
 }
 
-func (c *Console) handleOverviewJSON(w http.ResponseWriter, r *http.Request) {
+func (c *Console) handleOverviewJSON(w http.ResponseWriter, r *http.Request) error {
 	o, err := c.overview(r.Context())
-	if err != nil {
+	w.Header().Set("Content-Type", "application/json")
+	if err != nil { // answered in JSON, as the script polling it reads it, not as a page
 		code, msg := httpapi.Status(err)
-		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(map[string]string{"errors": msg})
-		return
+		return nil
 	}
-	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	_ = json.NewEncoder(w).Encode(o)
+	return nil
 }
 
 type accountsList struct {
@@ -153,21 +153,18 @@ type accountsList struct {
 	Next     string
 }
 
-func (c *Console) handleAccounts(w http.ResponseWriter, r *http.Request) {
+func (c *Console) handleAccounts(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	prefix, after := q.Get("prefix"), q.Get("after")
 	if len(prefix) > maxPrefixLength || len(after) > 4*maxPrefixLength {
-		c.fail(w, r, errorf(http.StatusBadRequest, "a name prefix is at most %d bytes", maxPrefixLength))
-		return
+		return errorf(http.StatusBadRequest, "a name prefix is at most %d bytes", maxPrefixLength)
 	}
 	if eventstore.CheckText(prefix) != nil || eventstore.CheckText(after) != nil {
-		c.fail(w, r, errorf(http.StatusBadRequest, "a name prefix is text without NUL characters"))
-		return
+		return errorf(http.StatusBadRequest, "a name prefix is text without NUL characters")
 	}
 	list, err := c.Ledger.Accounts(r.Context(), prefix, after, accountsPage+1)
 	if err != nil {
-		c.fail(w, r, err)
-		return
+		return err
 	}
 	page := accountsList{Prefix: prefix, Accounts: list}
 	if len(list) > accountsPage {
@@ -175,6 +172,7 @@ func (c *Console) handleAccounts(w http.ResponseWriter, r *http.Request) {
 		page.Next = page.Accounts[accountsPage-1].Username
 	}
 	c.render(w, r, http.StatusOK, "accounts", page)
+	return nil
 }
 
 // accountName reads and checks the {name} of an account's path, and whether the viewer may
@@ -297,11 +295,10 @@ func newest(ts []app.Transfer, n int) []app.Transfer {
 	return out
 }
 
-func (c *Console) handleAccount(w http.ResponseWriter, r *http.Request) {
+func (c *Console) handleAccount(w http.ResponseWriter, r *http.Request) error {
 	name, id, err := c.accountName(r)
 	if err != nil {
-		c.fail(w, r, err)
-		return
+		return err
 	}
 	q := r.URL.Query()
 	page := accountPage{Name: name, AccountID: id, AsOf: strings.TrimSpace(q.Get("asOf"))}
@@ -310,8 +307,7 @@ func (c *Console) handleAccount(w http.ResponseWriter, r *http.Request) {
 	if page.AsOf != "" {
 		at, err := httpapi.ParseAsOf(page.AsOf)
 		if err != nil {
-			c.fail(w, r, err)
-			return
+			return err
 		}
 		info = func() (err error) { page.Info, err = c.Ledger.InfoAsOf(ctx, id, at); return err }
 	} else {
@@ -337,8 +333,7 @@ func (c *Console) handleAccount(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		c.fail(w, r, err)
-		return
+		return err
 	}
 	total := page.Info.Version
 	h.upTo(total)
@@ -358,8 +353,7 @@ func (c *Console) handleAccount(w http.ResponseWriter, r *http.Request) {
 	if hi > lo {
 		events, err := c.Ledger.AccountEvents(ctx, id, lo, int(hi-lo))
 		if err != nil {
-			c.fail(w, r, err)
-			return
+			return err
 		}
 		for i := len(events) - 1; i >= 0; i-- {
 			row := describe(events[i])
@@ -372,6 +366,7 @@ func (c *Console) handleAccount(w http.ResponseWriter, r *http.Request) {
 	page.Received, page.ReceivedN = newest(page.Info.Received, shownTransfers), len(page.Info.Received)
 	page.Sent, page.SentN = newest(page.Info.Sent, shownTransfers), len(page.Info.Sent)
 	c.render(w, r, http.StatusOK, "account", page)
+	return nil
 }
 
 type download struct {
@@ -406,23 +401,22 @@ var csvDownload = download{"csv", "text/csv; charset=utf-8", func(w http.Respons
 
 // handleDownload serves the account's events, each as the audit endpoints and the export
 // write them.
-func (c *Console) handleDownload(d download) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func (c *Console) handleDownload(d download) handler {
+	return func(w http.ResponseWriter, r *http.Request) error {
 		name, id, err := c.accountName(r)
 		if err != nil {
-			c.fail(w, r, err)
-			return
+			return err
 		}
 		events, err := c.allEvents(r.Context(), id)
 		if err != nil {
-			c.fail(w, r, err)
-			return
+			return err
 		}
 		w.Header().Set("Content-Type", d.contentType)
 		w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s.%s"`, url.PathEscape(name), d.ext))
 		if err := d.write(w, events); err != nil {
 			c.Log.DebugContext(r.Context(), "console download cut short", "err", err)
 		}
+		return nil
 	}
 }
 
@@ -455,24 +449,21 @@ func (c *Console) logRows(ctx context.Context, events []eventstore.RecordedEvent
 	return rows, nil
 }
 
-func (c *Console) handleLog(w http.ResponseWriter, r *http.Request) {
+func (c *Console) handleLog(w http.ResponseWriter, r *http.Request) error {
 	var before eventstore.Checkpoint
 	page := logPage{Before: r.URL.Query().Get("before")}
 	if page.Before != "" {
 		var err error
 		if before, err = eventstore.ParseCheckpoint(page.Before); err != nil {
-			c.fail(w, r, errorf(http.StatusBadRequest, "before %q: want a checkpoint transaction:position, as the log shows", page.Before))
-			return
+			return errorf(http.StatusBadRequest, "before %q: want a checkpoint transaction:position, as the log shows", page.Before)
 		}
 	}
 	events, err := c.Ledger.AuditLogBefore(r.Context(), before, logPageSize)
 	if err != nil {
-		c.fail(w, r, err)
-		return
+		return err
 	}
 	if page.Rows, err = c.logRows(r.Context(), events); err != nil {
-		c.fail(w, r, err)
-		return
+		return err
 	}
 	if len(events) == logPageSize {
 		page.Next = events[len(events)-1].Checkpoint().String()
@@ -485,6 +476,7 @@ func (c *Console) handleLog(w http.ResponseWriter, r *http.Request) {
 		page.Tail = newest.String()
 	}
 	c.render(w, r, http.StatusOK, "log", page)
+	return nil
 }
 
 // tailRow is one event of the live tail, as the page's script shows it.
@@ -533,16 +525,15 @@ const tailPoll = 500 * time.Millisecond
 
 // handleTail streams the events appended after the checkpoint, as the fenced reader reads
 // them, woken by every append the service hears of.
-func (c *Console) handleTail(w http.ResponseWriter, r *http.Request) {
+func (c *Console) handleTail(w http.ResponseWriter, r *http.Request) error {
 	after, err := eventstore.ParseCheckpoint(r.URL.Query().Get("after"))
 	if err != nil {
-		c.fail(w, r, errorf(http.StatusBadRequest, "after: want a checkpoint transaction:position"))
-		return
+		return errorf(http.StatusBadRequest, "after: want a checkpoint transaction:position")
 	}
 	ctx := httpapi.WithoutDeadline(r)
 	rc := sse(w)
 	if err := sendEvent(w, rc, "ready", map[string]string{"after": after.String()}); err != nil {
-		return
+		return nil
 	}
 	keepalive := time.NewTicker(15 * time.Second)
 	defer keepalive.Stop()
@@ -565,7 +556,7 @@ func (c *Console) handleTail(w http.ResponseWriter, r *http.Request) {
 				_, msg := httpapi.Status(err)
 				_ = sendEvent(w, rc, "failure", map[string]string{"error": msg})
 			}
-			return
+			return nil
 		}
 		for i, row := range rows {
 			t := tailRow{Position: row.Position, Checkpoint: row.Checkpoint, At: row.At.UTC().Format("2006-01-02 15:04:05.000Z"),
@@ -575,7 +566,7 @@ func (c *Console) handleTail(w http.ResponseWriter, r *http.Request) {
 				t.AccountURL = accountPath(row.Account)
 			}
 			if err := sendEvent(w, rc, "event", t); err != nil {
-				return
+				return nil
 			}
 		}
 		if len(events) > 0 {
@@ -586,15 +577,15 @@ func (c *Console) handleTail(w http.ResponseWriter, r *http.Request) {
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-c.ending:
-			return
+			return nil
 		case <-wake:
 		case <-time.After(tailPoll):
 		case <-keepalive.C:
 			_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
 			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil || rc.Flush() != nil {
-				return
+				return nil
 			}
 		}
 	}

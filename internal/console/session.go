@@ -108,19 +108,18 @@ func sameToken(got, want string) bool {
 }
 
 // only lets through viewers with one of roles; others see a 403 page.
-func (c *Console) only(h http.HandlerFunc, roles ...auth.Role) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func (c *Console) only(h handler, roles ...auth.Role) http.HandlerFunc {
+	return c.page(func(w http.ResponseWriter, r *http.Request) error {
 		v, ok := viewerOf(r)
 		if !ok || !v.roles.HasAny(roles...) {
 			names := make([]string, len(roles))
 			for i, role := range roles {
 				names[i] = string(role)
 			}
-			c.fail(w, r, errorf(http.StatusForbidden, "this page needs the %s role", strings.Join(names, " or ")))
-			return
+			return errorf(http.StatusForbidden, "this page needs the %s role", strings.Join(names, " or "))
 		}
-		h(w, r)
-	}
+		return h(w, r)
+	})
 }
 
 type signInPage struct {
@@ -150,36 +149,33 @@ func (c *Console) handleSignInForm(w http.ResponseWriter, r *http.Request) {
 	c.render(w, r, http.StatusOK, "signin", signInPage{Token: signInToken(w, r), Next: safeNext(r.URL.Query().Get("next"))})
 }
 
-func (c *Console) handleSignIn(w http.ResponseWriter, r *http.Request) {
+func (c *Console) handleSignIn(w http.ResponseWriter, r *http.Request) error {
 	if err := parseForm(w, r); err != nil {
-		c.fail(w, r, err)
-		return
+		return err
 	}
 	page := signInPage{Token: signInToken(w, r), Next: safeNext(r.PostForm.Get("next")), Username: r.PostForm.Get("username")}
 	ck, err := r.Cookie(signInCookie)
 	if err != nil || !sameToken(r.PostForm.Get("csrf"), ck.Value) {
 		page.Message = "This form's security token is missing or out of date: try again."
 		c.render(w, r, http.StatusForbidden, "signin", page)
-		return
+		return nil
 	}
 	name, err := c.SignIn(r, page.Username, r.PostForm.Get("password"))
 	if err != nil {
 		code, msg := signInRefusal(err)
 		if code >= 500 {
-			c.fail(w, r, err)
-			return
+			return err
 		}
 		if wait, ok := isTooMany(err); ok {
 			w.Header().Set("Retry-After", wait)
 		}
 		page.Message = msg
 		c.render(w, r, code, "signin", page)
-		return
+		return nil
 	}
 	s, err := c.Ledger.CreateSession(r.Context(), name, c.SessionTTL)
 	if err != nil {
-		c.fail(w, r, err)
-		return
+		return err
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: s.Token, Path: Prefix, HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: secure(r), Expires: s.Expires})
@@ -193,17 +189,18 @@ func (c *Console) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	http.Redirect(w, r, next, http.StatusSeeOther)
+	return nil
 }
 
-func (c *Console) handleSignOut(w http.ResponseWriter, r *http.Request) {
+func (c *Console) handleSignOut(w http.ResponseWriter, r *http.Request) error {
 	v, _ := viewerOf(r)
 	if err := c.Ledger.EndSession(r.Context(), v.session.Token); err != nil {
-		c.fail(w, r, err)
-		return
+		return err
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: Prefix, HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: secure(r), MaxAge: -1})
 	http.Redirect(w, r, Prefix+"/signin", http.StatusSeeOther)
+	return nil
 }
 
 // accountPath is the page of the named account.
