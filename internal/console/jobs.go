@@ -10,9 +10,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/google/uuid"
 
-	"github.com/ledger/ledger/domain"
 	"github.com/ledger/ledger/httpapi"
 	"github.com/ledger/ledger/internal/audit"
 	"github.com/ledger/ledger/projections"
@@ -309,13 +307,7 @@ func (c *Console) handleVerify(w http.ResponseWriter, r *http.Request) error {
 
 // mismatchRows links each mismatch to the account and, for an event, to its row.
 func (c *Console) mismatchRows(ctx context.Context, ms []audit.Mismatch) ([]mismatchRow, error) {
-	var ids []uuid.UUID
-	for _, m := range ms {
-		if id, ok := domain.AccountOf(m.StreamID); ok {
-			ids = append(ids, id)
-		}
-	}
-	names, err := c.Ledger.Usernames(ctx, ids)
+	owners, err := streamOwners(ctx, c.Ledger, ms, func(m audit.Mismatch) string { return m.StreamID })
 	if err != nil {
 		return nil, err
 	}
@@ -323,8 +315,8 @@ func (c *Console) mismatchRows(ctx context.Context, ms []audit.Mismatch) ([]mism
 	for i, m := range ms {
 		rows[i].Text = m.String()
 		name := m.Username
-		if id, ok := domain.AccountOf(m.StreamID); ok {
-			name = names[id]
+		if owner, ok := owners[m.StreamID]; ok {
+			name = owner
 		}
 		if name == "" {
 			continue

@@ -429,24 +429,39 @@ type logPage struct {
 
 // logRows describes events of the log with the employee whose stream each is in.
 func (c *Console) logRows(ctx context.Context, events []eventstore.RecordedEvent) ([]eventRow, error) {
-	ids := make([]uuid.UUID, 0, len(events))
-	for _, e := range events {
-		if id, ok := domain.AccountOf(e.StreamID); ok {
-			ids = append(ids, id)
-		}
-	}
-	names, err := c.Ledger.Usernames(ctx, ids)
+	owners, err := streamOwners(ctx, c.Ledger, events, func(e eventstore.RecordedEvent) string { return e.StreamID })
 	if err != nil {
 		return nil, err
 	}
 	rows := make([]eventRow, len(events))
 	for i, e := range events {
 		rows[i] = describe(e)
-		if id, ok := domain.AccountOf(e.StreamID); ok {
-			rows[i].Account = names[id]
-		}
+		rows[i].Account = owners[e.StreamID]
 	}
 	return rows, nil
+}
+
+// streamOwners returns, by stream id, the name of the employee whose account stream each of
+// items' streams is, in one lookup ("" for an account without one); a stream of no account has
+// no entry.
+func streamOwners[T any](ctx context.Context, l Ledger, items []T, stream func(T) string) (map[string]string, error) {
+	ids := make([]uuid.UUID, 0, len(items))
+	for _, it := range items {
+		if id, ok := domain.AccountOf(stream(it)); ok {
+			ids = append(ids, id)
+		}
+	}
+	names, err := l.Usernames(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	owners := make(map[string]string, len(names))
+	for _, it := range items {
+		if id, ok := domain.AccountOf(stream(it)); ok {
+			owners[stream(it)] = names[id]
+		}
+	}
+	return owners, nil
 }
 
 func (c *Console) handleLog(w http.ResponseWriter, r *http.Request) error {
