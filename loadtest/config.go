@@ -113,7 +113,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.Float64Var(&c.maxErrRate, "slo-max-errors", 0.0001, "…and at most this share of its requests failed (0.0001 = 0.01%)")
 	fs.IntVar(&c.lagEvery, "lag-sample-every", 20, "measure projection lag on one in this many successful commands")
 	fs.StringVar(&c.natsURL, "nats-url", "", "a NATS server with JetStream: a server this tool starts relays its events there (APP_NATS_URL), and the tool also measures, on sampled commands, the time from the 200 to the events being readable from JetStream")
-	groups := fs.String("lag-groups", "balance_v1,inventory_v1,history_v2", "consumer groups whose read models count for lag and the invariant")
+	groups := fs.String("lag-groups", "", "consumer groups whose read models count for lag (default: the versions of balance, inventory and history that serve reads)")
 	fs.IntVar(&c.conns, "conns", 1024, "most HTTP connections to the server")
 	fs.IntVar(&c.maxFlight, "max-in-flight", 20_000, "most requests outstanding; beyond it a due request is dropped and counted as an error")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "per-request timeout")
@@ -207,9 +207,6 @@ func (c *config) validate() error {
 	}
 	if c.natsURL != "" && c.databaseURL == "" {
 		errs = append(errs, errors.New("--nats-url measures the JetStream lag against the stream heads: it needs --database-url"))
-	}
-	if len(c.lagGroups) == 0 {
-		errs = append(errs, errors.New("--lag-groups names no consumer group"))
 	}
 	if c.conns <= 0 || c.maxFlight <= 0 || c.timeout <= 0 || c.seedWorkers <= 0 {
 		errs = append(errs, errors.New("--conns, --max-in-flight, --timeout and --seed-workers must be positive"))

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ledger/ledger/domain"
+	"github.com/ledger/ledger/projections"
 )
 
 // behindSQL counts the (account, consumer group) pairs whose read model has not applied the
@@ -37,7 +39,8 @@ func settle(ctx context.Context, pool *pgxpool.Pool, groups []string, within tim
 // invariantSQL computes, in one statement and so from one snapshot, the bank's totals from the
 // event log and from the read models. Each account event moves its account's balance:
 // CoinsGranted and CoinsReceived add their amount, CoinsSent subtracts it, ItemPurchased
-// subtracts price × quantity (the price paid, recorded in the event).
+// subtracts price × quantity (the price paid, recorded in the event). %[1]s and %[2]s are the
+// balance and inventory tables serving reads.
 const invariantSQL = `WITH ev AS (
     SELECT e.stream_id, e.stream_version, e.event_type,
            CASE e.event_type
@@ -50,7 +53,7 @@ const invariantSQL = `WITH ev AS (
            CASE e.event_type WHEN $4 THEN (e.doc->>'quantity')::numeric ELSE 0 END AS items
     FROM (SELECT stream_id, stream_version, event_type,
                  COALESCE(payload, convert_from(payload_bytes, 'UTF8')::jsonb) AS doc
-          FROM events) e WHERE e.stream_id LIKE $5 || '%'
+          FROM events) e WHERE e.stream_id LIKE $5 || '%%'
 ), running AS (
     SELECT sum(delta) OVER (PARTITION BY stream_id ORDER BY stream_version) AS balance FROM ev
 ), folded AS (
@@ -65,12 +68,42 @@ SELECT (SELECT count(*) FROM folded),
        (SELECT COALESCE(sum(delta), 0)::bigint FROM ev WHERE event_type = $2),
        (SELECT COALESCE(sum(balance), 0)::bigint FROM folded),
        (SELECT COALESCE(min(balance), 0)::bigint FROM running),
-       (SELECT count(*) FROM balance_v1),
-       (SELECT COALESCE(sum(coins), 0)::bigint FROM balance_v1),
-       (SELECT COALESCE(min(coins), 0)::bigint FROM balance_v1),
-       (SELECT count(*) FROM folded f FULL JOIN balance_v1 b ON f.stream_id = $5 || b.account_id::text
+       (SELECT count(*) FROM %[1]s),
+       (SELECT COALESCE(sum(coins), 0)::bigint FROM %[1]s),
+       (SELECT COALESCE(min(coins), 0)::bigint FROM %[1]s),
+       (SELECT count(*) FROM folded f FULL JOIN %[1]s b ON f.stream_id = $5 || b.account_id::text
         WHERE f.balance IS DISTINCT FROM b.coins),
-       (SELECT COALESCE(sum(quantity), 0)::bigint FROM inventory_v1)`
+       (SELECT COALESCE(sum(quantity), 0)::bigint FROM %[2]s)`
+
+// readModels are the read models that serve reads: their consumer groups, and the balance and
+// inventory tables the invariant reads.
+type readModels struct {
+	groups             []string
+	balance, inventory string
+}
+
+// servingReadModels reads which version of each projection serves reads.
+func servingReadModels(ctx context.Context, pool *pgxpool.Pool) (readModels, error) {
+	versions, err := projections.ActiveVersions(ctx, pool)
+	if err != nil {
+		return readModels{}, err
+	}
+	var rm readModels
+	for _, name := range []string{"balance", "inventory", "history"} {
+		p, err := versions.Serving(name)
+		if err != nil {
+			return readModels{}, err
+		}
+		rm.groups = append(rm.groups, p.Group())
+		switch name {
+		case "balance":
+			rm.balance = pgx.Identifier{p.Table()}.Sanitize()
+		case "inventory":
+			rm.inventory = pgx.Identifier{p.Table()}.Sanitize()
+		}
+	}
+	return rm, nil
+}
 
 // Invariant is the bank check at the end of a run.
 type Invariant struct {
@@ -104,13 +137,13 @@ type Check struct {
 
 // checkInvariant waits for the read models to catch up (up to within) and checks that coins
 // are conserved and no balance ever went negative, in the log and in the read models.
-func checkInvariant(ctx context.Context, pool *pgxpool.Pool, groups []string, within time.Duration) (*Invariant, error) {
+func checkInvariant(ctx context.Context, pool *pgxpool.Pool, serving readModels, groups []string, within time.Duration) (*Invariant, error) {
 	behind, err := settle(ctx, pool, groups, within)
 	if err != nil {
 		return nil, err
 	}
 	inv := &Invariant{ReadModelsBehind: behind}
-	err = pool.QueryRow(ctx, invariantSQL, domain.TypeCoinsGranted, domain.TypeCoinsReceived, domain.TypeCoinsSent,
+	err = pool.QueryRow(ctx, fmt.Sprintf(invariantSQL, serving.balance, serving.inventory), domain.TypeCoinsGranted, domain.TypeCoinsReceived, domain.TypeCoinsSent,
 		domain.TypeItemPurchased, domain.StreamPrefix).Scan(
 		&inv.Accounts, &inv.Events, &inv.Granted, &inv.Spent, &inv.ItemsBought, &inv.Sent, &inv.Received,
 		&inv.LogBalances, &inv.LowestBalance, &inv.BalanceRows, &inv.ReadModelBalances, &inv.LowestReadModel,

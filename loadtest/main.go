@@ -146,9 +146,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 
 	var accounts []uuid.UUID
+	var serving readModels
 	if pool != nil {
 		if accounts, err = accountIDs(ctx, pool, names); err != nil {
 			return err
+		}
+		if serving, err = servingReadModels(ctx, pool); err != nil {
+			return err
+		}
+		if len(cfg.lagGroups) == 0 {
+			cfg.lagGroups = serving.groups
 		}
 		behind, err := settle(ctx, pool, cfg.lagGroups, cfg.settleFor)
 		if err != nil {
@@ -235,7 +242,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 
 	if pool != nil && !res.Interrupted {
 		fmt.Fprintln(stderr, "checking the bank invariant")
-		inv, err := checkInvariant(ctx, pool, cfg.lagGroups, cfg.settleFor)
+		inv, err := checkInvariant(ctx, pool, serving, cfg.lagGroups, cfg.settleFor)
 		if err != nil {
 			return err
 		}
