@@ -8,7 +8,6 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -79,34 +78,19 @@ var (
 		"socks", "wallet", "pink-hoody", "yacht", "", "Cup", "pink hoody"}
 )
 
-// cmdLedger is a few accounts and a plain model of what their balances, items and grants must
-// be, computed from the business rules alone. The last account is never opened: every command
-// on it must be refused.
+// cmdLedger is a few accounts and their model. The last account is never opened: every
+// command on it must be refused.
 type cmdLedger struct {
 	t       *testing.T
 	catalog Catalog // what the commands are given
 	prices  Catalog // the business's price list, for the model
-	accts   []*Account
-	balance []Coins
-	items   []map[string]int64
-	granted Coins
+	ledgerModel
 }
 
 func newCmdLedger(t *testing.T) *cmdLedger {
 	l := &cmdLedger{t: t, catalog: storeCatalog(), prices: storeCatalog()}
 	for _, ref := range []AccountRef{aliceRef, bobRef, carolRef} {
-		events, err := OpenAccount(ref.ID, ref.Username)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var a Account
-		if err := a.ApplyAll(events); err != nil {
-			t.Fatal(err)
-		}
-		l.accts = append(l.accts, &a)
-		l.balance = append(l.balance, WelcomeGrant)
-		l.items = append(l.items, map[string]int64{})
-		l.granted += WelcomeGrant
+		l.open(t, ref.ID, ref.Username)
 	}
 	l.accts = append(l.accts, &Account{})
 	l.balance = append(l.balance, 0)
@@ -129,56 +113,9 @@ func same(a *Account, b Account) bool {
 		maps.Equal(a.Items, b.Items)
 }
 
-func (l *cmdLedger) versions() int64 {
-	var v int64
-	for _, a := range l.accts {
-		v += a.Version
-	}
-	return v
-}
-
 func (l *cmdLedger) fold(step, idx int, e Event) {
 	if err := l.accts[idx].Apply(e); err != nil {
 		l.t.Fatalf("step %d: decided event %#v does not fold into account %d: %v", step, e, idx, err)
-	}
-}
-
-// check asserts the invariants: no negative balance, each account's own books balance, the
-// accounts agree with the model, transfers conserve coins and Σ balances + Σ spent = Σ granted.
-// Plain int64 sums cannot overflow here: a program is at most maxSteps commands, so every total
-// stays below maxSteps × MaxBalance plus the welcome grants, and a value that wrapped around
-// would first have differed from the model.
-func (l *cmdLedger) check(step int) {
-	t := l.t
-	var balances, spent, granted, sent, received Coins
-	for i, a := range l.accts {
-		if a.Balance < 0 {
-			t.Fatalf("step %d: account %d has a negative balance %d", step, i, a.Balance)
-		}
-		if a.Granted+a.Received != a.Balance+a.Sent+a.Spent {
-			t.Fatalf("step %d: account %d: granted %d + received %d != balance %d + sent %d + spent %d",
-				step, i, a.Granted, a.Received, a.Balance, a.Sent, a.Spent)
-		}
-		if a.Balance != l.balance[i] {
-			t.Fatalf("step %d: account %d balance %d, the model says %d", step, i, a.Balance, l.balance[i])
-		}
-		if !maps.Equal(a.Items, l.items[i]) {
-			t.Fatalf("step %d: account %d items %v, the model says %v", step, i, a.Items, l.items[i])
-		}
-		balances += a.Balance
-		spent += a.Spent
-		granted += a.Granted
-		sent += a.Sent
-		received += a.Received
-	}
-	if balances+spent != granted {
-		t.Fatalf("step %d: coins not conserved: Σ balance %d + Σ spent %d != Σ granted %d", step, balances, spent, granted)
-	}
-	if granted != l.granted {
-		t.Fatalf("step %d: Σ granted %d, the model says %d", step, granted, l.granted)
-	}
-	if sent != received {
-		t.Fatalf("step %d: Σ sent %d != Σ received %d", step, sent, received)
 	}
 }
 
@@ -225,7 +162,6 @@ func runProgram(t *testing.T, program []byte) {
 		actor := int(op>>2) % n
 		a := l.accts[actor]
 		before, versions := copyOf(a), l.versions()
-		opened := a.Opened()
 
 		var (
 			kind   string
@@ -239,18 +175,7 @@ func runProgram(t *testing.T, program []byte) {
 			kind = "grant"
 			amount := r.amount(l.balance[actor])
 			reason := fuzzReasons[int(r.byte())%len(fuzzReasons)]
-			if !opened {
-				broken = append(broken, ErrUnknownAccount)
-			}
-			if amount <= 0 {
-				broken = append(broken, ErrInvalidAmount)
-			} else if amount > MaxBalance-l.balance[actor] { // no overflow: 0 <= balance
-				broken = append(broken, ErrAmountOverflow)
-			}
-			if strings.TrimSpace(reason) == "" || !utf8.ValidString(reason) || utf8.RuneCountInString(reason) > MaxReasonLength ||
-				strings.IndexByte(reason, 0) >= 0 {
-				broken = append(broken, ErrInvalidReason)
-			}
+			broken = l.grantRulesBroken(actor, amount, reason)
 			events, err = a.Grant(amount, reason, "admin")
 			accept = func() {
 				want := []Event{CoinsGranted{Amount: amount, Reason: reason, GrantedBy: "admin"}}
@@ -278,22 +203,7 @@ func runProgram(t *testing.T, program []byte) {
 				to = AccountRef{Username: "ghost"}
 			}
 			amount := r.amount(l.balance[actor])
-			if !opened || to.ID == uuid.Nil {
-				broken = append(broken, ErrUnknownAccount)
-			}
-			if recipient == actor {
-				broken = append(broken, ErrSelfTransfer)
-			}
-			if amount <= 0 {
-				broken = append(broken, ErrInvalidAmount)
-			} else {
-				if amount > MaxBalance {
-					broken = append(broken, ErrAmountOverflow)
-				}
-				if amount > l.balance[actor] {
-					broken = append(broken, ErrInsufficientFunds)
-				}
-			}
+			broken = l.sendRulesBroken(actor, recipient, amount)
 			tid := uuid.UUID{0x7a, byte(step >> 8), byte(step)}
 			sent, recv, serr := a.Send(to, amount, tid)
 			err = serr
@@ -318,14 +228,7 @@ func runProgram(t *testing.T, program []byte) {
 			kind = "buy"
 			item := fuzzItems[int(r.byte())%len(fuzzItems)]
 			price, known := l.prices[item]
-			if !opened {
-				broken = append(broken, ErrUnknownAccount)
-			}
-			if !known {
-				broken = append(broken, ErrUnknownItem)
-			} else if price > l.balance[actor] {
-				broken = append(broken, ErrInsufficientFunds)
-			}
+			broken = l.buyRulesBroken(actor, price, known)
 			events, err = a.Buy(item, l.catalog)
 			accept = func() {
 				want := []Event{ItemPurchased{Item: item, Price: price, Quantity: 1}}
@@ -375,6 +278,6 @@ func runProgram(t *testing.T, program []byte) {
 				t.Fatalf("step %d: %s decided %d events but the versions moved by %d", step, kind, len(events), moved)
 			}
 		}
-		l.check(step)
+		l.checkInvariants(t, step)
 	}
 }

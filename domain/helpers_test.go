@@ -2,9 +2,11 @@ package domain
 
 import (
 	"errors"
+	"maps"
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -186,5 +188,135 @@ func wantBalance(b Coins) func(t *testing.T, a *Account) {
 		if a.Balance != b {
 			t.Errorf("balance after fold = %d, want %d", a.Balance, b)
 		}
+	}
+}
+
+// ledgerModel is a few accounts next to a plain model of what their balances, items and
+// grants must be, computed from the business rules alone. The property test and the fuzz test
+// both drive commands against one and check the folded accounts against the model.
+type ledgerModel struct {
+	accts   []*Account
+	balance []Coins
+	items   []map[string]int64
+	granted Coins
+}
+
+// open opens an account, welcome grant included, both as an account and in the model.
+func (m *ledgerModel) open(t testing.TB, id uuid.UUID, username string) {
+	t.Helper()
+	events, err := OpenAccount(id, username)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.accts = append(m.accts, fold(t, events...))
+	m.balance = append(m.balance, WelcomeGrant)
+	m.items = append(m.items, map[string]int64{})
+	m.granted += WelcomeGrant
+}
+
+// versions sums the accounts' versions: it moves by one for every event folded.
+func (m *ledgerModel) versions() int64 {
+	var v int64
+	for _, a := range m.accts {
+		v += a.Version
+	}
+	return v
+}
+
+// The business rules a command breaks, judged by the model alone: the oracle a command's
+// refusal or acceptance is checked against. Several can be broken at once.
+
+// grantRulesBroken lists the rules a grant of amount with reason to account actor breaks.
+func (m *ledgerModel) grantRulesBroken(actor int, amount Coins, reason string) []error {
+	var broken []error
+	if !m.accts[actor].Opened() {
+		broken = append(broken, ErrUnknownAccount)
+	}
+	if amount <= 0 {
+		broken = append(broken, ErrInvalidAmount)
+	} else if amount > MaxBalance-m.balance[actor] { // no overflow: 0 <= balance
+		broken = append(broken, ErrAmountOverflow)
+	}
+	if strings.TrimSpace(reason) == "" || !utf8.ValidString(reason) || utf8.RuneCountInString(reason) > MaxReasonLength ||
+		strings.IndexByte(reason, 0) >= 0 {
+		broken = append(broken, ErrInvalidReason)
+	}
+	return broken
+}
+
+// sendRulesBroken lists the rules a transfer of amount from account actor to account recipient
+// breaks; recipient -1 is a name no account has.
+func (m *ledgerModel) sendRulesBroken(actor, recipient int, amount Coins) []error {
+	var broken []error
+	if !m.accts[actor].Opened() || recipient < 0 {
+		broken = append(broken, ErrUnknownAccount)
+	}
+	if recipient == actor {
+		broken = append(broken, ErrSelfTransfer)
+	}
+	if amount <= 0 {
+		broken = append(broken, ErrInvalidAmount)
+	} else {
+		if amount > MaxBalance {
+			broken = append(broken, ErrAmountOverflow)
+		}
+		if amount > m.balance[actor] {
+			broken = append(broken, ErrInsufficientFunds)
+		}
+	}
+	return broken
+}
+
+// buyRulesBroken lists the rules a purchase by account actor of an item breaks: known says
+// whether the price list has the item, at price.
+func (m *ledgerModel) buyRulesBroken(actor int, price Coins, known bool) []error {
+	var broken []error
+	if !m.accts[actor].Opened() {
+		broken = append(broken, ErrUnknownAccount)
+	}
+	if !known {
+		broken = append(broken, ErrUnknownItem)
+	} else if price > m.balance[actor] {
+		broken = append(broken, ErrInsufficientFunds)
+	}
+	return broken
+}
+
+// checkInvariants asserts the invariants: no negative balance, each account's own books
+// balance, the accounts agree with the model, transfers conserve coins and Σ balances + Σ spent
+// = Σ granted. Plain int64 sums cannot overflow here: every total stays below the number of
+// commands × MaxBalance plus the welcome grants, and a value that wrapped around would first
+// have differed from the model.
+func (m *ledgerModel) checkInvariants(t testing.TB, step int) {
+	t.Helper()
+	var balances, spent, granted, sent, received Coins
+	for i, a := range m.accts {
+		if a.Balance < 0 {
+			t.Fatalf("step %d: account %d %q has a negative balance %d", step, i, a.Username, a.Balance)
+		}
+		if a.Granted+a.Received != a.Balance+a.Sent+a.Spent {
+			t.Fatalf("step %d: account %d %q: granted %d + received %d != balance %d + sent %d + spent %d",
+				step, i, a.Username, a.Granted, a.Received, a.Balance, a.Sent, a.Spent)
+		}
+		if a.Balance != m.balance[i] {
+			t.Fatalf("step %d: account %d %q balance %d, the model says %d", step, i, a.Username, a.Balance, m.balance[i])
+		}
+		if !maps.Equal(a.Items, m.items[i]) {
+			t.Fatalf("step %d: account %d %q items %v, the model says %v", step, i, a.Username, a.Items, m.items[i])
+		}
+		balances += a.Balance
+		spent += a.Spent
+		granted += a.Granted
+		sent += a.Sent
+		received += a.Received
+	}
+	if balances+spent != granted {
+		t.Fatalf("step %d: coins not conserved: Σ balance %d + Σ spent %d != Σ granted %d", step, balances, spent, granted)
+	}
+	if granted != m.granted {
+		t.Fatalf("step %d: Σ granted %d, the model says %d", step, granted, m.granted)
+	}
+	if sent != received {
+		t.Fatalf("step %d: Σ sent %d != Σ received %d", step, sent, received)
 	}
 }

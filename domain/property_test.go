@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -19,16 +18,12 @@ import (
 // belong to. Next to the accounts it keeps a plain model of balances and items, computed from
 // the business rules alone, as an oracle.
 type ledgerSim struct {
-	t       *testing.T
-	rng     *rand.Rand
-	catalog Catalog  // what the commands are given
-	oracle  Catalog  // the business's price list, for the model
-	items   []string // catalog items plus unknown ones
-	accts   []*Account
-
-	modelBalance []Coins
-	modelItems   []map[string]int64
-	modelGranted Coins
+	t         *testing.T
+	rng       *rand.Rand
+	catalog   Catalog  // what the commands are given
+	oracle    Catalog  // the business's price list, for the model
+	itemNames []string // catalog items plus unknown ones
+	ledgerModel
 
 	stats map[string]int
 }
@@ -42,10 +37,10 @@ func newLedgerSim(t *testing.T, seed uint64, n int) *ledgerSim {
 		stats:   map[string]int{},
 	}
 	for item := range s.catalog {
-		s.items = append(s.items, item)
+		s.itemNames = append(s.itemNames, item)
 	}
-	slices.Sort(s.items) // map order must not leak into a seeded run
-	s.items = append(s.items, "yacht", "", "Cup", "pink hoody")
+	slices.Sort(s.itemNames) // map order must not leak into a seeded run
+	s.itemNames = append(s.itemNames, "yacht", "", "Cup", "pink hoody")
 
 	seen := map[uuid.UUID]bool{}
 	for i := range n {
@@ -56,18 +51,7 @@ func newLedgerSim(t *testing.T, seed uint64, n int) *ledgerSim {
 			}
 		}
 		seen[id] = true
-		events, err := OpenAccount(id, fmt.Sprintf("user-%02d", i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var a Account
-		if err := a.ApplyAll(events); err != nil {
-			t.Fatal(err)
-		}
-		s.accts = append(s.accts, &a)
-		s.modelBalance = append(s.modelBalance, WelcomeGrant)
-		s.modelItems = append(s.modelItems, map[string]int64{})
-		s.modelGranted += WelcomeGrant
+		s.open(t, id, fmt.Sprintf("user-%02d", i))
 	}
 	return s
 }
@@ -110,7 +94,7 @@ func (s *ledgerSim) step(i int) {
 	actor := r.IntN(n)
 	a := s.accts[actor]
 	before := a.Clone()
-	versions := s.versionSum()
+	versions := s.versions()
 
 	var (
 		kind   string
@@ -122,13 +106,9 @@ func (s *ledgerSim) step(i int) {
 	switch c := r.IntN(100); {
 	case c < 45:
 		kind = "buy"
-		item := s.items[r.IntN(len(s.items))]
+		item := s.itemNames[r.IntN(len(s.itemNames))]
 		price, known := s.oracle[item]
-		if !known {
-			broken = append(broken, ErrUnknownItem)
-		} else if s.modelBalance[actor] < price {
-			broken = append(broken, ErrInsufficientFunds)
-		}
+		broken = s.buyRulesBroken(actor, price, known)
 		events, err = a.Buy(item, s.catalog)
 		apply = func() {
 			want := []Event{ItemPurchased{Item: item, Price: price, Quantity: 1}}
@@ -136,8 +116,8 @@ func (s *ledgerSim) step(i int) {
 				t.Fatalf("step %d: buy %q decided %#v, want %#v", i, item, events, want)
 			}
 			s.fold(actor, events...)
-			s.modelBalance[actor] -= price
-			s.modelItems[actor][item]++
+			s.balance[actor] -= price
+			s.items[actor][item]++
 		}
 	case c < 85:
 		kind = "send"
@@ -153,23 +133,8 @@ func (s *ledgerSim) step(i int) {
 			recipient = r.IntN(n) // may be the actor too
 			to = s.accts[recipient].Ref()
 		}
-		amount := s.amount(s.modelBalance[actor])
-		if to.ID == uuid.Nil {
-			broken = append(broken, ErrUnknownAccount)
-		}
-		if recipient == actor {
-			broken = append(broken, ErrSelfTransfer)
-		}
-		if amount <= 0 {
-			broken = append(broken, ErrInvalidAmount)
-		} else {
-			if amount > MaxBalance {
-				broken = append(broken, ErrAmountOverflow)
-			}
-			if amount > s.modelBalance[actor] {
-				broken = append(broken, ErrInsufficientFunds)
-			}
-		}
+		amount := s.amount(s.balance[actor])
+		broken = s.sendRulesBroken(actor, recipient, amount)
 		tid := uuid.UUID{byte(i), byte(i >> 8), 0x7a}
 		var sent CoinsSent
 		var recv CoinsReceived
@@ -190,8 +155,8 @@ func (s *ledgerSim) step(i int) {
 			}
 			s.fold(actor, sent)
 			s.fold(recipient, recv)
-			s.modelBalance[actor] -= amount
-			s.modelBalance[recipient] += amount
+			s.balance[actor] -= amount
+			s.balance[recipient] += amount
 		}
 	default:
 		kind = "grant"
@@ -206,18 +171,11 @@ func (s *ledgerSim) step(i int) {
 		case k == 2:
 			amount = []Coins{math.MaxInt64, MaxBalance, MaxBalance + 1, math.MinInt64}[r.IntN(4)]
 		case k == 3:
-			amount = MaxBalance - s.modelBalance[actor] + Coins(r.Int64N(2)) // the cap, or one past it
+			amount = MaxBalance - s.balance[actor] + Coins(r.Int64N(2)) // the cap, or one past it
 		default:
 			amount = 1 + Coins(r.Int64N(500))
 		}
-		if amount <= 0 {
-			broken = append(broken, ErrInvalidAmount)
-		} else if amount > MaxBalance-s.modelBalance[actor] {
-			broken = append(broken, ErrAmountOverflow)
-		}
-		if strings.TrimSpace(reason) == "" || !utf8.ValidString(reason) || utf8.RuneCountInString(reason) > MaxReasonLength {
-			broken = append(broken, ErrInvalidReason)
-		}
+		broken = s.grantRulesBroken(actor, amount, reason)
 		events, err = a.Grant(amount, reason, "admin")
 		apply = func() {
 			want := []Event{CoinsGranted{Amount: amount, Reason: reason, GrantedBy: "admin"}}
@@ -225,8 +183,8 @@ func (s *ledgerSim) step(i int) {
 				t.Fatalf("step %d: grant decided %#v, want %#v", i, events, want)
 			}
 			s.fold(actor, events...)
-			s.modelBalance[actor] += amount
-			s.modelGranted += amount
+			s.balance[actor] += amount
+			s.granted += amount
 		}
 	}
 
@@ -247,71 +205,23 @@ func (s *ledgerSim) step(i int) {
 		}
 		s.stats[kind+" refused"]++
 		// Refused commands change nothing.
-		if !reflect.DeepEqual(s.accts[actor], before) || s.versionSum() != versions {
+		if !reflect.DeepEqual(s.accts[actor], before) || s.versions() != versions {
 			t.Fatalf("step %d: refused %s changed the ledger", i, kind)
 		}
 	default:
 		apply()
 		s.stats[kind+" ok"]++
-		if s.versionSum() == versions {
+		if s.versions() == versions {
 			t.Fatalf("step %d: accepted %s changed nothing", i, kind)
 		}
 	}
-	s.checkInvariants(i)
+	s.checkInvariants(t, i)
 }
 
 func (s *ledgerSim) fold(idx int, events ...Event) {
 	s.t.Helper()
 	if err := s.accts[idx].ApplyAll(events); err != nil {
 		s.t.Fatalf("folding decided events %#v into %s: %v", events, s.accts[idx].Username, err)
-	}
-}
-
-func (s *ledgerSim) versionSum() int64 {
-	var v int64
-	for _, a := range s.accts {
-		v += a.Version
-	}
-	return v
-}
-
-func (s *ledgerSim) checkInvariants(step int) {
-	t := s.t
-	t.Helper()
-	var balances, spent, granted, sent, received Coins
-	for i, a := range s.accts {
-		if a.Balance < 0 {
-			t.Fatalf("step %d: %s has a negative balance %d", step, a.Username, a.Balance)
-		}
-		if a.Granted+a.Received != a.Balance+a.Sent+a.Spent {
-			t.Fatalf("step %d: %s: granted %d + received %d != balance %d + sent %d + spent %d",
-				step, a.Username, a.Granted, a.Received, a.Balance, a.Sent, a.Spent)
-		}
-		if a.Balance != s.modelBalance[i] {
-			t.Fatalf("step %d: %s balance %d, model says %d", step, a.Username, a.Balance, s.modelBalance[i])
-		}
-		for item, q := range s.modelItems[i] {
-			if a.Items[item] != q {
-				t.Fatalf("step %d: %s has %d %s, model says %d", step, a.Username, a.Items[item], item, q)
-			}
-		}
-		if len(a.Items) != len(s.modelItems[i]) {
-			t.Fatalf("step %d: %s items %v, model says %v", step, a.Username, a.Items, s.modelItems[i])
-		}
-		balances += a.Balance
-		spent += a.Spent
-		granted += a.Granted
-		sent += a.Sent
-		received += a.Received
-	}
-	if balances+spent != granted {
-		t.Fatalf("step %d: coins not conserved: Σbalance %d + Σspent %d != Σgranted %d", step, balances, spent, granted)
-	}
-	if granted != s.modelGranted {
-		t.Fatalf("step %d: Σgranted %d, model says %d", step, granted, s.modelGranted)
-	}
-	if sent != received {
-		t.Fatalf("step %d: Σsent %d != Σreceived %d", step, sent, received)
 	}
 }
 

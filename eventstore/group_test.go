@@ -12,6 +12,43 @@ import (
 	"github.com/ledger/ledger/eventstore"
 )
 
+// appendOutcome is what one append came to.
+type appendOutcome struct {
+	res eventstore.AppendResult
+	err error
+}
+
+// appendTogether runs the appends at once while the store's group writers are held, and lets
+// the writers go only when every append is queued, so that they take them up together. It
+// returns each append's outcome by name, and the store's stats from just before the release.
+func appendTogether(t *testing.T, s *eventstore.Store, appends map[string][]eventstore.StreamAppend) (map[string]appendOutcome, eventstore.Stats) {
+	t.Helper()
+	release := eventstore.HoldGroupWriters(s)
+	got := make(map[string]appendOutcome, len(appends))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for name, a := range appends {
+		wg.Go(func() {
+			res, err := s.Append(context.Background(), a)
+			mu.Lock()
+			got[name] = appendOutcome{res, err}
+			mu.Unlock()
+		})
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for eventstore.QueuedAppends(s) < len(appends) {
+		if time.Now().After(deadline) {
+			release()
+			t.Fatalf("%d appends queued, want %d", eventstore.QueuedAppends(s), len(appends))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	before := s.Stats()
+	release()
+	wg.Wait()
+	return got, before
+}
+
 // One group transaction carries appends with different outcomes: each append keeps its own.
 // Two appends to one stream chain onto each other, a stale expectation is refused alone, and
 // an append that breaks a constraint (an event id already in the log) fails alone, without
@@ -27,11 +64,6 @@ func TestGroupCommitKeepsEachAppendsOutcome(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	type outcome struct {
-		name string
-		res  eventstore.AppendResult
-		err  error
-	}
 	appends := map[string][]eventstore.StreamAppend{
 		"any-1":    {{StreamID: "shared", Expected: eventstore.Any(), Events: []eventstore.EventData{ev("Moved", 10)}}},
 		"any-2":    {{StreamID: "shared", Expected: eventstore.Any(), Events: []eventstore.EventData{ev("Moved", 11), ev("Moved", 12)}}},
@@ -40,31 +72,7 @@ func TestGroupCommitKeepsEachAppendsOutcome(t *testing.T) {
 		"dup":      {{StreamID: "c", Expected: eventstore.NoStream(), Events: []eventstore.EventData{{ID: dupID, Type: "Opened", SchemaVersion: 1, Payload: amount{Amount: 16}}}}},
 		"new-solo": {{StreamID: "d", Expected: eventstore.NoStream(), Events: []eventstore.EventData{ev("Opened", 17)}}},
 	}
-	release := eventstore.HoldGroupWriters(s)
-	out := make(chan outcome, len(appends))
-	var wg sync.WaitGroup
-	for name, a := range appends {
-		wg.Go(func() {
-			res, err := s.Append(ctx, a)
-			out <- outcome{name, res, err}
-		})
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for eventstore.QueuedAppends(s) < len(appends) {
-		if time.Now().After(deadline) {
-			release()
-			t.Fatalf("%d appends queued, want %d", eventstore.QueuedAppends(s), len(appends))
-		}
-		time.Sleep(time.Millisecond)
-	}
-	before := s.Stats()
-	release()
-	wg.Wait()
-	close(out)
-	got := map[string]outcome{}
-	for o := range out {
-		got[o.name] = o
-	}
+	got, before := appendTogether(t, s, appends)
 	for _, name := range []string{"any-1", "any-2", "two", "new-solo"} {
 		if got[name].err != nil {
 			t.Errorf("%s: %v", name, got[name].err)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -30,31 +29,23 @@ func headWrites(t *testing.T, s *eventstore.Store) (inserts, updates int64) {
 	return inserts, updates
 }
 
-// appendAsOneGroup runs the appends concurrently and makes sure they are written as one group
-// transaction.
-func appendAsOneGroup(t *testing.T, s *eventstore.Store, appends ...[]eventstore.StreamAppend) []error {
+// appendAsOneGroup runs the appends concurrently and makes sure they are all written, in one
+// group transaction.
+func appendAsOneGroup(t *testing.T, s *eventstore.Store, appends ...[]eventstore.StreamAppend) {
 	t.Helper()
-	release := eventstore.HoldGroupWriters(s)
-	errs := make([]error, len(appends))
-	var wg sync.WaitGroup
+	named := make(map[string][]eventstore.StreamAppend, len(appends))
 	for i, a := range appends {
-		wg.Go(func() { _, errs[i] = s.Append(context.Background(), a) })
+		named[fmt.Sprintf("append %d", i+1)] = a
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for eventstore.QueuedAppends(s) < len(appends) {
-		if time.Now().After(deadline) {
-			release()
-			t.Fatalf("%d appends queued, want %d", eventstore.QueuedAppends(s), len(appends))
-		}
-		time.Sleep(time.Millisecond)
-	}
-	before := s.Stats().Groups
-	release()
-	wg.Wait()
-	if groups := s.Stats().Groups - before; groups != 1 {
+	got, before := appendTogether(t, s, named)
+	if groups := s.Stats().Groups - before.Groups; groups != 1 {
 		t.Fatalf("the appends took %d group transactions, want 1", groups)
 	}
-	return errs
+	for name, o := range got {
+		if o.err != nil {
+			t.Fatalf("%s: %v", name, o.err)
+		}
+	}
 }
 
 // An append writes exactly one row version of each stream head it moves: an insert for a new
@@ -101,18 +92,10 @@ func TestAppendWritesOneHeadRowVersionPerStream(t *testing.T) {
 			}
 		}},
 		{name: "group moving two streams three times", updates: 2, run: func(t *testing.T) {
-			for _, err := range appendAsOneGroup(t, s, one("a", eventstore.Any()), one("b", eventstore.Any()), one("a", eventstore.Any())) {
-				if err != nil {
-					t.Fatal(err)
-				}
-			}
+			appendAsOneGroup(t, s, one("a", eventstore.Any()), one("b", eventstore.Any()), one("a", eventstore.Any()))
 		}},
 		{name: "group creating a stream and moving it on", inserts: 1, run: func(t *testing.T) {
-			for _, err := range appendAsOneGroup(t, s, one("c", eventstore.Any()), one("c", eventstore.Any()), one("c", eventstore.Any())) {
-				if err != nil {
-					t.Fatal(err)
-				}
-			}
+			appendAsOneGroup(t, s, one("c", eventstore.Any()), one("c", eventstore.Any()), one("c", eventstore.Any()))
 		}},
 	}
 	for _, c := range cases {

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -202,39 +201,16 @@ func TestGroupWithADuplicateEventIsWrittenAgainAppendByAppend(t *testing.T) {
 	mu.Lock()
 	writes = nil
 	mu.Unlock()
-	release := eventstore.HoldGroupWriters(s)
-	var wg sync.WaitGroup
-	results := make(map[string]eventstore.AppendResult, len(appends))
-	errs := make(map[string]error, len(appends))
-	var resMu sync.Mutex
-	for name, a := range appends {
-		wg.Go(func() {
-			res, err := s.Append(ctx, a)
-			resMu.Lock()
-			results[name], errs[name] = res, err
-			resMu.Unlock()
-		})
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for eventstore.QueuedAppends(s) < len(appends) {
-		if time.Now().After(deadline) {
-			release()
-			t.Fatalf("%d appends queued, want %d", eventstore.QueuedAppends(s), len(appends))
-		}
-		time.Sleep(time.Millisecond)
-	}
-	before := s.Stats()
-	release()
-	wg.Wait()
+	got, before := appendTogether(t, s, appends)
 
-	if err := errs["dup"]; !errors.Is(err, eventstore.ErrDuplicateEvent) {
+	if err := got["dup"].err; !errors.Is(err, eventstore.ErrDuplicateEvent) {
 		t.Errorf("dup: %v, want ErrDuplicateEvent", err)
 	}
-	if errs["first"] != nil || results["first"].Version("first") != 1 {
-		t.Errorf("first: %+v, %v", results["first"], errs["first"])
+	if got["first"].err != nil || got["first"].res.Version("first") != 1 {
+		t.Errorf("first: %+v, %v", got["first"].res, got["first"].err)
 	}
-	if errs["second"] != nil || results["second"].Version("second") != 2 {
-		t.Errorf("second: %+v, %v", results["second"], errs["second"])
+	if got["second"].err != nil || got["second"].res.Version("second") != 2 {
+		t.Errorf("second: %+v, %v", got["second"].res, got["second"].err)
 	}
 	after := s.Stats()
 	if after.Groups-before.Groups != 1 || after.GroupedAppends-before.GroupedAppends != 3 ||

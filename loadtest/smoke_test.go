@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -26,31 +27,12 @@ func TestSmokeAgainstTheBinary(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	dir, bin, db := ledgerAndDatabase(ctx, t)
 	nats := natstest.Start(t, "")
-
-	out := filepath.Join(dir, "result.json")
-	serverLog := filepath.Join(dir, "server.log")
-	var stdout, stderr bytes.Buffer
-	err := run(ctx, []string{
-		"--profile", "smoke", "--duration", "3s", "--rate", "20", "--users", "40",
-		"--server-bin", bin, "--database-url", db.URL, "--server-log", serverLog,
-		"--lag-sample-every", "1", "--seed", "7", "--out", out, "--nats-url", nats.URL,
-	}, &stdout, &stderr)
-	t.Logf("report:\n%s", stdout.String())
-	if err != nil {
-		log, _ := os.ReadFile(serverLog)
-		t.Fatalf("run: %v\nprogress:\n%s\nserver log:\n%s", err, stderr.String(), log)
-	}
-
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var res Result
-	if err := json.Unmarshal(b, &res); err != nil {
-		t.Fatalf("result file: %v", err)
-	}
+	report := runAgainstTheBinary(ctx, t, &res,
+		"--profile", "smoke", "--duration", "3s", "--rate", "20", "--users", "40",
+		"--lag-sample-every", "1", "--seed", "7", "--nats-url", nats.URL)
+
 	if res.Profile != "smoke" || len(res.Phases) != 1 || res.Interrupted {
 		t.Fatalf("result: profile %q, %d phases, interrupted %v", res.Profile, len(res.Phases), res.Interrupted)
 	}
@@ -85,7 +67,7 @@ func TestSmokeAgainstTheBinary(t *testing.T) {
 	if inv.Accounts != 40 || inv.Granted != 40*1000 {
 		t.Errorf("invariant saw %d accounts granted %d coins, want the 40 seeded with 1000 each", inv.Accounts, inv.Granted)
 	}
-	if !strings.Contains(stdout.String(), "bank invariant: HOLDS") {
+	if !strings.Contains(report, "bank invariant: HOLDS") {
 		t.Error("the printed report does not show the invariant")
 	}
 }
@@ -100,4 +82,32 @@ func ledgerAndDatabase(ctx context.Context, t *testing.T) (dir, bin string, db *
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return dir, bin, pgtest.New(t, "loadtest")
+}
+
+// runAgainstTheBinary runs the tool with args against the ledger binary on a database of the
+// test's own (see ledgerAndDatabase). A failed run fails the test with the tool's progress and
+// the server's log; the result file of one that finished is decoded into res. It returns the
+// printed report.
+func runAgainstTheBinary(ctx context.Context, t *testing.T, res any, args ...string) (report string) {
+	t.Helper()
+	dir, bin, db := ledgerAndDatabase(ctx, t)
+	out := filepath.Join(dir, "result.json")
+	serverLog := filepath.Join(dir, "server.log")
+	var stdout, stderr bytes.Buffer
+	err := run(ctx, slices.Concat(args, []string{
+		"--server-bin", bin, "--database-url", db.URL, "--server-log", serverLog, "--out", out,
+	}), &stdout, &stderr)
+	t.Logf("report:\n%s", stdout.String())
+	if err != nil {
+		log, _ := os.ReadFile(serverLog)
+		t.Fatalf("run: %v\nprogress:\n%s\nserver log:\n%s", err, stderr.String(), log)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, res); err != nil {
+		t.Fatalf("result file: %v", err)
+	}
+	return stdout.String()
 }

@@ -225,35 +225,16 @@ func TestWrkAgainstTheBinary(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	dir, bin, db := ledgerAndDatabase(ctx, t)
-
-	out := filepath.Join(dir, "result.json")
-	serverLog := filepath.Join(dir, "server.log")
-	var stdout, stderr bytes.Buffer
-	err := run(ctx, []string{
-		"--wrk", mixScript, "--users", "40", "--conns", "4", "--warmup", "1s", "--duration", "2s",
-		"--server-bin", bin, "--database-url", db.URL, "--server-log", serverLog, "--out", out,
-	}, &stdout, &stderr)
-	t.Logf("report:\n%s", stdout.String())
-	if err != nil {
-		log, _ := os.ReadFile(serverLog)
-		t.Fatalf("run: %v\nprogress:\n%s\nserver log:\n%s", err, stderr.String(), log)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var res WrkResult
-	if err := json.Unmarshal(b, &res); err != nil {
-		t.Fatalf("result file: %v", err)
-	}
+	report := runAgainstTheBinary(ctx, t, &res,
+		"--wrk", mixScript, "--users", "40", "--conns", "4", "--warmup", "1s", "--duration", "2s")
 	if res.Requests == 0 || res.Errors != 0 || res.Statuses["200"] == 0 || res.RPS <= 0 || res.P99Ms <= 0 {
 		t.Errorf("result: %+v", res)
 	}
 	if res.MachineBusyS <= 0 || res.WrkS <= 0 || res.ServerS <= 0 || res.ServerPostgresUsPerRequest <= 0 {
 		t.Errorf("CPU not measured: %+v", res)
 	}
-	if !strings.Contains(stdout.String(), "server + PostgreSQL CPU per request") || !strings.Contains(stdout.String(), "Latency Distribution") {
+	if !strings.Contains(report, "server + PostgreSQL CPU per request") || !strings.Contains(report, "Latency Distribution") {
 		t.Errorf("the report lacks wrk's latency distribution or the CPU per request")
 	}
 }

@@ -52,10 +52,14 @@ SELECT 'account-' || md5('bench' || a)::uuid, v, gen_random_uuid(),
 FROM generate_series($1::bigint, $2::bigint) v, generate_series(1, $3::int) a
 ORDER BY v, a`
 
-// buildBacklog empties the database and writes perAccount events to each of accounts
-// (an even number) account streams, in transactions of about 100,000 events.
-func buildBacklog(b *testing.B, accounts, perAccount int) {
+// buildBacklog empties the database and writes a backlog of about catchUpEvents() events:
+// perAccount events to each of up to 10,000 account streams (an even number, so that every
+// transfer has both ends), in transactions of about 100,000 events.
+func buildBacklog(b *testing.B) (accounts, perAccount int) {
 	b.Helper()
+	total := catchUpEvents()
+	accounts = max(2, min(10_000, total/10)) &^ 1
+	perAccount = max(2, total/accounts)
 	ctx := context.Background()
 	db.Reset(b)
 	began := time.Now()
@@ -74,6 +78,7 @@ func buildBacklog(b *testing.B, accounts, perAccount int) {
 		b.Fatal(err)
 	}
 	b.Logf("backlog of %d events over %d accounts written in %v", accounts*perAccount, accounts, time.Since(began).Round(time.Millisecond))
+	return accounts, perAccount
 }
 
 // resetReadModels empties every read model and checkpoint, keeping the log.
@@ -91,10 +96,7 @@ func resetReadModels(b *testing.B) {
 // LEDGER_BENCH_CATCHUP_EACH set, each one alone. It reports events/s per projection, from the
 // runner's start until the projection's checkpoint reaches the last event.
 func BenchmarkCatchUp(b *testing.B) {
-	total := catchUpEvents()
-	accounts := max(2, min(10_000, total/10)) &^ 1
-	perAccount := max(2, total/accounts)
-	buildBacklog(b, accounts, perAccount)
+	accounts, perAccount := buildBacklog(b)
 	ctx := context.Background()
 	var lastTx uint64
 	var lastPos int64
@@ -212,10 +214,7 @@ func checkCaughtUp(b *testing.B, groups []string, accounts, perAccount int) {
 // events (default 1,000,000) over up to 10,000 accounts: the in-memory fold of the log and the
 // COPY of the read model (events/s), and the whole rebuild through the switch.
 func BenchmarkRebuild(b *testing.B) {
-	total := catchUpEvents()
-	accounts := max(2, min(10_000, total/10)) &^ 1
-	perAccount := max(2, total/accounts)
-	buildBacklog(b, accounts, perAccount)
+	buildBacklog(b)
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var built, whole time.Duration

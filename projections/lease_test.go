@@ -44,28 +44,29 @@ func waitFor(t *testing.T, what string, cond func() bool) time.Duration {
 
 var groups = []string{"balance_v1", "inventory_v1", "history_v2"}
 
+// inEveryGroup is a condition for waitFor: holds is true of r's counters of every projection.
+func inEveryGroup(r *projections.Runner, holds func(projections.Counters) bool) func() bool {
+	return func() bool {
+		for _, g := range groups {
+			if !holds(r.Counters(g)) {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func running(c projections.Counters) bool    { return c.Running }
+func standingBy(c projections.Counters) bool { return c.Standby }
+
 // Two processes share the database: each projection runs in exactly one of them; the other
 // stands by and takes over when the first stops or loses its session.
 func TestOneProcessRunsEachProjectionAndAnotherTakesOver(t *testing.T) {
 	w := newWorld(t)
 	a, stopA := w.startRunner(projections.Config{})
-	waitFor(t, "a runs every projection", func() bool {
-		for _, g := range groups {
-			if !a.Counters(g).Running {
-				return false
-			}
-		}
-		return true
-	})
+	waitFor(t, "a runs every projection", inEveryGroup(a, running))
 	b, _ := w.startRunner(projections.Config{})
-	waitFor(t, "b stands by", func() bool {
-		for _, g := range groups {
-			if !b.Counters(g).Standby {
-				return false
-			}
-		}
-		return true
-	})
+	waitFor(t, "b stands by", inEveryGroup(b, standingBy))
 	if !b.Running() {
 		t.Error("a standby process reports the projectors as not running")
 	}
@@ -78,14 +79,7 @@ func TestOneProcessRunsEachProjectionAndAnotherTakesOver(t *testing.T) {
 	}
 
 	stopA()
-	took := waitFor(t, "b takes over", func() bool {
-		for _, g := range groups {
-			if !b.Counters(g).Running {
-				return false
-			}
-		}
-		return true
-	})
+	took := waitFor(t, "b takes over", inEveryGroup(b, running))
 	t.Logf("took over in %v", took)
 	w.traffic(30)
 	w.waitCaughtUp()

@@ -184,25 +184,33 @@ func (w *world) waitCaughtUp(groups ...string) {
 	}
 }
 
+// foldAccount folds the account's whole stream from the log: what every read model of it
+// has to agree with.
+func (w *world) foldAccount(id uuid.UUID) *domain.Account {
+	w.t.Helper()
+	evs, err := w.store.Load(context.Background(), domain.StreamID(id), 0)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	acc := &domain.Account{}
+	for _, e := range evs {
+		ev, err := e.Decode()
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		if err := acc.Apply(ev); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	return acc
+}
+
 // checkReadModels compares every read model with the fold of the event log.
 func (w *world) checkReadModels() {
 	w.t.Helper()
 	ctx := context.Background()
 	for name, id := range w.users {
-		evs, err := w.store.Load(ctx, domain.StreamID(id), 0)
-		if err != nil {
-			w.t.Fatal(err)
-		}
-		acc := &domain.Account{}
-		for _, e := range evs {
-			ev, err := e.Decode()
-			if err != nil {
-				w.t.Fatal(err)
-			}
-			if err := acc.Apply(ev); err != nil {
-				w.t.Fatal(err)
-			}
-		}
+		acc := w.foldAccount(id)
 		var coins int64
 		if err := db.Pool.QueryRow(ctx, `SELECT coins FROM balance_v1 WHERE account_id = $1`, id).Scan(&coins); err != nil {
 			w.t.Fatalf("%s balance: %v", name, err)

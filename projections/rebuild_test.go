@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ledger/ledger/domain"
 	"github.com/ledger/ledger/projections"
 )
 
@@ -46,20 +45,7 @@ func (w *world) checkBalanceV2() {
 	w.t.Helper()
 	ctx := context.Background()
 	for name, id := range w.users {
-		evs, err := w.store.Load(ctx, domain.StreamID(id), 0)
-		if err != nil {
-			w.t.Fatal(err)
-		}
-		acc := &domain.Account{}
-		for _, e := range evs {
-			ev, err := e.Decode()
-			if err != nil {
-				w.t.Fatal(err)
-			}
-			if err := acc.Apply(ev); err != nil {
-				w.t.Fatal(err)
-			}
-		}
+		acc := w.foldAccount(id)
 		var coins, received, sent, spent int64
 		if err := db.Pool.QueryRow(ctx, `SELECT coins, received, sent, spent FROM balance_v2 WHERE account_id = $1`, id).
 			Scan(&coins, &received, &sent, &spent); err != nil {

@@ -22,13 +22,9 @@ func TestFaultDatabaseRestart(t *testing.T) {
 		t.Fatalf("migrate: %v\n%s", err, out)
 	}
 	p := startLedger(t, ledgerEnv(pg.URL("ledger"), t.TempDir()))
-	c := newBankClient(drillUsers("outage", 6))
-	c.setBases(p.base())
-	c.login(t, c.users...)
-	ensureAdmin(t, pg.URL("ledger"))
-	c.login(t, "admin")
-	stop := make(chan struct{})
-	wg := c.run(stop)
+	c := newDrillClient(t, "outage", 6, p.base())
+	c.loginAdmin(t, pg.URL("ledger"))
+	stop := c.run()
 	for round := range max(1, faultRounds()/2) {
 		time.Sleep(faultTraffic())
 		pg.Stop()
@@ -63,8 +59,7 @@ func TestFaultDatabaseRestart(t *testing.T) {
 		t.Logf("round %d: ready again %v after the database came back", round+1, took)
 	}
 	time.Sleep(faultTraffic())
-	close(stop)
-	wg.Wait()
+	stop()
 	waitCaughtUp(t, p.base(), c.toks["admin"])
 	c.checkAcknowledged(t, pg.URL("ledger"))
 	bankInvariants(t, pg.URL("ledger"))

@@ -118,15 +118,39 @@ func (c *bankClient) login(t *testing.T, names ...string) {
 	}
 }
 
-// run sends commands from every employee until stop: purchases of cheap items and transfers
-// of 1..5 coins to another employee.
-func (c *bankClient) run(stop <-chan struct{}) *sync.WaitGroup {
+// loginAdmin makes sure databaseURL has the admin, and logs it in.
+func (c *bankClient) loginAdmin(t *testing.T, databaseURL string) {
+	t.Helper()
+	ensureAdmin(t, databaseURL)
+	c.login(t, "admin")
+}
+
+// record counts one command u sent, by how it ended.
+func (c *bankClient) record(u, op string, code int, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.attempted[u][op]++
+	switch {
+	case err == nil && code == http.StatusOK:
+		c.acked[u][op]++
+	case err == nil && code == http.StatusBadRequest:
+		c.refused[u][op]++ // not enough coin: decided, nothing written
+	default:
+		c.other[u][op]++ // the process died under it, or was down: unknown outcome
+	}
+}
+
+// run sends commands from every employee until the returned stop, which waits for the
+// commands in flight: purchases of cheap items and transfers of 1..5 coins to another
+// employee.
+func (c *bankClient) run() (stop func()) {
+	stopping := make(chan struct{})
 	var wg sync.WaitGroup
 	for _, u := range c.users {
 		wg.Go(func() {
 			for {
 				select {
-				case <-stop:
+				case <-stopping:
 					return
 				default:
 				}
@@ -141,24 +165,14 @@ func (c *bankClient) run(stop <-chan struct{}) *sync.WaitGroup {
 					body = map[string]any{"toUser": to, "amount": 1 + rand.IntN(5)}
 				}
 				code, _, err := c.request(method, path, c.toks[u], body)
-				c.mu.Lock()
-				c.attempted[u][op]++
-				switch {
-				case err == nil && code == http.StatusOK:
-					c.acked[u][op]++
-				case err == nil && code == http.StatusBadRequest:
-					c.refused[u][op]++ // not enough coin: decided, nothing written
-				default:
-					c.other[u][op]++ // the process died under it, or was down: unknown outcome
-				}
-				c.mu.Unlock()
+				c.record(u, op, code, err)
 				if err != nil {
 					time.Sleep(20 * time.Millisecond)
 				}
 			}
 		})
 	}
-	return &wg
+	return func() { close(stopping); wg.Wait() }
 }
 
 // checkAcknowledged checks that every acknowledged command is in the log and that nothing is
@@ -202,6 +216,30 @@ func drillUsers(prefix string, n int) []string {
 	return users
 }
 
+// newDrillClient is a bank client for n new employees named after prefix, logged in through
+// bases.
+func newDrillClient(t *testing.T, prefix string, n int, bases ...string) *bankClient {
+	t.Helper()
+	c := newBankClient(drillUsers(prefix, n))
+	c.setBases(bases...)
+	c.login(t, c.users...)
+	return c
+}
+
+// killRounds kills p faultRounds() times, each after traffic for pause(round), and starts a
+// new process on env in its place for c to talk to; it returns the last one.
+func killRounds(t *testing.T, c *bankClient, p *ledgerProc, env []string, pause func(round int) time.Duration) *ledgerProc {
+	t.Helper()
+	for round := range faultRounds() {
+		time.Sleep(pause(round))
+		p.kill()
+		t.Logf("round %d: killed pid %d", round+1, p.pid())
+		p = startLedger(t, env)
+		c.setBases(p.base())
+	}
+	return p
+}
+
 // kill -9 of the server, again and again, during a concurrent bank workload: afterwards every
 // acknowledged command is in the log, no transfer is half written, no balance is negative, coins
 // are conserved, and the read models equal the fold of the log.
@@ -211,23 +249,12 @@ func TestFaultKillDuringTraffic(t *testing.T) {
 	}
 	env := ledgerEnv(db.URL, t.TempDir())
 	p := startLedger(t, env)
-	c := newBankClient(drillUsers("crash", 8))
-	c.setBases(p.base())
-	c.login(t, c.users...)
-	ensureAdmin(t, db.URL)
-	c.login(t, "admin")
-	stop := make(chan struct{})
-	wg := c.run(stop)
-	for round := range faultRounds() {
-		time.Sleep(faultTraffic()/2 + rand.N(faultTraffic()))
-		p.kill()
-		t.Logf("round %d: killed pid %d", round+1, p.pid())
-		p = startLedger(t, env)
-		c.setBases(p.base())
-	}
+	c := newDrillClient(t, "crash", 8, p.base())
+	c.loginAdmin(t, db.URL)
+	stop := c.run()
+	p = killRounds(t, c, p, env, func(int) time.Duration { return faultTraffic()/2 + rand.N(faultTraffic()) })
 	time.Sleep(faultTraffic())
-	close(stop)
-	wg.Wait()
+	stop()
 	waitCaughtUp(t, p.base(), c.toks["admin"])
 	c.checkAcknowledged(t, db.URL)
 	bankInvariants(t, db.URL)
@@ -272,13 +299,9 @@ func TestFaultReplicaTakeover(t *testing.T) {
 	}
 	env := ledgerEnv(db.URL, t.TempDir())
 	procs := []*ledgerProc{startLedger(t, env), startLedger(t, env), startLedger(t, env)}
-	c := newBankClient(drillUsers("replica", 6))
-	c.setBases(procs[0].base(), procs[1].base(), procs[2].base())
-	c.login(t, c.users...)
-	ensureAdmin(t, db.URL)
-	c.login(t, "admin")
-	stop := make(chan struct{})
-	wg := c.run(stop)
+	c := newDrillClient(t, "replica", 6, procs[0].base(), procs[1].base(), procs[2].base())
+	c.loginAdmin(t, db.URL)
+	stop := c.run()
 	time.Sleep(faultTraffic())
 
 	var holder *ledgerProc
@@ -322,15 +345,7 @@ func TestFaultReplicaTakeover(t *testing.T) {
 		u := c.users[0]
 		began := time.Now()
 		code, _, err := c.request(http.MethodGet, "/api/buy/pen", c.toks[u], nil)
-		c.mu.Lock()
-		c.attempted[u]["buy"]++
-		switch {
-		case err == nil && code == http.StatusOK:
-			c.acked[u]["buy"]++
-		case err == nil && code == http.StatusBadRequest:
-			c.refused[u]["buy"]++
-		}
-		c.mu.Unlock()
+		c.record(u, "buy", code, err)
 		if err != nil || code != http.StatusOK {
 			continue
 		}
@@ -338,8 +353,7 @@ func TestFaultReplicaTakeover(t *testing.T) {
 	}
 	t.Logf("after the takeover (%v after the kill), lag of 20 purchases: %v", time.Since(killed).Round(time.Millisecond), lags)
 	time.Sleep(faultTraffic())
-	close(stop)
-	wg.Wait()
+	stop()
 	admin := c.toks["admin"]
 	waitCaughtUp(t, rest[0], admin)
 	c.checkAcknowledged(t, db.URL)

@@ -387,21 +387,11 @@ func TestFaultRelayKill(t *testing.T) {
 	}
 	own, ns, env := relayLedger(t)
 	p := startLedger(t, env)
-	c := newBankClient(drillUsers("relaykill", 8))
-	c.setBases(p.base())
-	c.login(t, c.users...)
-	stop := make(chan struct{})
-	wg := c.run(stop)
-	for round := range faultRounds() {
-		time.Sleep(faultTraffic()/2 + time.Duration(round)*faultTraffic()/10)
-		p.kill()
-		t.Logf("round %d: killed pid %d", round+1, p.pid())
-		p = startLedger(t, env)
-		c.setBases(p.base())
-	}
+	c := newDrillClient(t, "relaykill", 8, p.base())
+	stop := c.run()
+	killRounds(t, c, p, env, func(round int) time.Duration { return faultTraffic()/2 + time.Duration(round)*faultTraffic()/10 })
 	time.Sleep(faultTraffic())
-	close(stop)
-	wg.Wait()
+	stop()
 	relaytest.WaitPublished(t, own.Pool)
 	n := relaytest.CheckStream(t, ns.Connect(), own.Pool)
 	t.Logf("%d events, each once and in order, through %d kills", n, faultRounds())
@@ -416,13 +406,9 @@ func TestFaultRelayNATSRestart(t *testing.T) {
 	}
 	own, ns, env := relayLedger(t)
 	p := startLedger(t, env)
-	c := newBankClient(drillUsers("natsdown", 6))
-	c.setBases(p.base())
-	c.login(t, c.users...)
-	ensureAdmin(t, own.URL)
-	c.login(t, "admin")
-	stop := make(chan struct{})
-	wg := c.run(stop)
+	c := newDrillClient(t, "natsdown", 6, p.base())
+	c.loginAdmin(t, own.URL)
+	stop := c.run()
 	time.Sleep(faultTraffic())
 	ns.Stop()
 	stopped := time.Now()
@@ -449,8 +435,7 @@ func TestFaultRelayNATSRestart(t *testing.T) {
 		row.Name, row.Checkpoint, row.EventsBehind, row.LagMs, row.LastError)
 	ns.Start()
 	time.Sleep(faultTraffic())
-	close(stop)
-	wg.Wait()
+	stop()
 	c.mu.Lock()
 	for u, ops := range c.other {
 		for op, n := range ops {
@@ -484,9 +469,7 @@ func TestFaultRelayReplicas(t *testing.T) {
 	}
 	own, ns, env := relayLedger(t)
 	procs := []*ledgerProc{startLedger(t, env), startLedger(t, env)}
-	c := newBankClient(drillUsers("relayreplica", 6))
-	c.setBases(procs[0].base(), procs[1].base())
-	c.login(t, c.users...)
+	c := newDrillClient(t, "relayreplica", 6, procs[0].base(), procs[1].base())
 	// The marker buys nothing until the kill, so its first purchase on the stream is the one
 	// after it. The reader starts at the stream's first message: it cannot miss it.
 	marker := uniq("relaymarker")
@@ -515,8 +498,7 @@ func TestFaultRelayReplicas(t *testing.T) {
 			readErr <- err
 		}
 	}()
-	stop := make(chan struct{})
-	wg := c.run(stop)
+	stop := c.run()
 	time.Sleep(faultTraffic())
 	var holder, other *ledgerProc
 	waitUntil(t, "one replica runs the relay", func() bool {
@@ -562,8 +544,7 @@ func TestFaultRelayReplicas(t *testing.T) {
 		t.Errorf("an event sent after the kill was readable from JetStream %v after it, want within %v", published, takeoverBound)
 	}
 	time.Sleep(faultTraffic())
-	close(stop)
-	wg.Wait()
+	stop()
 	relaytest.WaitPublished(t, own.Pool)
 	n := relaytest.CheckStream(t, nc, own.Pool)
 	t.Logf("%d events, each once and in order", n)

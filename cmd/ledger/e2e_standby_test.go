@@ -99,13 +99,11 @@ type rywLoad struct {
 
 func newRYWLoad(t *testing.T, s *standbySetup, users int) *rywLoad {
 	t.Helper()
-	l := &rywLoad{bankClient: newBankClient(drillUsers("ryw", users)), received: map[string]*atomic.Int64{},
+	l := &rywLoad{bankClient: newDrillClient(t, "ryw", users, s.bases()...), received: map[string]*atomic.Int64{},
 		bought: map[string]*atomic.Int64{}, sent: map[string]*atomic.Int64{}}
 	for _, u := range l.users {
 		l.received[u], l.bought[u], l.sent[u] = new(atomic.Int64), new(atomic.Int64), new(atomic.Int64)
 	}
-	l.setBases(s.bases()...)
-	l.login(t, l.users...)
 	return l
 }
 
@@ -114,14 +112,16 @@ func (l *rywLoad) problem(format string, args ...any) {
 	l.firstProblem.CompareAndSwap(nil, &msg)
 }
 
-// run sends commands from every employee and reads with readers goroutines until stop.
-func (l *rywLoad) run(stop <-chan struct{}, readers int) *sync.WaitGroup {
+// run sends commands from every employee and reads with readers goroutines until the
+// returned stop, which waits for the requests in flight.
+func (l *rywLoad) run(readers int) (stop func()) {
+	stopping := make(chan struct{})
 	var wg sync.WaitGroup
 	for _, u := range l.users {
 		wg.Go(func() {
 			for {
 				select {
-				case <-stop:
+				case <-stopping:
 					return
 				default:
 				}
@@ -133,17 +133,7 @@ func (l *rywLoad) run(stop <-chan struct{}, readers int) *sync.WaitGroup {
 					body = map[string]any{"toUser": to, "amount": 1}
 				}
 				code, _, err := l.request(method, path, l.toks[u], body)
-				l.mu.Lock()
-				l.attempted[u][op]++
-				switch {
-				case err == nil && code == http.StatusOK:
-					l.acked[u][op]++
-				case err == nil && code == http.StatusBadRequest:
-					l.refused[u][op]++
-				default:
-					l.other[u][op]++
-				}
-				l.mu.Unlock()
+				l.record(u, op, code, err)
 				if err == nil && code == http.StatusOK {
 					if op == "buy" {
 						l.bought[u].Add(1)
@@ -159,7 +149,7 @@ func (l *rywLoad) run(stop <-chan struct{}, readers int) *sync.WaitGroup {
 		wg.Go(func() {
 			for {
 				select {
-				case <-stop:
+				case <-stopping:
 					return
 				default:
 				}
@@ -167,7 +157,7 @@ func (l *rywLoad) run(stop <-chan struct{}, readers int) *sync.WaitGroup {
 			}
 		})
 	}
-	return &wg
+	return func() { close(stopping); wg.Wait() }
 }
 
 // readOnce reads u's info on any process and checks it against what was acknowledged before.
@@ -217,11 +207,9 @@ func (l *rywLoad) check(t *testing.T, s *standbySetup) {
 func TestStandbyReadYourWrites(t *testing.T) {
 	s := startStandbySetup(t, 2)
 	l := newRYWLoad(t, s, 8)
-	stop := make(chan struct{})
-	wg := l.run(stop, 8)
+	stop := l.run(8)
 	time.Sleep(3 * faultTraffic())
-	close(stop)
-	wg.Wait()
+	stop()
 	l.check(t, s)
 
 	// The audit reads are read queries too: an auditor sees a purchase at once, on any process.
@@ -256,11 +244,9 @@ func TestStandbySlowedReadsGoToThePrimary(t *testing.T) {
 	s := startStandbySetup(t, 1)
 	s.standby.Set("recovery_min_apply_delay", "300ms")
 	l := newRYWLoad(t, s, 6)
-	stop := make(chan struct{})
-	wg := l.run(stop, 4)
+	stop := l.run(4)
 	time.Sleep(2 * faultTraffic())
-	close(stop)
-	wg.Wait()
+	stop()
 	l.check(t, s)
 	onStandby, onPrimary, by := s.reads(t)
 	t.Logf("routed reads: %v on the standby, %v on the primary: %v", onStandby, onPrimary, by)
@@ -280,8 +266,7 @@ func TestStandbySlowedReadsGoToThePrimary(t *testing.T) {
 func TestStandbyStoppedUnderLoad(t *testing.T) {
 	s := startStandbySetup(t, 2)
 	l := newRYWLoad(t, s, 6)
-	stop := make(chan struct{})
-	wg := l.run(stop, 6)
+	stop := l.run(6)
 	time.Sleep(faultTraffic())
 	s.standby.Stop()
 	time.Sleep(faultTraffic())
@@ -292,8 +277,7 @@ func TestStandbyStoppedUnderLoad(t *testing.T) {
 		return n > stoppedStandby+20
 	})
 	time.Sleep(faultTraffic())
-	close(stop)
-	wg.Wait()
+	stop()
 	l.check(t, s)
 	_, _, by := s.reads(t)
 	t.Logf("routed reads while stopped: %v; at the end: %v", stoppedBy, by)
@@ -306,11 +290,9 @@ func TestStandbyStoppedUnderLoad(t *testing.T) {
 func TestStandbyServesMostReads(t *testing.T) {
 	s := startStandbySetup(t, 1, "APP_LOG_LEVEL=info")
 	l := newRYWLoad(t, s, 4)
-	stop := make(chan struct{})
-	wg := l.run(stop, 4)
+	stop := l.run(4)
 	time.Sleep(2 * faultTraffic())
-	close(stop)
-	wg.Wait()
+	stop()
 	l.check(t, s)
 	onStandby, onPrimary, by := s.reads(t)
 	fraction := onStandby / (onStandby + onPrimary)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,37 +40,34 @@ func quietLog() *slog.Logger {
 // to be built later (tests of lag and catch-up).
 func start(t *testing.T, runProjectors bool, cfg app.Config) *ledger {
 	t.Helper()
-	db.Reset(t)
-	wake := notify.NewSignal()
-	store := eventstore.New(db.Pool, eventstore.WithAfterCommit(func(eventstore.AppendResult) { wake.Notify() }))
-	l := &ledger{store: store, app: app.New(store, wake, cfg), wake: wake, stop: func() {}}
-	l.runner = projections.NewRunner(db.Pool, wake, quietLog(), projections.Config{}, projections.All()...)
-	if runProjectors {
-		l.startProjectors(t)
-	}
-	t.Cleanup(func() { l.stop() })
-	return l
+	return newLedgerTB(t, true, runProjectors, cfg)
 }
 
-func (l *ledger) startProjectors(t *testing.T) {
+// startProjectors runs the projectors until l.stop, which the ledger's cleanup calls too, and
+// waits until they have started.
+func (l *ledger) startProjectors(tb testing.TB) {
+	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		_ = l.runner.Run(ctx)
 	}()
+	var once sync.Once
 	l.stop = func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("projectors did not stop within 30s")
-		}
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				tb.Error("projectors did not stop within 30s")
+			}
+		})
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for !l.runner.Running() {
 		if time.Now().After(deadline) {
-			t.Fatal("projectors did not start")
+			tb.Fatal("projectors did not start")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -19,8 +19,9 @@ import (
 	"github.com/ledger/ledger/projections"
 )
 
-// newLedgerTB is start for benchmarks and other testing.TB users. With reset false the
-// database is kept as it is (a benchmark re-run over accounts it created before).
+// newLedgerTB starts a ledger for benchmarks and other testing.TB users; start is the same for a
+// test with a fresh database. With reset false the database is kept as it is (a benchmark
+// re-run over accounts it created before).
 func newLedgerTB(tb testing.TB, reset, runProjectors bool, cfg app.Config) *ledger {
 	tb.Helper()
 	if reset {
@@ -31,39 +32,10 @@ func newLedgerTB(tb testing.TB, reset, runProjectors bool, cfg app.Config) *ledg
 	l := &ledger{store: store, app: app.New(store, wake, cfg), wake: wake, stop: func() {}}
 	l.runner = projections.NewRunner(db.Pool, wake, quietLog(), projections.Config{}, projections.All()...)
 	if runProjectors {
-		runProjectorsTB(tb, l)
+		l.startProjectors(tb)
 	}
 	tb.Cleanup(func() { l.stop() })
 	return l
-}
-
-// runProjectorsTB is ledger.startProjectors for any testing.TB.
-func runProjectorsTB(tb testing.TB, l *ledger) {
-	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = l.runner.Run(ctx)
-	}()
-	var once sync.Once
-	l.stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case <-done:
-			case <-time.After(30 * time.Second):
-				tb.Error("projectors did not stop within 30s")
-			}
-		})
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !l.runner.Running() {
-		if time.Now().After(deadline) {
-			tb.Fatal("projectors did not start")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // projectionGroups are the consumer groups of every read model Info serves from.

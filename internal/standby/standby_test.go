@@ -69,6 +69,22 @@ func readMark(t *testing.T, pool *pgxpool.Pool, r *standby.Router, n int) (targe
 	return target
 }
 
+// waitReadsReturn reads marks until one is routed to the standby again; what says what became
+// of the standby (resumed, restarted), for the failure message.
+func waitReadsReturn(t *testing.T, pool *pgxpool.Pool, r *standby.Router, what string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for n := 100; ; n++ {
+		if readMark(t, pool, r, n) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reads never returned to the %s standby: %v", what, r.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func reads(r *standby.Router) (standbys, primary uint64, by map[string]uint64) {
 	by = map[string]uint64{}
 	s := r.Stats()
@@ -115,16 +131,7 @@ func TestRouteAroundPausedStandby(t *testing.T) {
 		t.Errorf("paused standby not skipped: %+v", s)
 	}
 	replica.Exec("SELECT pg_wal_replay_resume()")
-	deadline := time.Now().Add(time.Minute)
-	for n := 100; ; n++ {
-		if readMark(t, pool, r, n) > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("reads never returned to the resumed standby: %v", r.Stats())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitReadsReturn(t, pool, r, "resumed")
 }
 
 // A stopped standby turns no read into an error; once started again, reads return to it.
@@ -141,16 +148,7 @@ func TestRouteAroundStoppedStandby(t *testing.T) {
 		t.Errorf("stopped standby: %+v", s)
 	}
 	replica.Start()
-	deadline := time.Now().Add(time.Minute)
-	for n := 100; ; n++ {
-		if readMark(t, pool, r, n) > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("reads never returned to the restarted standby: %v", r.Stats())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitReadsReturn(t, pool, r, "restarted")
 	_, _, by := reads(r)
 	t.Logf("reads: %v", by)
 }
