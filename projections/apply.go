@@ -1,14 +1,15 @@
 package projections
 
 import (
+	"bytes"
 	"context"
+	"encoding/gob"
 	"encoding/json"
 	"errors"
 	"fmt"
 
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
-	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -39,7 +40,7 @@ func (h *handler) handle(msg *message.Message) error {
 		return err
 	}
 	var recorded []eventstore.RecordedEvent
-	if err := jsonv2.Unmarshal(msg.Payload, &recorded); err != nil {
+	if err := gob.NewDecoder(bytes.NewReader(msg.Payload)).Decode(&recorded); err != nil {
 		return fmt.Errorf("projections: message %s: %w", msg.UUID, err)
 	}
 	batch := make([]decoded, len(recorded))

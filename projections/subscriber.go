@@ -1,7 +1,9 @@
 package projections
 
 import (
+	"bytes"
 	stdsql "database/sql"
+	"encoding/gob"
 	"errors"
 	"fmt"
 	"strconv"
@@ -12,7 +14,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/go-json-experiment/json"
 
 	"github.com/ledger/ledger/eventstore"
 	"github.com/ledger/ledger/internal/notify"
@@ -65,10 +66,14 @@ func (s *eventsSchema) UnmarshalMessage(p wsql.UnmarshalMessageParams) (wsql.Row
 	if len(page) == 0 {
 		return wsql.Row{}, stdsql.ErrNoRows
 	}
-	payload, err := json.Marshal(page)
-	if err != nil {
+	// The payload is the page in gob: the message never leaves this process, and gob copies
+	// the events' JSON documents as bytes where JSON would check and escape them again
+	// (a projection alone catches up faster in most runs: ADR 8).
+	var buf bytes.Buffer
+	if err := gob.NewEncoder(&buf).Encode(page); err != nil {
 		return wsql.Row{}, fmt.Errorf("projections: encode a batch: %w", err)
 	}
+	payload := buf.Bytes()
 	first, last := page[0], page[len(page)-1]
 	// The message is named after its first event, which no other message starts with.
 	msg := message.NewMessage(first.ID.String(), payload)
