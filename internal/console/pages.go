@@ -445,9 +445,15 @@ func (c *Console) logRows(ctx context.Context, events []eventstore.RecordedEvent
 // items' streams is, in one lookup ("" for an account without one); a stream of no account has
 // no entry.
 func streamOwners[T any](ctx context.Context, l Ledger, items []T, stream func(T) string) (map[string]string, error) {
+	accounts := make(map[string]uuid.UUID)
 	ids := make([]uuid.UUID, 0, len(items))
 	for _, it := range items {
-		if id, ok := domain.AccountOf(stream(it)); ok {
+		s := stream(it)
+		if _, seen := accounts[s]; seen {
+			continue
+		}
+		if id, ok := domain.AccountOf(s); ok {
+			accounts[s] = id
 			ids = append(ids, id)
 		}
 	}
@@ -455,11 +461,9 @@ func streamOwners[T any](ctx context.Context, l Ledger, items []T, stream func(T
 	if err != nil {
 		return nil, err
 	}
-	owners := make(map[string]string, len(names))
-	for _, it := range items {
-		if id, ok := domain.AccountOf(stream(it)); ok {
-			owners[stream(it)] = names[id]
-		}
+	owners := make(map[string]string, len(accounts))
+	for s, id := range accounts {
+		owners[s] = names[id]
 	}
 	return owners, nil
 }
