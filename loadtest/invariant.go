@@ -88,20 +88,12 @@ func servingReadModels(ctx context.Context, pool *pgxpool.Pool) (readModels, err
 	if err != nil {
 		return readModels{}, err
 	}
-	var rm readModels
-	for _, name := range []string{"balance", "inventory", "history"} {
-		p, err := versions.Serving(name)
-		if err != nil {
-			return readModels{}, err
-		}
-		rm.groups = append(rm.groups, p.Group())
-		switch name {
-		case "balance":
-			rm.balance = pgx.Identifier{p.Table()}.Sanitize()
-		case "inventory":
-			rm.inventory = pgx.Identifier{p.Table()}.Sanitize()
-		}
+	b, i, h, err := versions.Served()
+	if err != nil {
+		return readModels{}, err
 	}
+	rm := readModels{groups: []string{b.Group(), i.Group(), h.Group()},
+		balance: pgx.Identifier{b.Table()}.Sanitize(), inventory: pgx.Identifier{i.Table()}.Sanitize()}
 	return rm, nil
 }
 

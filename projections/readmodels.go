@@ -63,15 +63,7 @@ var historyReads = map[int]string{
 // inventory's applied version, items and quantities, and the history's applied version and
 // parallel arrays sent, counterparts and amounts (NULL when empty).
 func (a Active) InfoSQL() (string, error) {
-	var args []any
-	for _, n := range []string{"balance", "inventory"} {
-		p, err := a.Serving(n)
-		if err != nil {
-			return "", err
-		}
-		args = append(args, p.Table(), p.Group())
-	}
-	h, err := a.Serving("history")
+	b, i, h, err := a.Served()
 	if err != nil {
 		return "", err
 	}
@@ -79,7 +71,7 @@ func (a Active) InfoSQL() (string, error) {
 	if !ok {
 		return "", fmt.Errorf("projections: no read of %s", h.Group())
 	}
-	return fmt.Sprintf(infoSQL, append(args, h.Group(), read)...), nil
+	return fmt.Sprintf(infoSQL, b.Table(), b.Group(), i.Table(), i.Group(), h.Group(), read), nil
 }
 
 // accountsSQL pages through the employees whose names start with $1 (a LIKE pattern), in byte

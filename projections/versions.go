@@ -43,3 +43,15 @@ func (a Active) Serving(name string) (Projection, error) {
 	}
 	return p, nil
 }
+
+// Served returns the versions of balance, inventory and history that serve reads.
+func (a Active) Served() (balance, inventory, history Projection, err error) {
+	if balance, err = a.Serving("balance"); err != nil {
+		return
+	}
+	if inventory, err = a.Serving("inventory"); err != nil {
+		return
+	}
+	history, err = a.Serving("history")
+	return
+}

@@ -106,11 +106,11 @@ func readSnapshot(ctx context.Context, pool *pgxpool.Pool) (_ *snapshotOf, err e
 		names  modelNames
 		served [len(modelNames{})]projections.Projection
 	)
-	for kind, name := range [...]string{balance: "balance", inventory: "inventory", history: "history"} {
-		if served[kind], err = versions.Serving(name); err != nil {
-			return nil, err
-		}
-		names[kind] = served[kind].Group()
+	if served[balance], served[inventory], served[history], err = versions.Served(); err != nil {
+		return nil, err
+	}
+	for kind, p := range served {
+		names[kind] = p.Group()
 	}
 	groupIndex := make(map[string]int, len(names))
 	for g, name := range names {
