@@ -3,6 +3,7 @@ package eventstore
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -144,11 +145,16 @@ func ReadLog(ctx context.Context, q Querier, after Checkpoint, limit int) ([]Rec
 }
 
 // LogRange is the part of the log a walk reads: the events after After, up to and including
-// Until (zero: up to the end of what is readable), at most Max of them (0: no bound).
+// Until, at most Max of them (0: no bound). Until is EndOfLog to read as far as is readable; the
+// zero Until is the start of the log, which is where an empty log's head (LogHead) stands, so
+// a range up to an empty log's head holds nothing.
 type LogRange struct {
 	After, Until Checkpoint
 	Max          int64
 }
+
+// EndOfLog is the checkpoint after every event the log will ever hold.
+var EndOfLog = Checkpoint{TransactionID: math.MaxUint64, Position: math.MaxInt64}
 
 // WalkLog reads r through q, page after page of at most pageSize events, and calls fn with
 // each page in log order; it reads the next page while fn handles one, so fn must not use q.
@@ -185,7 +191,7 @@ func WalkLog(ctx context.Context, q Querier, r LogRange, pageSize int, fn func(p
 // readAhead sends WalkLog's pages: none of them empty, the last one short or ending the range.
 func readAhead(ctx context.Context, q Querier, r LogRange, pageSize int, pages chan<- []RecordedEvent) error {
 	after, read := r.After, int64(0)
-	for r.Max <= 0 || read < r.Max {
+	for after.Before(r.Until) && (r.Max <= 0 || read < r.Max) {
 		limit := pageSize
 		if r.Max > 0 {
 			limit = int(min(int64(pageSize), r.Max-read))
@@ -195,7 +201,7 @@ func readAhead(ctx context.Context, q Querier, r LogRange, pageSize int, pages c
 			return err
 		}
 		n := len(page)
-		for r.Until != (Checkpoint{}) && n > 0 && r.Until.Before(page[n-1].Checkpoint()) {
+		for n > 0 && r.Until.Before(page[n-1].Checkpoint()) {
 			n--
 		}
 		if n == 0 {
@@ -214,13 +220,13 @@ func readAhead(ctx context.Context, q Querier, r LogRange, pageSize int, pages c
 	return nil
 }
 
-// CountLog counts the events of the log after after, up to and including until (zero: to its
-// end), below the fence or not: it tells how far a reader has to go.
+// CountLog counts the events of the log after after, up to and including until (EndOfLog: to
+// its end), below the fence or not: it tells how far a reader has to go.
 func CountLog(ctx context.Context, q Querier, after, until Checkpoint) (int64, error) {
 	var n int64
 	rows, _ := q.Query(ctx, `SELECT count(*) FROM events
 		WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)
-		  AND ($3::xid8 = '0'::xid8 OR (transaction_id, global_position) <= ($3::xid8, $4::bigint))`,
+		  AND (transaction_id, global_position) <= ($3::xid8, $4::bigint)`,
 		after.TransactionID, after.Position, until.TransactionID, until.Position)
 	if _, err := pgx.ForEachRow(rows, []any{&n}, func() error { return nil }); err != nil {
 		return 0, fmt.Errorf("eventstore: count the log: %w", err)

@@ -113,7 +113,7 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, name string, opt RebuildOp
 	}
 
 	// Build: fold the log up to the fence, in memory.
-	total, err := eventstore.CountLog(ctx, pool, eventstore.Checkpoint{}, eventstore.Checkpoint{})
+	total, err := eventstore.CountLog(ctx, pool, eventstore.Checkpoint{}, eventstore.EndOfLog)
 	if err != nil {
 		return rep, err
 	}
@@ -130,7 +130,7 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, name string, opt RebuildOp
 	readErr := make(chan error, 1)
 	go func() {
 		defer close(futures)
-		_, err := eventstore.WalkLog(readCtx, pool, eventstore.LogRange{}, opt.PageSize, func(page []eventstore.RecordedEvent) error {
+		_, err := eventstore.WalkLog(readCtx, pool, eventstore.LogRange{Until: eventstore.EndOfLog}, opt.PageSize, func(page []eventstore.RecordedEvent) error {
 			f := make(chan decodedPage, 1)
 			select {
 			case futures <- f:
@@ -291,5 +291,5 @@ func eventsBehind(ctx context.Context, pool *pgxpool.Pool, group string) (int64,
 	if err != nil {
 		return 0, err
 	}
-	return eventstore.CountLog(ctx, pool, at, eventstore.Checkpoint{})
+	return eventstore.CountLog(ctx, pool, at, eventstore.EndOfLog)
 }

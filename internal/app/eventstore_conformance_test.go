@@ -300,7 +300,7 @@ func conformReadLogWaitsForOutOfOrderCommit(t *testing.T, s app.EventStore) {
 			t.Fatalf("read %d events past an open older transaction: first %s", len(page), page[0].Type)
 		}
 	}
-	if walked := walk(t, s, eventstore.LogRange{After: cp}, 100); len(walked) != 0 {
+	if walked := walk(t, s, eventstore.LogRange{After: cp, Until: eventstore.EndOfLog}, 100); len(walked) != 0 {
 		t.Fatalf("walked %d events past an open older transaction", len(walked))
 	}
 	release()
@@ -320,7 +320,7 @@ func conformReadLogWaitsForOutOfOrderCommit(t *testing.T, s app.EventStore) {
 	if !(page[0].Position < page[1].Position) {
 		t.Fatalf("T1's position %d, T2's %d: the test did not commit out of order", page[0].Position, page[1].Position)
 	}
-	if walked := walk(t, s, eventstore.LogRange{After: cp}, 1); len(walked) != 2 || walked[0].ID != page[0].ID || walked[1].ID != page[1].ID {
+	if walked := walk(t, s, eventstore.LogRange{After: cp, Until: eventstore.EndOfLog}, 1); len(walked) != 2 || walked[0].ID != page[0].ID || walked[1].ID != page[1].ID {
 		t.Fatalf("after T1 committed a walk gave %d events, want T1 then T2", len(walked))
 	}
 	// And from T1's checkpoint only T2 remains.
@@ -418,18 +418,19 @@ func conformWalkLog(t *testing.T, s app.EventStore) {
 			}
 		}
 	}
-	same("whole log", walk(t, s, eventstore.LogRange{}, 7), all)
-	same("a page that ends the log", walk(t, s, eventstore.LogRange{}, 25), all)
-	same("after the 5th", walk(t, s, eventstore.LogRange{After: all[4].Checkpoint()}, 7), all[5:])
+	same("whole log", walk(t, s, eventstore.LogRange{Until: eventstore.EndOfLog}, 7), all)
+	same("a page that ends the log", walk(t, s, eventstore.LogRange{Until: eventstore.EndOfLog}, 25), all)
+	same("after the 5th", walk(t, s, eventstore.LogRange{After: all[4].Checkpoint(), Until: eventstore.EndOfLog}, 7), all[5:])
 	same("until the 10th", walk(t, s, eventstore.LogRange{Until: all[9].Checkpoint()}, 7), all[:10])
 	same("from the 3rd until the 17th", walk(t, s, eventstore.LogRange{After: all[2].Checkpoint(), Until: all[16].Checkpoint()}, 4), all[3:17])
-	same("at most 9", walk(t, s, eventstore.LogRange{Max: 9}, 7), all[:9])
-	same("at most 9 after the 20th", walk(t, s, eventstore.LogRange{After: all[19].Checkpoint(), Max: 9}, 7), all[20:])
-	same("after the last", walk(t, s, eventstore.LogRange{After: all[24].Checkpoint()}, 7), nil)
+	same("at most 9", walk(t, s, eventstore.LogRange{Until: eventstore.EndOfLog, Max: 9}, 7), all[:9])
+	same("at most 9 after the 20th", walk(t, s, eventstore.LogRange{After: all[19].Checkpoint(), Until: eventstore.EndOfLog, Max: 9}, 7), all[20:])
+	same("up to the start (an empty log's head)", walk(t, s, eventstore.LogRange{}, 7), nil)
+	same("after the last", walk(t, s, eventstore.LogRange{After: all[24].Checkpoint(), Until: eventstore.EndOfLog}, 7), nil)
 
 	stop := errors.New("stop")
 	pages := 0
-	last, err := s.WalkLog(ctx, eventstore.LogRange{}, 7, func([]eventstore.RecordedEvent) error {
+	last, err := s.WalkLog(ctx, eventstore.LogRange{Until: eventstore.EndOfLog}, 7, func([]eventstore.RecordedEvent) error {
 		if pages++; pages == 2 {
 			return stop
 		}
@@ -438,12 +439,12 @@ func conformWalkLog(t *testing.T, s app.EventStore) {
 	if !errors.Is(err, stop) || pages != 2 || last != all[6].Checkpoint() {
 		t.Fatalf("a walk stopped in its 2nd page: %d pages, err %v, last %s (want %s)", pages, err, last, all[6].Checkpoint())
 	}
-	if _, err := s.WalkLog(ctx, eventstore.LogRange{}, 0, nil); !errors.Is(err, eventstore.ErrInvalidArgument) {
+	if _, err := s.WalkLog(ctx, eventstore.LogRange{Until: eventstore.EndOfLog}, 0, nil); !errors.Is(err, eventstore.ErrInvalidArgument) {
 		t.Fatalf("page size 0: %v", err)
 	}
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := s.WalkLog(cancelled, eventstore.LogRange{}, 7, func([]eventstore.RecordedEvent) error { return nil }); !errors.Is(err, context.Canceled) {
+	if _, err := s.WalkLog(cancelled, eventstore.LogRange{Until: eventstore.EndOfLog}, 7, func([]eventstore.RecordedEvent) error { return nil }); !errors.Is(err, context.Canceled) {
 		t.Fatalf("a cancelled walk: %v", err)
 	}
 }

@@ -56,7 +56,7 @@ func (a *App) BankTotals(ctx context.Context, budget int64) (Totals, error) {
 		f.balances = make(map[string]int64)
 	}
 	var read int64
-	_, err := a.store.WalkLog(ctx, eventstore.LogRange{After: f.t.Until, Max: budget}, totalsPage, func(page []eventstore.RecordedEvent) error {
+	_, err := a.store.WalkLog(ctx, eventstore.LogRange{After: f.t.Until, Until: eventstore.EndOfLog, Max: budget}, totalsPage, func(page []eventstore.RecordedEvent) error {
 		for _, e := range page {
 			if err := f.add(e); err != nil {
 				return err

@@ -40,8 +40,8 @@ func Export(ctx context.Context, store *eventstore.Store, w io.Writer, opts Expo
 	until := opts.Until
 	if until == (eventstore.Checkpoint{}) {
 		var err error
-		if until, err = store.LogHeadNow(ctx); err != nil || until == (eventstore.Checkpoint{}) {
-			return ExportResult{Last: opts.After}, err // an error, or an empty log
+		if until, err = store.LogHeadNow(ctx); err != nil {
+			return ExportResult{Last: opts.After}, err
 		}
 	}
 	progress, err := ProgressHook(ctx, store, opts.After, until, opts.Progress)

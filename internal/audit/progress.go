@@ -15,12 +15,9 @@ func ProgressHook(ctx context.Context, store *eventstore.Store, after, until eve
 	if hook == nil {
 		return func(int64) {}, nil
 	}
-	var total int64 // an empty range (zero until) has nothing to count
-	if until != (eventstore.Checkpoint{}) {
-		var err error
-		if total, err = eventstore.CountLog(ctx, store.Pool(), after, until); err != nil {
-			return nil, fmt.Errorf("audit: count the events to go through: %w", err)
-		}
+	total, err := eventstore.CountLog(ctx, store.Pool(), after, until)
+	if err != nil {
+		return nil, fmt.Errorf("audit: count the events to go through: %w", err)
 	}
 	hook(0, total)
 	return func(done int64) { hook(done, total) }, nil

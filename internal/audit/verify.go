@@ -161,16 +161,13 @@ func Verify(ctx context.Context, store *eventstore.Store, opts VerifyOptions) (*
 	r := &replay{names: snap.names, workers: opts.Workers, rms: snap.readModels, heads: snap.heads,
 		streams: make(map[string]*streamState), report: &Report{Until: until, ReadModels: snap.names[:]}}
 
-	var last eventstore.Checkpoint // an empty log (zero until) has nothing to walk
-	if until != last {
-		last, err = store.WalkLog(ctx, eventstore.LogRange{Until: until}, opts.PageSize, func(page []eventstore.RecordedEvent) error {
-			r.page(page)
-			progress(r.report.Events)
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
+	last, err := store.WalkLog(ctx, eventstore.LogRange{Until: until}, opts.PageSize, func(page []eventstore.RecordedEvent) error {
+		r.page(page)
+		progress(r.report.Events)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if last.Before(until) {
 		// Everything up to until was below the oldest running transaction when until was read,

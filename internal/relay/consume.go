@@ -128,8 +128,8 @@ func Republish(ctx context.Context, store *eventstore.Store, cfg Config, from ev
 	cfg.defaults()
 	r := &Relay{store: store, cfg: cfg, log: slog.New(slog.DiscardHandler)}
 	until, err := store.LogHead(ctx)
-	if err != nil || until == (eventstore.Checkpoint{}) {
-		return 0, from, err // an error, or an empty log
+	if err != nil {
+		return 0, from, err
 	}
 	report, err := audit.ProgressHook(ctx, store, from, until, progress)
 	if err != nil {

@@ -112,7 +112,7 @@ type expected struct {
 func expect(tb testing.TB, pool *pgxpool.Pool, from eventstore.Checkpoint) *expected {
 	tb.Helper()
 	x := &expected{byID: map[string]eventstore.RecordedEvent{}, seen: map[string]bool{}, last: map[string]int64{}}
-	_, err := eventstore.WalkLog(context.Background(), pool, eventstore.LogRange{}, 10_000, func(page []eventstore.RecordedEvent) error {
+	_, err := eventstore.WalkLog(context.Background(), pool, eventstore.LogRange{Until: eventstore.EndOfLog}, 10_000, func(page []eventstore.RecordedEvent) error {
 		for _, e := range page {
 			if from.Before(e.Checkpoint()) {
 				x.byID[e.ID.String()] = e
