@@ -480,7 +480,7 @@ func (r *Relay) publish(c *connection, page []eventstore.RecordedEvent) (int, er
 				ready = append(ready, stream)
 			}
 		case err := <-f.ack.Err():
-			failed(f.i, r.publishError(c, page[f.i].Type, err))
+			failed(f.i, r.publishError(c, f.ack.Msg().Subject, err))
 		}
 	}
 	n := 0
@@ -522,14 +522,13 @@ func (r *Relay) send(c *connection, e eventstore.RecordedEvent) (nats.PubAckFutu
 	// The message id is the event id: JetStream drops a repeat within its duplicate window.
 	ack, err := c.js.PublishMsgAsync(nm, nats.MsgId(msg.UUID), nats.RetryAttempts(0))
 	if err != nil {
-		return nil, r.publishError(c, e.Type, err)
+		return nil, r.publishError(c, subject, err)
 	}
 	return ack, nil
 }
 
-// publishError describes a failed publish of an event of type eventType.
-func (r *Relay) publishError(c *connection, eventType string, err error) error {
-	subject := SubjectPrefix + eventType
+// publishError describes a failed publish to subject.
+func (r *Relay) publishError(c *connection, subject string, err error) error {
 	switch {
 	case errors.Is(err, nats.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
 		return fmt.Errorf("publish to %s: %w", subject, errStreamMissing)
